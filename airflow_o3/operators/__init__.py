@@ -1,1 +1,7 @@
+"""Operators of airflow-o3."""
 
+from __future__ import annotations
+
+from airflow_o3.operators.o3mini import O3MiniOperator
+
+__all__ = ["O3MiniOperator"]

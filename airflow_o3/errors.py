@@ -1,0 +1,139 @@
+"""Exceptions raised by airflow-o3.
+
+Every error says what happened and what to do about it. HTTP errors also carry the status code, the
+service's own message and its request id, so a failed 3 a.m. run leaves a message a person can act on.
+No message ever contains the API key: the hook never puts headers into an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class O3Error(Exception):
+    """Base class of every error airflow-o3 raises."""
+
+    retryable: bool = False
+
+
+class InvalidRequestError(O3Error, ValueError):
+    """The request was refused locally, before anything was sent (and before anything was paid)."""
+
+
+@dataclass(frozen=True)
+class HttpFailure:
+    """What the service said about a failed call."""
+
+    status: int | None
+    message: str
+    request_id: str | None = None
+    retry_after: float | None = None
+
+
+class ServiceError(O3Error):
+    """The service answered with an error status, or could not be reached.
+
+    :ivar failure: the status, the service's message and its request id.
+    :ivar attempts: how many requests were sent for this call, once the retries gave up.
+    :ivar elapsed: seconds spent over all attempts, once the retries gave up.
+    """
+
+    fix: str = ""
+
+    def __init__(
+        self, failure: HttpFailure, *, attempts: int | None = None, elapsed: float | None = None
+    ) -> None:
+        self.failure = failure
+        self.attempts = attempts
+        self.elapsed = elapsed
+        super().__init__(self._describe())
+
+    @property
+    def status(self) -> int | None:
+        return self.failure.status
+
+    def _describe(self) -> str:
+        status = f"HTTP {self.failure.status}" if self.failure.status is not None else "no HTTP status"
+        parts = [f"{type(self).__name__} ({status}): {self.failure.message}"]
+        if self.failure.request_id:
+            parts.append(f"request id {self.failure.request_id}")
+        if self.attempts is not None and self.elapsed is not None:
+            parts.append(f"gave up after {self.attempts} attempt(s) over {self.elapsed:.1f}s")
+        if self.fix:
+            parts.append(f"Fix: {self.fix}")
+        return ". ".join(parts)
+
+    def after_attempts(self, attempts: int, elapsed: float) -> ServiceError:
+        """The same error, saying how many attempts were made over how long."""
+        error = type(self)(self.failure, attempts=attempts, elapsed=elapsed)
+        error.fix = self.fix
+        return error
+
+
+class AuthenticationError(ServiceError):
+    """401: the API key is missing, wrong or expired."""
+
+    fix = "check the API key (the password field) of the Airflow connection"
+
+
+class OutOfCreditsError(ServiceError):
+    """403: the AI/ML API account has no credits left."""
+
+    fix = "top up the AI/ML API account's credits, or use a connection with another key"
+
+
+class BadRequestError(ServiceError):
+    """400, 404 or 422: the service refused the request as sent; sending it again would not help."""
+
+    fix = "correct the parameter the service names; 404 means a wrong base URL or a retired model"
+
+
+class RateLimitedError(ServiceError):
+    """429: a rate or concurrency limit; retried after the time the service asks for."""
+
+    retryable = True
+    fix = "lower the concurrency or the request rate, or raise the limits of the AI/ML API account"
+
+
+class ServerError(ServiceError):
+    """408, 409 or 5xx: the service or its upstream failed; retried with backoff."""
+
+    retryable = True
+    fix = "this is on the service's side; the call is retried, and a task retry can try again later"
+
+
+class ConnectError(ServiceError):
+    """The service could not be reached, or the connection broke before a reply came."""
+
+    retryable = True
+    fix = "check the connection's base URL and the network path from the worker to the service"
+
+
+class RequestTimeoutError(ServiceError):
+    """No reply within the read timeout; a high reasoning effort can take minutes."""
+
+    retryable = True
+    fix = "raise the read timeout (connection extra `read_timeout` or the operator's `timeout`)"
+
+
+class BadResponseError(ServiceError):
+    """A 2xx whose body is not JSON, or breaks the contract (no `choices`, say)."""
+
+    fix = "this is a fault of the service or of a proxy in between; report the request id to AI/ML API"
+
+
+class CompletionError(O3Error):
+    """The call succeeded but gave no usable answer: no text, a refusal, or a content filter."""
+
+
+def error_class_for_status(status: int) -> type[ServiceError]:
+    """The exception class for an HTTP error status."""
+    if status == 401:
+        return AuthenticationError
+    if status == 403:
+        return OutOfCreditsError
+    if status == 429:
+        return RateLimitedError
+    if status in (408, 409) or status >= 500:
+        return ServerError
+    return BadRequestError

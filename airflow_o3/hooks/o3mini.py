@@ -1,0 +1,249 @@
+"""The hook: owns the ``aimlapi`` connection and the HTTP call to the chat completions endpoint."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import BaseHook, mask_secret
+
+from airflow_o3.cache import ResponseCache, cache_key
+from airflow_o3.errors import (
+    ConnectError,
+    HttpFailure,
+    O3Error,
+    RequestTimeoutError,
+    ServiceError,
+)
+from airflow_o3.request import build_body, encode_body
+from airflow_o3.response import Completion, parse_response
+from airflow_o3.retry import RetryPolicy, call_with_retries
+from airflow_o3.settings import ClientSettings, Timeouts, settings_from_connection
+
+if TYPE_CHECKING:
+    import requests
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreparedCall:
+    """A checked request, ready to send: the URL, the body, and the id that traces it at the service."""
+
+    url: str
+    body: Mapping[str, Any]
+    client_request_id: str | None = None
+
+    @property
+    def content(self) -> bytes:
+        return encode_body(self.body)
+
+
+class O3MiniHook(BaseHook):
+    """Calls o3-mini through the AI/ML API chat completions endpoint.
+
+    The connection's password is the API key, its host the base URL (``https://api.aimlapi.com/v1``
+    when empty), and its extras tune the defaults: ``model``, ``connect_timeout``, ``read_timeout``,
+    ``max_attempts``, ``max_retry_seconds``, ``initial_backoff``, ``max_backoff``, ``max_retry_after``.
+
+    :param conn_id: the Airflow connection of type ``aimlapi`` to use.
+    :param retry: retry settings that override the connection's, as a :class:`RetryPolicy` or a dict
+        of its fields (e.g. ``{"max_attempts": 3}``).
+    :param timeout: read timeout in seconds, or :class:`Timeouts` for both connect and read, overriding
+        the connection's.
+    :param pool_size: connections kept open to the service; raise it for concurrent callers.
+    """
+
+    conn_name_attr = "conn_id"
+    default_conn_name = "aimlapi_default"
+    conn_type = "aimlapi"
+    hook_name = "AI/ML API (o3-mini)"
+
+    def __init__(
+        self,
+        conn_id: str = default_conn_name,
+        *,
+        retry: RetryPolicy | Mapping[str, Any] | None = None,
+        timeout: Timeouts | float | None = None,
+        pool_size: int = 16,
+    ) -> None:
+        super().__init__()
+        self.conn_id = conn_id
+        self._retry = retry
+        self._timeout = timeout
+        self._pool_size = pool_size
+
+    @cached_property
+    def settings(self) -> ClientSettings:
+        """The connection's settings, with this hook's overrides applied."""
+        conn = self.get_connection(self.conn_id)
+        if conn.password:
+            mask_secret(conn.password)
+        settings = settings_from_connection(
+            self.conn_id,
+            host=conn.host,
+            port=conn.port,
+            schema=conn.schema,
+            password=conn.password,
+            extras=conn.extra_dejson,
+        )
+        retry = (
+            self._retry
+            if isinstance(self._retry, RetryPolicy)
+            else settings.retry.updated(self._retry)
+        )
+        timeouts = settings.timeouts
+        if isinstance(self._timeout, Timeouts):
+            timeouts = self._timeout
+        elif self._timeout is not None:
+            timeouts = Timeouts(connect=timeouts.connect, read=float(self._timeout))
+        return replace(settings, timeouts=timeouts, retry=retry)
+
+    @cached_property
+    def session(self) -> requests.Session:
+        """One pooled HTTP session for every call this hook makes."""
+        import requests
+        from requests.adapters import HTTPAdapter
+
+        session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self._pool_size)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        return session
+
+    def prepare(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        model: str | None = None,
+        client_request_id: str | None = None,
+        **params: Any,
+    ) -> PreparedCall:
+        """Check a request against the contract without sending it.
+
+        :raises InvalidRequestError: the field that is wrong and how to fix it.
+        """
+        body = build_body(model or self.settings.model, messages, params)
+        return PreparedCall(self.settings.chat_url, body, client_request_id)
+
+    def chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        model: str | None = None,
+        client_request_id: str | None = None,
+        cache: ResponseCache | None = None,
+        **params: Any,
+    ) -> Completion:
+        """Send one chat completion request and return the reply.
+
+        :param messages: role/content dicts (roles: developer, system, user, assistant, tool).
+        :param model: the model; defaults to the connection's ``model`` extra, else ``o3-mini``.
+        :param client_request_id: sent as ``X-Client-Request-Id`` so the call can be found at the service.
+        :param cache: reuse a stored reply for the same request, and store this one.
+        :param params: any contract parameter: reasoning_effort, max_completion_tokens, response_format,
+            tools, tool_choice, seed, stop, n, provider.
+        :raises InvalidRequestError: before sending, for a parameter or value the contract refuses.
+        :raises ServiceError: a subclass naming the status, the service's message and the fix.
+        """
+        prepared = self.prepare(messages, model=model, client_request_id=client_request_id, **params)
+        return self.send(prepared, cache=cache)
+
+    def send(self, prepared: PreparedCall, *, cache: ResponseCache | None = None) -> Completion:
+        """Send a prepared request with the retry policy; read and write ``cache`` when given."""
+        key = cache_key(self.settings.base_url, prepared.body) if cache is not None else ""
+        if cache is not None and (stored := cache.get(key)) is not None:
+            log.info("Reply read from the response cache (entry %s): nothing was paid for it", key[:16])
+            return stored
+        completion = call_with_retries(self.settings.retry, lambda: self._post(prepared))
+        if cache is not None:
+            cache.put(key, completion)
+        return completion
+
+    def _post(self, prepared: PreparedCall) -> Completion:
+        import requests
+
+        settings = self.settings
+        try:
+            response = self.session.post(
+                prepared.url,
+                data=prepared.content,
+                headers=settings.headers(prepared.client_request_id),
+                timeout=(settings.timeouts.connect, settings.timeouts.read),
+            )
+        except requests.Timeout as error:
+            raise RequestTimeoutError(
+                HttpFailure(None, f"no reply from {prepared.url} in time ({type(error).__name__})")
+            ) from None
+        except requests.ConnectionError as error:
+            raise ConnectError(
+                HttpFailure(None, f"could not reach {prepared.url}: {type(error).__name__}")
+            ) from None
+        return parse_response(response.status_code, response.headers, response.content)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Check the connection without spending money: the key is set and the service answers.
+
+        It lists the models at ``{base}/models``, which costs nothing. That endpoint does not check
+        the key, so a wrong key shows only at the first real call (as a 401 naming this connection).
+        """
+        started = time.monotonic()
+        try:
+            settings = self.settings
+            response = self.session.get(
+                settings.models_url,
+                headers=settings.headers(),
+                timeout=(settings.timeouts.connect, 30.0),
+            )
+        except O3Error as error:
+            return False, str(error)
+        except Exception as error:
+            return False, f"could not reach {self.settings.base_url}: {type(error).__name__}"
+        if response.status_code != 200:
+            try:
+                parse_response(response.status_code, response.headers, response.content)
+            except ServiceError as error:
+                return False, f"GET {settings.models_url}: {error}"
+        try:
+            models = {str(model.get("id")) for model in response.json().get("data", [])}
+        except (ValueError, AttributeError):
+            models = set()
+        listed = "is listed" if settings.model in models else "is NOT listed"
+        return True, (
+            f"Reached {settings.models_url} in {time.monotonic() - started:.2f}s; model "
+            f"{settings.model!r} {listed}; an API key is set (it is checked by the first real call, "
+            "since listing models is free and needs no key)"
+        )
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The connection form on Airflow 2 (Airflow 3 reads the provider info instead)."""
+        from airflow_o3.get_provider_info import CONNECTION_TYPE
+
+        behaviour = CONNECTION_TYPE["ui-field-behaviour"]
+        return {
+            "hidden_fields": behaviour["hidden-fields"],
+            "relabeling": behaviour["relabeling"],
+            "placeholders": behaviour["placeholders"],
+        }
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The connection form's extra fields on Airflow 2 (Airflow 3 reads ``conn-fields``)."""
+        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+        from flask_babel import lazy_gettext
+        from wtforms import IntegerField, StringField
+
+        from airflow_o3.get_provider_info import CONNECTION_TYPE
+
+        widgets: dict[str, Any] = {}
+        for name, spec in CONNECTION_TYPE["conn-fields"].items():
+            field_class = IntegerField if "integer" in spec["schema"]["type"] else StringField
+            widgets[name] = field_class(
+                lazy_gettext(spec["label"]), widget=BS3TextFieldWidget(), description=spec["description"]
+            )
+        return widgets

@@ -1,0 +1,54 @@
+"""Names of the request parameters, light enough to check at DAG parse time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from airflow_o3.errors import InvalidRequestError
+
+REJECTED_PARAMETERS: Mapping[str, str] = {
+    "temperature": "reasoning models sample at a fixed temperature; remove it",
+    "top_p": "reasoning models sample at a fixed temperature; remove it",
+    "presence_penalty": "reasoning models take no penalties; remove it",
+    "frequency_penalty": "reasoning models take no penalties; remove it",
+    "logprobs": "reasoning models return no log probabilities; remove it",
+    "top_logprobs": "reasoning models return no log probabilities; remove it",
+    "logit_bias": "reasoning models take no logit bias; remove it",
+    "max_tokens": "use max_completion_tokens instead: it bounds hidden reasoning plus the visible reply",
+    "parallel_tool_calls": "reasoning models do not take it; remove it",
+}
+"""Parameters of other OpenAI chat models that o3-mini refuses, with what to do instead."""
+
+CONTRACT_PARAMETERS: frozenset[str] = frozenset(
+    {
+        "max_completion_tokens",
+        "stream",
+        "stream_options",
+        "tools",
+        "tool_choice",
+        "n",
+        "stop",
+        "seed",
+        "reasoning_effort",
+        "response_format",
+        "provider",
+    }
+)
+"""Every optional request parameter the contract lets o3-mini take."""
+
+
+def check_parameter_names(names: Iterable[str]) -> None:
+    """Refuse parameters o3-mini rejects and names the contract does not know.
+
+    :raises InvalidRequestError: naming each such parameter and what to do instead.
+    """
+    problems = []
+    for name in names:
+        if name in REJECTED_PARAMETERS:
+            problems.append(f"{name}: o3-mini refuses this parameter ({REJECTED_PARAMETERS[name]})")
+        elif name not in CONTRACT_PARAMETERS:
+            problems.append(
+                f"{name}: unknown parameter (fix: use one of {', '.join(sorted(CONTRACT_PARAMETERS))})"
+            )
+    if problems:
+        raise InvalidRequestError("Request refused before sending: " + "; ".join(problems))

@@ -1,0 +1,141 @@
+"""One retry policy for every call path: sync, async, streaming and batch.
+
+Retried: 408, 409, 429, 5xx, connection errors and read timeouts, with exponential backoff and jitter,
+honouring the wait the service asks for (``Retry-After``, ``retry-after-ms``, ``x-ratelimit-reset-*``)
+up to a cap. Never retried: 400, 401, 403, 404, 422 and every local error. Bounded by attempts and by
+total time. Built on tenacity.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any, TypeVar
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_exponential_jitter,
+)
+
+from airflow_o3.errors import InvalidRequestError, O3Error, ServiceError
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a call is retried when the service is busy or failing.
+
+    :param max_attempts: requests sent at most for one call, the first included (1 = no retry).
+    :param max_elapsed: seconds after which no new attempt starts.
+    :param initial_backoff: seconds before the first retry; doubles each time, with jitter.
+    :param max_backoff: the longest backoff between two attempts, in seconds.
+    :param max_retry_after: the longest wait honoured when the service asks for one, in seconds.
+    """
+
+    max_attempts: int = 5
+    max_elapsed: float = 900.0
+    initial_backoff: float = 0.5
+    max_backoff: float = 30.0
+    max_retry_after: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise InvalidRequestError(f"max_attempts is {self.max_attempts} (fix: use 1 or more)")
+        for name in ("max_elapsed", "initial_backoff", "max_backoff", "max_retry_after"):
+            if getattr(self, name) < 0:
+                raise InvalidRequestError(f"{name} is {getattr(self, name)} (fix: use 0 or more seconds)")
+
+    def updated(self, overrides: Mapping[str, Any] | None) -> RetryPolicy:
+        """This policy with some settings replaced (from connection extras or an operator argument).
+
+        :raises InvalidRequestError: a name that is not a setting, or a value of the wrong type.
+        """
+        if not overrides:
+            return self
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise InvalidRequestError(
+                f"unknown retry setting(s) {', '.join(unknown)} (fix: use {', '.join(sorted(known))})"
+            )
+        try:
+            values = {
+                name: int(value) if name == "max_attempts" else float(value)
+                for name, value in overrides.items()
+            }
+        except (TypeError, ValueError) as error:
+            raise InvalidRequestError(f"retry settings {dict(overrides)}: {error} (fix: use numbers)") from None
+        return replace(self, **values)
+
+
+def _is_retryable(error: BaseException) -> bool:
+    return isinstance(error, O3Error) and error.retryable
+
+
+class _Wait:
+    """Backoff with jitter, or the service's own wait when it names one (capped)."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self._policy = policy
+        self._backoff = wait_exponential_jitter(initial=policy.initial_backoff, max=policy.max_backoff)
+
+    def __call__(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, ServiceError) and error.failure.retry_after is not None:
+            return min(error.failure.retry_after, self._policy.max_retry_after)
+        return float(self._backoff(state))
+
+
+def _log_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    wait = state.next_action.sleep if state.next_action else 0.0
+    log.warning("Attempt %d failed (%s); retrying in %.2fs", state.attempt_number, error, wait)
+
+
+def _arguments(policy: RetryPolicy) -> dict[str, Any]:
+    return {
+        "stop": stop_after_attempt(policy.max_attempts) | stop_before_delay(policy.max_elapsed),
+        "wait": _Wait(policy),
+        "retry": retry_if_exception(_is_retryable),
+        "before_sleep": _log_retry,
+        "reraise": True,
+    }
+
+
+def _gave_up(error: ServiceError, attempts: int, started: float) -> ServiceError:
+    return error.after_attempts(attempts, time.monotonic() - started)
+
+
+def call_with_retries(
+    policy: RetryPolicy, call: Callable[[], T], *, sleep: Callable[[float], None] = time.sleep
+) -> T:
+    """Run ``call`` under ``policy``; a retryable error that runs out of attempts says how many were made."""
+    retrying = Retrying(sleep=sleep, **_arguments(policy))
+    started = time.monotonic()
+    try:
+        return retrying(call)
+    except ServiceError as error:
+        if not error.retryable:
+            raise
+        raise _gave_up(error, retrying.statistics.get("attempt_number", 1), started) from error
+
+
+async def acall_with_retries(policy: RetryPolicy, call: Callable[[], Awaitable[T]]) -> T:
+    """The async twin of :func:`call_with_retries`, for the triggerer."""
+    retrying = AsyncRetrying(**_arguments(policy))
+    started = time.monotonic()
+    try:
+        return await retrying(call)
+    except ServiceError as error:
+        if not error.retryable:
+            raise
+        raise _gave_up(error, retrying.statistics.get("attempt_number", 1), started) from error
