@@ -21,7 +21,7 @@ from tenacity import (
     retry_if_exception,
     stop_after_attempt,
     stop_before_delay,
-    wait_exponential_jitter,
+    wait_random_exponential,
 )
 
 from airflow_o3.errors import InvalidRequestError, O3Error, ServiceError
@@ -36,7 +36,9 @@ class RetryPolicy:
 
     :param max_attempts: requests sent at most for one call, the first included (1 = no retry).
     :param max_elapsed: seconds after which no new attempt starts.
-    :param initial_backoff: seconds before the first retry; doubles each time, with jitter.
+    :param initial_backoff: the longest wait before the first retry, in seconds; it doubles with each
+        attempt, and the actual wait is drawn at random below it (full jitter), so workers that failed
+        together do not retry together.
     :param max_backoff: the longest backoff between two attempts, in seconds.
     :param max_retry_after: the longest wait honoured when the service asks for one, in seconds.
     """
@@ -86,7 +88,7 @@ class _Wait:
 
     def __init__(self, policy: RetryPolicy) -> None:
         self._policy = policy
-        self._backoff = wait_exponential_jitter(initial=policy.initial_backoff, max=policy.max_backoff)
+        self._backoff = wait_random_exponential(multiplier=policy.initial_backoff, max=policy.max_backoff)
 
     def __call__(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None

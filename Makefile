@@ -1,0 +1,24 @@
+# Two commands for a fresh machine with Python 3.11+ and make:
+#   make demo   runs the daily-report example DAG end to end on the stand-in server (no key needed)
+#   make test   installs what the tests need and runs them
+PYTHON ?= python3
+AIRFLOW_VERSION ?= 3.3.2
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-airflow-$(AIRFLOW_VERSION)
+
+.PHONY: demo test install
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[test]" "apache-airflow==$(AIRFLOW_VERSION)"
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
