@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import pytest
+
+from airflow_o3.errors import InvalidRequestError
+from airflow_o3.parameters import CONTRACT_PARAMETERS, REJECTED_PARAMETERS
+from airflow_o3.request import _ChatRequest, build_body, encode_body
+from tests.contract import validate_request_body
+
+USER = [{"role": "user", "content": "Hello"}]
+
+
+def test_light_parameter_list_matches_the_contract_model():
+    assert set(_ChatRequest.model_fields) - {"model", "messages"} == CONTRACT_PARAMETERS
+
+
+def test_every_contract_parameter_builds_a_body_the_contract_accepts():
+    body = build_body(
+        "o3-mini",
+        [
+            {"role": "developer", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            ]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "42"},
+        ],
+        {
+            "reasoning_effort": "high",
+            "max_completion_tokens": 100_000,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+            "tool_choice": {"type": "function", "function": {"name": "f"}},
+            "seed": 7,
+            "stop": ["END"],
+            "n": 2,
+            "provider": "openai",
+            "stream": False,
+            "stream_options": None,
+        },
+    )
+    validate_request_body(body)
+    assert "stream_options" not in body
+    assert body["reasoning_effort"] == "high"
+
+
+@pytest.mark.parametrize("name", sorted(REJECTED_PARAMETERS))
+def test_parameters_o3_mini_rejects_are_refused_locally(name):
+    with pytest.raises(InvalidRequestError, match=f"{name}: o3-mini refuses"):
+        build_body("o3-mini", USER, {name: 1})
+
+
+def test_max_tokens_error_points_to_max_completion_tokens():
+    with pytest.raises(InvalidRequestError, match="use max_completion_tokens instead"):
+        build_body("o3-mini", USER, {"max_tokens": 10})
+
+
+def test_unknown_parameter_names_the_allowed_ones():
+    with pytest.raises(InvalidRequestError, match=r"reasoning: unknown parameter \(fix: use one of .*reasoning_effort"):
+        build_body("o3-mini", USER, {"reasoning": "high"})
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "fix"),
+    [
+        ({"reasoning_effort": "extreme"}, "reasoning_effort", "use 'low', 'medium' or 'high'"),
+        ({"max_completion_tokens": 0}, "max_completion_tokens", "from 1 to 100000"),
+        ({"max_completion_tokens": 100_001}, "max_completion_tokens", "from 1 to 100000"),
+        ({"max_completion_tokens": "500"}, "max_completion_tokens", "whole number"),
+        ({"stop": ["a", "b", 3]}, "stop", "at most 4 strings"),
+        ({"seed": 0}, "seed", "1 or more"),
+    ],
+)
+def test_out_of_contract_values_name_the_field_and_the_fix(params, field, fix):
+    with pytest.raises(InvalidRequestError) as raised:
+        build_body("o3-mini", USER, params)
+    assert f"{field}:" in str(raised.value)
+    assert fix in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("messages", "path"),
+    [
+        ([], "messages:"),
+        ([{"role": "bot", "content": "hi"}], "messages[0]:"),
+        ([{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}], "messages[0].content[0].type:"),
+        ([{"role": "tool", "content": "x"}], "messages[0].tool_call_id:"),
+        ([{"role": "user"}], "messages[0].content:"),
+    ],
+)
+def test_roles_and_content_parts_outside_the_contract_are_refused(messages, path):
+    with pytest.raises(InvalidRequestError, match="Fix: messages: ") as raised:
+        build_body("o3-mini", messages, {})
+    assert path in str(raised.value)
+
+
+def test_values_that_cannot_be_json_encoded_are_refused():
+    with pytest.raises(InvalidRequestError, match="cannot be encoded as JSON"):
+        build_body("o3-mini", USER, {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"x": {1, 2}}}}]})
+
+
+def test_encoded_body_is_compact_utf8():
+    assert encode_body({"a": "é", "b": [1]}) == '{"a":"é","b":[1]}'.encode()

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import pytest
+
+from airflow_o3.errors import (
+    AuthenticationError,
+    HttpFailure,
+    InvalidRequestError,
+    RateLimitedError,
+    ServerError,
+)
+from airflow_o3.retry import RetryPolicy, call_with_retries
+
+
+class Flaky:
+    def __init__(self, *errors):
+        self.errors = list(errors)
+        self.calls = 0
+
+    def __call__(self):
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return "ok"
+
+
+def failure(status, retry_after=None):
+    return HttpFailure(status, "boom", retry_after=retry_after)
+
+
+def test_retry_after_is_honoured_and_capped():
+    waits = []
+    call = Flaky(RateLimitedError(failure(429, 3.0)), RateLimitedError(failure(429, 500.0)))
+    policy = RetryPolicy(max_retry_after=10.0)
+    assert call_with_retries(policy, call, sleep=waits.append) == "ok"
+    assert waits == [3.0, 10.0]
+    assert call.calls == 3
+
+
+def test_backoff_is_full_jitter_within_the_cap():
+    waits = []
+    call = Flaky(*(ServerError(failure(503)) for _ in range(4)))
+    call_with_retries(RetryPolicy(initial_backoff=1.0, max_backoff=3.0), call, sleep=waits.append)
+    assert len(waits) == 4
+    assert all(0 <= wait <= 3.0 for wait in waits)
+    assert waits[0] <= 1.0  # full jitter: uniform in [0, initial * 2**n], capped
+
+
+def test_non_retryable_errors_fail_at_once():
+    call = Flaky(AuthenticationError(failure(401)))
+    with pytest.raises(AuthenticationError) as raised:
+        call_with_retries(RetryPolicy(), call, sleep=lambda _: None)
+    assert call.calls == 1
+    assert "gave up" not in str(raised.value)
+
+
+def test_exhausted_retries_say_how_many_attempts_over_how_long():
+    call = Flaky(*(ServerError(failure(500)) for _ in range(5)))
+    with pytest.raises(ServerError, match=r"gave up after 3 attempt\(s\) over \d+\.\ds"):
+        call_with_retries(RetryPolicy(max_attempts=3), call, sleep=lambda _: None)
+    assert call.calls == 3
+
+
+def test_total_time_bounds_the_retries():
+    call = Flaky(*(ServerError(failure(500)) for _ in range(5)))
+    with pytest.raises(ServerError, match=r"gave up after 1 attempt"):
+        call_with_retries(RetryPolicy(max_elapsed=0.0), call, sleep=lambda _: None)
+
+
+def test_policy_overrides_are_checked():
+    assert RetryPolicy().updated({"max_attempts": "2"}).max_attempts == 2
+    with pytest.raises(InvalidRequestError, match="unknown retry setting"):
+        RetryPolicy().updated({"attempts": 2})
+    with pytest.raises(InvalidRequestError, match="max_attempts is 0"):
+        RetryPolicy(max_attempts=0)
