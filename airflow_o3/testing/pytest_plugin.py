@@ -1,0 +1,43 @@
+"""pytest fixtures for the o3-mini stand-in server (registered through the ``pytest11`` entry point).
+
+``o3_standin`` gives each test its own running :class:`~airflow_o3.testing.StandInServer`;
+``o3_standin_connection`` also points Airflow's default ``aimlapi`` connection at it::
+
+    def test_summarise(o3_standin_connection):
+        o3_standin_connection.script(HttpError(503))  # first call fails, the retry succeeds
+        run_my_task()
+        assert len(o3_standin_connection.chat_requests) == 2
+
+This module deliberately does not import Airflow, so loading the plugin costs nothing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from airflow_o3.testing.server import StandInServer
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+CONNECTION_ENV_VAR = "AIRFLOW_CONN_AIMLAPI_DEFAULT"
+STANDIN_API_KEY = "standin-test-key"
+
+
+@pytest.fixture
+def o3_standin() -> Iterator[StandInServer]:
+    """A started stand-in server on a free port, stopped after the test."""
+    with StandInServer() as server:
+        yield server
+
+
+@pytest.fixture
+def o3_standin_connection(o3_standin: StandInServer, monkeypatch: pytest.MonkeyPatch) -> StandInServer:
+    """The ``o3_standin`` server, with ``AIRFLOW_CONN_AIMLAPI_DEFAULT`` set to a connection for it.
+
+    The connection's password is ``"standin-test-key"``; the variable is restored after the test.
+    """
+    monkeypatch.setenv(CONNECTION_ENV_VAR, o3_standin.connection_json(STANDIN_API_KEY))
+    return o3_standin

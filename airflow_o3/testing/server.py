@@ -1,0 +1,961 @@
+"""A local stand-in for AI/ML API's OpenAI-compatible chat completions endpoint.
+
+Point a connection at :attr:`StandInServer.base_url` and DAG tests exercise the real hook, HTTP
+stack and retry logic without network, keys or cost::
+
+    with StandInServer() as srv:
+        os.environ["AIRFLOW_CONN_AIMLAPI_DEFAULT"] = srv.connection_json()
+        ...  # run the task
+        assert srv.chat_requests[0].body["reasoning_effort"] == "high"
+
+The server answers contract-shaped ``chat.completion`` bodies (and SSE streams), records every
+request, and can be scripted (:mod:`airflow_o3.testing.faults`), rate limited or told to inject
+random faults. Standard library only; each connection is served on its own thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import json
+import math
+import random
+import re
+import socket
+import socketserver
+import struct
+import sys
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import quote, urlsplit
+
+from airflow_o3.testing.faults import (
+    Body,
+    ConnectionReset,
+    ErrorShape,
+    HttpError,
+    NonJson,
+    RateLimited,
+    Reply,
+    ScriptItem,
+    Stall,
+    StreamCut,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+    from socketserver import _RequestType
+    from types import TracebackType
+
+CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+MODELS_PATHS = frozenset({"/v1/models", "/models"})
+
+USD_PER_INPUT_TOKEN = 1.43 / 1_000_000
+USD_PER_CACHED_INPUT_TOKEN = 0.715 / 1_000_000
+USD_PER_OUTPUT_TOKEN = 5.72 / 1_000_000
+CREDITS_PER_USD = 2_000_000
+
+REASONING_TOKENS = {"low": 64, "medium": 192, "high": 512}
+"""Hidden reasoning tokens the stand-in bills per choice, by ``reasoning_effort``."""
+
+REJECTED_PARAMETERS = (
+    "temperature",
+    "top_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "logprobs",
+    "top_logprobs",
+    "logit_bias",
+    "max_tokens",
+    "parallel_tool_calls",
+)
+"""Parameters o3-mini rejects with 400 ``unsupported_parameter``; the stand-in does the same."""
+
+_RATE_LIMIT_MESSAGE = "Rate limit reached for requests. Please try again later."
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_STREAM_PIECE_CHARS = 16
+_MAX_SCHEMA_DEPTH = 32
+_RECURSION_DEPTH = 8
+_STRING_FORMATS = {
+    "date-time": "2025-01-31T00:00:00Z",
+    "date": "2025-01-31",
+    "time": "00:00:00Z",
+    "email": "user@example.com",
+    "uri": "https://example.com/",
+    "uuid": "00000000-0000-4000-8000-000000000000",
+}
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One HTTP request as the stand-in received it.
+
+    ``headers`` keeps the names as sent (use :meth:`header` for a case-insensitive lookup);
+    ``body`` is the parsed JSON or ``None`` when the body was empty or not JSON; ``raw`` the bytes.
+    """
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+    raw: bytes
+    received_at: float
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        """Return the value of header ``name`` (any case), or ``default``."""
+        wanted = name.lower()
+        return next((v for k, v in self.headers.items() if k.lower() == wanted), default)
+
+    @property
+    def is_chat(self) -> bool:
+        """True for a POST to the chat completions endpoint."""
+        return self.method == "POST" and urlsplit(self.path).path.rstrip("/") in CHAT_PATHS
+
+
+def example_for_schema(schema: Mapping[str, Any]) -> Any:
+    """Return a minimal instance that validates against the JSON schema ``schema``.
+
+    Enums give their first value, strings ``"example"`` (or a sample for a known ``format``),
+    integers 1, numbers 0.5, booleans ``True``, arrays one item and objects every property.
+    Local ``$ref`` (``#/$defs/...``) is followed and ``anyOf``/``oneOf`` take the first non-null
+    option. This is the stand-in's default reply to a ``json_schema`` response format.
+    """
+    return _example(schema, schema, 0)
+
+
+def _example(schema: Mapping[str, Any], root: Mapping[str, Any], depth: int) -> Any:
+    if depth > _MAX_SCHEMA_DEPTH:
+        return None
+    if "$ref" in schema:
+        return _example(_resolve_ref(root, schema["$ref"]), root, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            options = schema[key]
+            non_null = [o for o in options if o.get("type") != "null"]
+            if non_null and (depth < _RECURSION_DEPTH or len(non_null) == len(options)):
+                return _example(non_null[0], root, depth + 1)
+            return None
+    if "allOf" in schema:
+        parts = [_example(part, root, depth + 1) for part in schema["allOf"]]
+        if all(isinstance(p, dict) for p in parts):
+            return {k: v for part in parts for k, v in part.items()}
+        return parts[0]
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind is None:
+        kind = "array" if "items" in schema else "object"
+    if kind == "string":
+        return _example_string(schema)
+    if kind in ("integer", "number"):
+        return _example_number(schema, 1 if kind == "integer" else 0.5)
+    if kind == "boolean":
+        return True
+    if kind == "array":
+        return _example_array(schema, root, depth)
+    if kind == "object":
+        properties = schema.get("properties", {})
+        return {name: _example(sub, root, depth + 1) for name, sub in properties.items()}
+    return None
+
+
+def _resolve_ref(root: Mapping[str, Any], ref: str) -> Mapping[str, Any]:
+    if not ref.startswith("#"):
+        raise ValueError(f"only local $ref is supported, got {ref!r}")
+    node: Any = root
+    for part in filter(None, ref[1:].split("/")):
+        node = node[part.replace("~1", "/").replace("~0", "~")]
+    return node  # type: ignore[no-any-return]
+
+
+def _example_string(schema: Mapping[str, Any]) -> str:
+    text = _STRING_FORMATS.get(schema.get("format", ""), "example")
+    text = text.ljust(schema.get("minLength", 0), "x")
+    return text[: schema.get("maxLength", len(text))]
+
+
+def _example_number(schema: Mapping[str, Any], value: float) -> float:
+    step = 1 if isinstance(value, int) else 0.5
+    if "minimum" in schema:
+        value = max(value, schema["minimum"])
+    if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
+        value = schema["exclusiveMinimum"] + step
+    if "maximum" in schema:
+        value = min(value, schema["maximum"])
+    if "exclusiveMaximum" in schema and value >= schema["exclusiveMaximum"]:
+        value = schema["exclusiveMaximum"] - step
+    return value
+
+
+def _example_array(schema: Mapping[str, Any], root: Mapping[str, Any], depth: int) -> list[Any]:
+    prefix = [_example(sub, root, depth + 1) for sub in schema.get("prefixItems", [])]
+    if prefix:
+        return prefix
+    wanted = max(schema.get("minItems", 0), 0 if depth >= _RECURSION_DEPTH else 1)
+    wanted = min(wanted, schema.get("maxItems", wanted))
+    return [_example(schema.get("items", {}), root, depth + 1) for _ in range(wanted)]
+
+
+def default_reply(body: Mapping[str, Any]) -> str:
+    """The stand-in's reply text to a request ``body`` when no ``reply`` callable is given.
+
+    ``"Stand-in reply to: "`` plus the first 200 characters of the last user message; for a
+    ``json_schema`` response format a minimal valid instance (see :func:`example_for_schema`), for
+    ``json_object`` ``{"reply": "Stand-in reply to: ..."}``, both as JSON text.
+    """
+    user = [m for m in body.get("messages") or [] if isinstance(m, dict) and m.get("role") == "user"]
+    text = "Stand-in reply to: " + (_text_of(user[-1].get("content")) if user else "")[:200]
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema") or {}
+        return json.dumps(example_for_schema(schema))
+    if response_format.get("type") == "json_object":
+        return json.dumps({"reply": text})
+    return text
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def _tokens(text: str | None) -> int:
+    return math.ceil(len(text or "") / 4)
+
+
+def _prompt_tokens(body: Mapping[str, Any]) -> int:
+    messages = body.get("messages") or []
+    return _tokens("".join(_text_of(m.get("content")) for m in messages if isinstance(m, dict)))
+
+
+def _usage(prompt: int, reasoning: int, visible: int) -> dict[str, Any]:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": reasoning + visible,
+        "total_tokens": prompt + reasoning + visible,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": reasoning,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+
+
+def price(usage: Mapping[str, Any]) -> dict[str, float | int]:
+    """AI/ML API's ``meta.usage`` for a usage object: ``{"credits_used", "usd_spent"}``.
+
+    Priced at AI/ML API's o3-mini list price: $1.43 input, $0.715 cached input and $5.72 output
+    (reasoning included) per million tokens; one USD is 2,000,000 credits.
+    """
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    usd = (
+        (usage.get("prompt_tokens", 0) - cached) * USD_PER_INPUT_TOKEN
+        + cached * USD_PER_CACHED_INPUT_TOKEN
+        + usage.get("completion_tokens", 0) * USD_PER_OUTPUT_TOKEN
+    )
+    return {"credits_used": round(usd * CREDITS_PER_USD), "usd_spent": round(usd, 9)}
+
+
+def _seconds(value: float) -> str:
+    """Format seconds for ``Retry-After``: ``"1"``, ``"0.05"``."""
+    if value == int(value):
+        return str(int(value))
+    return f"{max(value, 0.001):.3f}".rstrip("0").rstrip(".")
+
+
+def _duration(value: float) -> str:
+    """Format seconds the way OpenAI's ``x-ratelimit-reset-*`` headers do: ``12ms``, ``1.5s``, ``6m0s``."""
+    if value < 1:
+        return f"{math.ceil(value * 1000)}ms"
+    minutes, rest = divmod(value, 60)
+    return (f"{int(minutes)}m" if minutes else "") + f"{rest:.3f}".rstrip("0").rstrip(".") + "s"
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _error_body(error: HttpError, path: str, request_id: str) -> tuple[bytes, str]:
+    """Return ``(body, content type)`` of ``error`` in the shape it asks for."""
+    status, shape = error.status, error.shape
+    message = error.message or HTTPStatus(status).phrase
+    if shape == "text":
+        return message.encode(), "text/plain; charset=utf-8"
+    if shape == "aimlapi":
+        payload: dict[str, Any] = {
+            "message": message,
+            "path": path,
+            "requestId": request_id,
+            "statusCode": status,
+            "timestamp": _now_iso(),
+        }
+        return _dumps(payload), "application/json"
+    if shape == "problem":
+        phrase = HTTPStatus(status).phrase
+        payload = {
+            "title": phrase,
+            "status": status,
+            "instance": path,
+            "message": message,
+            "requestId": request_id,
+            "timestamp": _now_iso(),
+            "error": {"name": phrase.replace(" ", "") + "Exception", "message": message},
+        }
+        return _dumps(payload), "application/problem+json"
+    kind = "server_error" if status >= 500 else "requests" if status == 429 else "invalid_request_error"
+    payload = {"error": {"message": message, "type": kind, "param": error.param, "code": error.code}}
+    return _dumps(payload), "application/json"
+
+
+def _dumps(payload: Any) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def _validate(body: Any) -> HttpError | None:
+    """Return the 400 o3-mini would answer to ``body``, or ``None`` when it is acceptable."""
+    if not isinstance(body, dict):
+        return HttpError(400, "We could not parse the JSON body of your request.", code="invalid_json")
+    for name, kind in (("model", str), ("messages", list)):
+        if not isinstance(body.get(name), kind) or not body[name]:
+            message = f"Missing required parameter: '{name}'."
+            return HttpError(400, message, param=name, code="missing_required_parameter")
+    for name in REJECTED_PARAMETERS:
+        if name in body:
+            hint = " Use 'max_completion_tokens' instead." if name == "max_tokens" else ""
+            message = f"Unsupported parameter: '{name}' is not supported with this model.{hint}"
+            return HttpError(400, message, param=name, code="unsupported_parameter")
+    invalid = [
+        name
+        for name in ("n", "max_completion_tokens")
+        if name in body and (type(body[name]) is not int or body[name] < 1)
+    ]
+    if body.get("reasoning_effort", "medium") not in REASONING_TOKENS:
+        invalid.append("reasoning_effort")
+    if invalid:
+        return HttpError(400, f"Invalid value for '{invalid[0]}'.", param=invalid[0], code="invalid_value")
+    return None
+
+
+class _Bucket(NamedTuple):
+    allowed: bool
+    headers: dict[str, str]
+
+
+class _TokenBucket:
+    """Admit at most ``rate`` requests per second, with bursts of up to one second's worth."""
+
+    def __init__(self, rate: float) -> None:
+        if rate <= 0:
+            raise ValueError("max_requests_per_second must be positive")
+        self._rate = rate
+        self._capacity = max(1.0, rate)
+        self._tokens = self._capacity
+        self._stamp = time.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self) -> _Bucket:
+        """Take a token if there is one; return the verdict and OpenAI-style rate-limit headers."""
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self._capacity, self._tokens + (now - self._stamp) * self._rate)
+            self._stamp = now
+            allowed = self._tokens >= 1
+            if allowed:
+                self._tokens -= 1
+            tokens = self._tokens
+        headers = {
+            "x-ratelimit-limit-requests": str(math.ceil(self._capacity)),
+            "x-ratelimit-remaining-requests": str(math.floor(tokens)),
+            "x-ratelimit-reset-requests": _duration((self._capacity - tokens) / self._rate),
+        }
+        if not allowed:
+            wait_ms = math.ceil((1 - tokens) / self._rate * 1000)
+            headers["Retry-After"] = _seconds(wait_ms / 1000)
+            headers["retry-after-ms"] = str(wait_ms)
+        return _Bucket(allowed, headers)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """HTTP I/O for one connection; :class:`StandInServer` decides what to answer."""
+
+    protocol_version = "HTTP/1.1"
+    server: _HTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep test output clean: no per-request line on stderr."""
+
+    def do_GET(self) -> None:
+        self.server.standin._handle(self, self._read_body())
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_GET
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            parts = []
+            while size := int(self.rfile.readline().split(b";")[0], 16):
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass
+            return b"".join(parts)
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _head(self, status: int, headers: Mapping[str, str]) -> bytes:
+        lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}"]
+        lines += [f"Server: {self.version_string()}", f"Date: {self.date_time_string()}"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def respond(self, status: int, body: bytes, headers: Mapping[str, str]) -> None:
+        """Send a complete response (headers and body in one write)."""
+        self.wfile.write(self._head(status, {**headers, "Content-Length": str(len(body))}) + body)
+
+    def respond_json(self, status: int, payload: Any, headers: Mapping[str, str]) -> None:
+        """Send ``payload`` as an ``application/json`` response."""
+        self.respond(status, _dumps(payload), {"Content-Type": "application/json", **headers})
+
+    def truncate(self, status: int, body: bytes, headers: Mapping[str, str]) -> None:
+        """Announce the full ``body`` but send only half of it, then close."""
+        head = self._head(status, {**headers, "Content-Length": str(len(body))})
+        self.wfile.write(head + body[: len(body) // 2])
+        self.close_connection = True
+
+    def stream(self, headers: Mapping[str, str], events: Iterable[bytes], complete: bool) -> None:
+        """Send ``events`` as SSE in chunked encoding; close mid-body unless ``complete``."""
+        head = {
+            **headers,
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-cache",
+            "Transfer-Encoding": "chunked",
+        }
+        self.wfile.write(self._head(200, head))
+        for event in events:
+            self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
+        if complete:
+            self.wfile.write(b"0\r\n\r\n")
+        else:
+            self.close_connection = True
+
+    def reset(self) -> None:
+        """Abort the connection with a TCP reset and no response."""
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.rfile.close()  # drop the file's reference so close() really closes the socket now
+        self.connection.close()
+        self.close_connection = True
+
+    def pause(self, seconds: float) -> bool:
+        """Sleep ``seconds``; return False (and mark the connection for closing) if the server stopped."""
+        if self.server.stopping.wait(max(seconds, 0)):
+            self.close_connection = True
+            return False
+        return True
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    """Threaded listener tuned for many concurrent keep-alive clients."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 512
+
+    def __init__(self, address: tuple[str, int], standin: StandInServer) -> None:
+        self.standin = standin
+        self.stopping = threading.Event()
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind would resolve the host name (slow or hanging without DNS).
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self._connections_lock:
+            self._connections.add(sock)
+        return sock, address
+
+    def close_request(self, request: _RequestType) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().close_request(request)
+
+    def handle_error(self, request: _RequestType, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+    def drop_connections(self) -> None:
+        """Shut every open client connection so idle keep-alive threads end."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for sock in connections:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class StandInServer:
+    """A local, scriptable stand-in for ``POST {base}/chat/completions`` on AI/ML API.
+
+    Use it as a context manager or with :meth:`start`/:meth:`stop`. Options:
+
+    - ``latency``: seconds to "think" before each chat answer other than the immediate 401, 400
+      and rate-limit 429 (requests are answered concurrently, one thread each).
+    - ``api_key``: when set, chat requests without ``Authorization: Bearer <api_key>`` get 401.
+    - ``max_requests_per_second``: a token bucket (bursts of one second's worth); over it the
+      server answers 429 with ``Retry-After``, ``retry-after-ms`` and ``x-ratelimit-*`` headers.
+    - ``reply``: computes the reply text from the request body (default: :func:`default_reply`).
+    - ``model``: the snapshot name reported in responses.
+
+    Requests that send a parameter o3-mini rejects (``temperature``, ``max_tokens``, ...) get the
+    same 400 ``unsupported_parameter`` the real model gives. ``max_completion_tokens`` is honoured:
+    when reasoning plus reply exceed it, the reply is cut and ``finish_reason`` is ``"length"``.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency: float = 0.0,
+        api_key: str | None = None,
+        max_requests_per_second: float | None = None,
+        reply: Callable[[dict[str, Any]], str] | None = None,
+        model: str = "o3-mini-2025-01-31",
+    ) -> None:
+        self.host = host
+        self.latency = latency
+        self.api_key = api_key
+        self.model = model
+        self._requested_port = port
+        self._reply = reply or default_reply
+        self._bucket = _TokenBucket(max_requests_per_second) if max_requests_per_second else None
+        self._lock = threading.Lock()
+        self._sequence = itertools.count(1)
+        self._requests: list[RecordedRequest] = []
+        self._script: deque[ScriptItem] = deque()
+        self._stats: Counter[str] = Counter()
+        self._delivered: Counter[str] = Counter()
+        self._fault_rate = 0.0
+        self._fault_statuses: tuple[int, ...] = ()
+        self._rng = random.Random()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> StandInServer:
+        """Bind (port 0 picks a free port) and serve on a background thread; return ``self``."""
+        if self._httpd is not None:
+            raise RuntimeError("StandInServer is already running")
+        self._httpd = _HTTPServer((self.host, self._requested_port), self)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="o3-standin", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, wake stalled answers and close open connections. Safe to call twice."""
+        httpd, thread = self._httpd, self._thread
+        if httpd is None or thread is None:
+            return
+        httpd.stopping.set()
+        httpd.shutdown()
+        thread.join()
+        httpd.drop_connections()
+        httpd.server_close()
+        self._httpd = self._thread = None
+
+    def __enter__(self) -> StandInServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        """The TCP port being served (raises ``RuntimeError`` before :meth:`start`)."""
+        if self._httpd is None:
+            raise RuntimeError("StandInServer is not running; call start() or use it as a context manager")
+        return self._httpd.server_port
+
+    @property
+    def base_url(self) -> str:
+        """The API base URL, ``http://127.0.0.1:PORT/v1``."""
+        return f"http://{self.host}:{self.port}/v1"
+
+    def connection_json(self, api_key: str = "standin-test-key") -> str:
+        """The JSON value for ``AIRFLOW_CONN_AIMLAPI_DEFAULT`` pointing at this server."""
+        return json.dumps({"conn_type": "aimlapi", "host": self.base_url, "password": api_key})
+
+    def connection_uri(self, api_key: str = "standin-test-key") -> str:
+        """The same connection in Airflow's URI form, ``aimlapi://:KEY@<url-encoded base URL>``.
+
+        Airflow decodes the host back to the full ``http://...`` base URL, which the hook uses as is.
+        """
+        return f"aimlapi://:{quote(api_key, safe='')}@{quote(self.base_url, safe='')}"
+
+    # -- what the server has seen ----------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request received, any path, oldest first (a copy)."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def chat_requests(self) -> list[RecordedRequest]:
+        """Only the POSTs to the chat completions endpoint, oldest first."""
+        return [r for r in self.requests if r.is_chat]
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counts over chat requests: ``received``, ``delivered`` (2xx completions fully sent),
+        ``faults_injected`` (random faults), ``scripted`` (scripted items used) and
+        ``rate_limited`` (429s from ``max_requests_per_second``)."""
+        keys = ("received", "delivered", "faults_injected", "scripted", "rate_limited")
+        with self._lock:
+            return {key: self._stats[key] for key in keys}
+
+    @property
+    def delivered_by_key(self) -> dict[str, int]:
+        """Completions delivered per request: keyed by the client's ``X-Client-Request-Id``, or
+        ``"sha256:<hex>"`` of the raw body without one. A value above 1 is a duplicate delivery."""
+        with self._lock:
+            return dict(self._delivered)
+
+    def clear(self) -> None:
+        """Forget recorded requests, stats and deliveries (the script and options stay)."""
+        with self._lock:
+            self._requests.clear()
+            self._stats.clear()
+            self._delivered.clear()
+
+    # -- what the server will do -----------------------------------------------------------------
+
+    def script(self, *items: ScriptItem) -> None:
+        """Queue answers for the next chat requests, one each, in order (see ``faults``).
+
+        Scripted items take precedence over validation, the rate limit and random faults; only
+        the ``api_key`` check comes first. Normal replies resume when the queue is empty.
+        """
+        with self._lock:
+            self._script.extend(items)
+
+    @property
+    def script_pending(self) -> int:
+        """How many scripted items have not been used yet."""
+        with self._lock:
+            return len(self._script)
+
+    def inject_faults(
+        self, rate: float = 0.1, statuses: Sequence[int] = (429, 500, 502, 503, 504), seed: int | None = 1
+    ) -> None:
+        """Fail each chat request independently with probability ``rate`` (0 turns it off).
+
+        The status is drawn from ``statuses`` and the error body shape at random; 429s carry
+        ``Retry-After: 0``. ``seed`` makes the sequence of draws reproducible.
+        """
+        with self._lock:
+            self._fault_rate = rate
+            self._fault_statuses = tuple(statuses)
+            self._rng = random.Random(seed)
+
+    # -- request handling (called on the connection's thread) ------------------------------------
+
+    def _handle(self, handler: _Handler, raw: bytes) -> None:
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        record = RecordedRequest(
+            method=handler.command,
+            path=handler.path,
+            headers=dict(handler.headers.items()),
+            body=body,
+            raw=raw,
+            received_at=time.time(),
+        )
+        with self._lock:
+            self._requests.append(record)
+        path = urlsplit(handler.path).path.rstrip("/")
+        if record.is_chat:
+            self._chat(handler, record)
+        elif handler.command == "GET" and path in MODELS_PATHS:
+            handler.respond_json(200, self._models(), {})
+        else:
+            error = HttpError(404, f"Cannot {handler.command} {path or '/'}", shape="aimlapi")
+            payload, content_type = _error_body(error, path, uuid.uuid4().hex)
+            handler.respond(404, payload, {"Content-Type": content_type})
+
+    def _models(self) -> dict[str, Any]:
+        model = {
+            "id": "o3-mini",
+            "object": "model",
+            "type": "chat-completion",
+            "owned_by": "openai",
+            "info": {"name": "o3 mini", "developer": "Open AI", "contextLength": 200000, "maxTokens": 100000},
+            "endpoints": ["/v1/chat/completions"],
+        }
+        return {"object": "list", "data": [model]}
+
+    def _chat(self, handler: _Handler, record: RecordedRequest) -> None:
+        with self._lock:
+            self._stats["received"] += 1
+            seq = next(self._sequence)
+        headers = {"x-request-id": f"req-standin-{seq}"}
+        client_id = record.header("X-Client-Request-Id")
+        if client_id and _CLIENT_REQUEST_ID.fullmatch(client_id):
+            headers["X-Client-Request-Id"] = client_id
+        path = urlsplit(record.path).path
+        if self._unauthorized(record):
+            message = "Incorrect API key provided. You can find your API key at https://aimlapi.com/app/keys."
+            self._send_error(handler, HttpError(401, message, code="invalid_api_key"), path, headers)
+            return
+        with self._lock:
+            item = self._script.popleft() if self._script else None
+            self._stats["scripted"] += item is not None
+        if item is None:
+            rejection = self._admit(record, headers)
+            if rejection is not None:
+                self._send_error(handler, rejection, path, headers)
+                return
+            item = self._random_fault()
+        if handler.pause(self.latency):
+            self._answer(handler, record, seq, headers, item)
+
+    def _admit(self, record: RecordedRequest, headers: dict[str, str]) -> HttpError | None:
+        """Validate the body and take a rate-limit token; return the 400/429 to send, if any."""
+        invalid = _validate(record.body)
+        if invalid is not None or self._bucket is None:
+            return invalid
+        verdict = self._bucket.take()
+        headers.update(verdict.headers)
+        if verdict.allowed:
+            return None
+        with self._lock:
+            self._stats["rate_limited"] += 1
+        return HttpError(429, _RATE_LIMIT_MESSAGE, code="rate_limit_exceeded")
+
+    def _unauthorized(self, record: RecordedRequest) -> bool:
+        return self.api_key is not None and record.header("Authorization") != f"Bearer {self.api_key}"
+
+    def _random_fault(self) -> ScriptItem | None:
+        with self._lock:
+            if not self._fault_rate or self._rng.random() >= self._fault_rate:
+                return None
+            self._stats["faults_injected"] += 1
+            status = self._rng.choice(self._fault_statuses)
+            shape: ErrorShape = self._rng.choice(("openai", "aimlapi", "problem"))
+        return RateLimited(retry_after=0) if status == 429 else HttpError(status, shape=shape)
+
+    def _answer(
+        self,
+        handler: _Handler,
+        record: RecordedRequest,
+        seq: int,
+        headers: dict[str, str],
+        item: ScriptItem | None,
+    ) -> None:
+        path = urlsplit(record.path).path
+        match item:
+            case None | Reply() | StreamCut():
+                self._complete(handler, record, seq, headers, item)
+            case Stall(seconds=seconds):
+                if handler.pause(seconds):
+                    self._complete(handler, record, seq, headers, None)
+            case HttpError():
+                self._send_error(handler, item, path, headers)
+            case RateLimited():
+                limit_headers = {}
+                if item.retry_after is not None:
+                    limit_headers["Retry-After"] = _seconds(item.retry_after)
+                    if item.retry_after_ms:
+                        limit_headers["retry-after-ms"] = str(math.ceil(item.retry_after * 1000))
+                if item.reset_header is not None:
+                    limit_headers["x-ratelimit-reset-requests"] = item.reset_header
+                error = HttpError(429, _RATE_LIMIT_MESSAGE, headers=limit_headers, code="rate_limit_exceeded")
+                self._send_error(handler, error, path, headers)
+            case ConnectionReset():
+                handler.reset()
+            case NonJson():
+                handler.respond(
+                    item.status, item.body.encode(), {"Content-Type": item.content_type, **headers}
+                )
+            case Body():
+                handler.respond_json(item.status, item.json, {**headers, **item.headers})
+
+    def _send_error(self, handler: _Handler, error: HttpError, path: str, headers: Mapping[str, str]) -> None:
+        payload, content_type = _error_body(error, path, headers["x-request-id"])
+        handler.respond(error.status, payload, {"Content-Type": content_type, **headers, **error.headers})
+
+    def _plan(self, body: dict[str, Any], scripted: Reply | None) -> tuple[Reply, dict[str, Any]]:
+        """Decide the reply and its usage (summed over the ``n`` choices)."""
+        n = _choice_count(body)
+        reasoning = REASONING_TOKENS.get(body.get("reasoning_effort", "medium"), REASONING_TOKENS["medium"])
+        prompt = _prompt_tokens(body)
+        if scripted is not None:
+            arguments = "".join(c.get("function", {}).get("arguments", "") for c in scripted.tool_calls or [])
+            visible = _tokens(scripted.content) + _tokens(scripted.refusal) + _tokens(arguments)
+            return scripted, scripted.usage or _usage(prompt, reasoning * n, visible * n)
+        text = self._reply(body)
+        visible = _tokens(text)
+        budget = body.get("max_completion_tokens")
+        reply = Reply(text)
+        if type(budget) is int and budget >= 1 and reasoning + visible > budget:
+            reasoning = min(reasoning, budget)
+            visible = budget - reasoning
+            reply = Reply(text[: visible * 4], finish_reason="length")
+        return reply, _usage(prompt, reasoning * n, visible * n)
+
+    def _complete(
+        self,
+        handler: _Handler,
+        record: RecordedRequest,
+        seq: int,
+        headers: dict[str, str],
+        item: Reply | StreamCut | None,
+    ) -> None:
+        body = record.body if isinstance(record.body, dict) else {}
+        try:
+            reply, usage = self._plan(body, item if isinstance(item, Reply) else None)
+        except Exception as exc:  # the user's reply callable failed: answer 500, then report it
+            error = HttpError(500, f"Stand-in reply callable failed: {exc!r}")
+            self._send_error(handler, error, urlsplit(record.path).path, headers)
+            raise
+        n = _choice_count(body)
+        meta = {"usage": price(usage)}
+        base = {
+            "id": f"chatcmpl-standin-{seq}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model,
+            "system_fingerprint": "fp_standin",
+        }
+        cut = item.after_chunks if isinstance(item, StreamCut) else None
+        # Count a delivery before its last byte goes out, so a client that has read the whole answer
+        # always finds it counted; take it back if sending fails.
+        key = record.header("X-Client-Request-Id") or "sha256:" + hashlib.sha256(record.raw).hexdigest()
+        delivering = cut is None
+        if delivering:
+            self._count_delivery(key, 1)
+        try:
+            if body.get("stream") is True:
+                include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+                events = _stream_events(base, reply, n, usage if include_usage else None, meta, cut)
+                handler.stream(headers, events, complete=delivering)
+            else:
+                payload = _dumps(_completion_body(base, reply, n, usage, meta))
+                cost = {
+                    "x-aimlapi-usd-spent": f"{meta['usage']['usd_spent']:.9f}".rstrip("0").rstrip("."),
+                    "x-aimlapi-credits-used": str(meta["usage"]["credits_used"]),
+                }
+                send = handler.respond if delivering else handler.truncate
+                send(200, payload, {"Content-Type": "application/json", **headers, **cost})
+        except OSError:
+            if delivering:
+                self._count_delivery(key, -1)
+            raise
+
+    def _count_delivery(self, key: str, change: int) -> None:
+        with self._lock:
+            self._stats["delivered"] += change
+            self._delivered[key] += change
+            if not self._delivered[key]:
+                del self._delivered[key]
+
+
+def _choice_count(body: Mapping[str, Any]) -> int:
+    n = body.get("n", 1)
+    return n if type(n) is int and n >= 1 else 1
+
+
+def _completion_body(
+    base: dict[str, Any], reply: Reply, n: int, usage: dict[str, Any], meta: dict[str, Any]
+) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": reply.content,
+        "refusal": reply.refusal,
+        "annotations": [],
+    }
+    if reply.tool_calls is not None:
+        message["tool_calls"] = reply.tool_calls
+    choices = [
+        {"index": i, "message": message, "finish_reason": reply.finish_reason, "logprobs": None}
+        for i in range(n)
+    ]
+    return {**base, "choices": choices, "usage": usage, "meta": meta}
+
+
+def _pieces(text: str) -> list[str]:
+    """Split ``text`` into small stream deltas that never straddle a newline."""
+    return [
+        line[i : i + _STREAM_PIECE_CHARS]
+        for line in text.splitlines(keepends=True)
+        for i in range(0, len(line), _STREAM_PIECE_CHARS)
+    ]
+
+
+def _stream_events(
+    base: dict[str, Any],
+    reply: Reply,
+    n: int,
+    usage: dict[str, Any] | None,
+    meta: dict[str, Any],
+    cut_after: int | None,
+) -> Iterator[bytes]:
+    """Yield the SSE events of a streamed completion, stopping after ``cut_after`` content chunks."""
+
+    def chunk(index: int, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        choice = {"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+        payload = {**base, "object": "chat.completion.chunk", "choices": [choice]}
+        if usage is not None:
+            payload["usage"] = None
+        return b"data: " + _dumps(payload) + b"\n\n"
+
+    sent = 0
+    for index in range(n):
+        yield chunk(index, {"role": "assistant", "content": "", "refusal": None})
+        deltas: list[dict[str, Any]] = [{"content": piece} for piece in _pieces(reply.content or "")]
+        deltas += [{"refusal": piece} for piece in _pieces(reply.refusal or "")]
+        # One complete delta per tool call: the contract's chunk schema requires id, type, name and
+        # arguments in every tool-call delta, and clients that concatenate fragments read it whole.
+        deltas += [
+            {"tool_calls": [{"index": position, **call}]}
+            for position, call in enumerate(reply.tool_calls or [])
+        ]
+        for delta in deltas:
+            if sent == cut_after:
+                return
+            sent += 1
+            yield chunk(index, delta)
+        if cut_after is not None:
+            return
+        yield chunk(index, {}, reply.finish_reason)
+    if usage is not None:
+        payload = {**base, "object": "chat.completion.chunk", "choices": [], "usage": usage, "meta": meta}
+        yield b"data: " + _dumps(payload) + b"\n\n"
+    yield b"data: [DONE]\n\n"
