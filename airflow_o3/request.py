@@ -81,9 +81,14 @@ class _ToolCall(_Strict):
     function: _FunctionCall
 
 
+class _RefusalPart(_Strict):
+    type: Literal["refusal"]
+    refusal: str
+
+
 class _AssistantMessage(_Strict):
     role: Literal["assistant"]
-    content: _Content | None = None
+    content: str | list[_TextPart | _RefusalPart] = ""
     refusal: str | None = None
     name: str | None = None
     tool_calls: list[_ToolCall] | None = None
@@ -93,6 +98,7 @@ class _ToolMessage(_Strict):
     role: Literal["tool"]
     content: str
     tool_call_id: str
+    name: str | None = None
 
 
 _Message = Annotated[

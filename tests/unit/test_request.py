@@ -20,7 +20,7 @@ def test_every_contract_parameter_builds_a_body_the_contract_accepts():
         [
             {"role": "developer", "content": "Be brief."},
             {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
-            {"role": "assistant", "content": None, "tool_calls": [
+            {"role": "assistant", "tool_calls": [
                 {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
             ]},
             {"role": "tool", "tool_call_id": "call_1", "content": "42"},
@@ -92,6 +92,12 @@ def test_roles_and_content_parts_outside_the_contract_are_refused(messages, path
     with pytest.raises(InvalidRequestError, match="Fix: messages: ") as raised:
         build_body("o3-mini", messages, {})
     assert path in str(raised.value)
+
+
+def test_assistant_content_may_be_left_out_but_not_null():
+    build_body("o3-mini", [*USER, {"role": "assistant", "refusal": None, "tool_calls": []}], {})
+    with pytest.raises(InvalidRequestError, match=r"messages\[1\].content"):
+        build_body("o3-mini", [*USER, {"role": "assistant", "content": None}], {})
 
 
 def test_values_that_cannot_be_json_encoded_are_refused():
