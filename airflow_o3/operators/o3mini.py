@@ -7,7 +7,8 @@ pydantic are loaded when the task runs.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -198,7 +199,7 @@ class O3MiniOperator(BaseOperator):
         return ResponseCache(settings) if settings.mode != "off" else None
 
     def execute(self, context: Context) -> Any:
-        try:
+        with _task_failure_on_final_errors():
             completion = self.hook.chat(
                 self.build_messages(),
                 model=self.model,
@@ -206,11 +207,12 @@ class O3MiniOperator(BaseOperator):
                 cache=self.response_cache(),
                 **self.request_parameters(),
             )
+        return self.publish(context, completion)
+
+    def publish(self, context: Context, completion: Completion) -> Any:
+        """Check the reply, log a summary, push ``usage`` and ``completion``, return the task's result."""
+        with _task_failure_on_final_errors():
             check_completion(completion)
-        except O3Error as error:
-            if getattr(error, "retryable", False):
-                raise
-            raise AirflowFailException(str(error)) from error
         self.log.info(
             "o3-mini reply: %s, %s tokens (%s reasoning), cost %s, request id %s%s",
             completion.finish_reason,
@@ -234,3 +236,18 @@ class O3MiniOperator(BaseOperator):
             },
         )
         return completion.text
+
+
+@contextmanager
+def _task_failure_on_final_errors() -> Iterator[None]:
+    """Errors that a task retry cannot mend (bad input, a wrong key, no answer) fail without retries.
+
+    Retryable service errors (429, 5xx, timeouts) that outlived the hook's own retries are raised as
+    they are, so Airflow's task retries can try again later.
+    """
+    try:
+        yield
+    except O3Error as error:
+        if error.retryable:
+            raise
+        raise AirflowFailException(str(error)) from error
