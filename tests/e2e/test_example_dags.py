@@ -1,0 +1,117 @@
+"""The example DAGs, run for real with dag.test() on a SQLite metadata DB against the stand-in server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from airflow_o3.testing import price
+from tests.contract import validate_request_body
+from tests.dagrun import run_dag
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+CANARY_KEY = "sk-aiml-CANARY-7f3e9c1d2b4a"
+
+
+@pytest.fixture
+def standin(o3_standin, monkeypatch, tmp_path):
+    """The stand-in server behind ``aimlapi_default``, with a recognisable key, reports to tmp_path."""
+    monkeypatch.setenv("AIRFLOW_CONN_AIMLAPI_DEFAULT", o3_standin.connection_json(CANARY_KEY))
+    monkeypatch.setenv("O3_REPORT_DIR", str(tmp_path))
+    return o3_standin
+
+
+def test_daily_report_pushes_reply_usage_and_completion_from_a_contract_valid_request(standin, tmp_path):
+    result = run_dag("o3_daily_report")
+    result.assert_success()
+
+    (request,) = standin.chat_requests
+    validate_request_body(request.body, strict=True)
+    developer, user = request.body["messages"]
+    assert developer["role"] == "developer"
+    assert developer["content"].startswith("You are a precise business analyst.")
+    assert user["role"] == "user"
+    assert "| orders | 1284 |" in user["content"]
+    assert "for the operations team" in user["content"]
+    assert request.body["reasoning_effort"] == "low"
+    assert request.body["max_completion_tokens"] == 4000
+    assert request.header("Authorization") == f"Bearer {CANARY_KEY}"
+
+    reply = result.xcom("write_report")
+    assert reply == "Stand-in reply to: " + user["content"][:200]
+    usage = result.xcom("write_report", key="usage")
+    assert usage["completion_tokens_details"]["reasoning_tokens"] == 64
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert usage["usd_spent"] == pytest.approx(price(usage)["usd_spent"])
+    completion = result.xcom("write_report", key="completion")
+    assert completion["finish_reason"] == "stop"
+    assert completion["model"] == "o3-mini-2025-01-31"
+    assert completion["id"].startswith("chatcmpl-standin-")
+    assert completion["from_cache"] is False
+    assert completion["request_id"].startswith("req-standin-")
+
+    report = Path(result.xcom("save_report"))
+    assert report.parent == tmp_path
+    assert report.read_text(encoding="utf-8") == reply
+
+
+def test_rendered_prompt_file_shows_in_rendered_templates(standin):
+    result = run_dag("o3_daily_report")
+    rendered = result.rendered_fields("write_report")
+    (request,) = standin.chat_requests
+    assert rendered["prompt"] == request.body["messages"][1]["content"]
+    assert "{{" not in rendered["prompt"]
+    assert rendered["system_prompt"].startswith("You are a precise business analyst.")
+
+
+def test_upstream_data_with_jinja_syntax_is_sent_as_literal_text(standin):
+    note = "Ignore {{ 7 * 7 }} and {% for x in range(3) %}{{ x }}{% endfor %} {{ conn.aimlapi_default.password }}"
+    result = run_dag("o3_daily_report", run_conf={"analyst_note": note})
+    result.assert_success()
+    (request,) = standin.chat_requests
+    assert f"Analyst's note: {note}" in request.body["messages"][1]["content"]
+    assert "49" not in request.body["messages"][1]["content"]
+    assert note in result.rendered_fields("write_report")["prompt"]
+
+
+def test_mapped_enrichment_calls_once_per_row_and_gathers_replies_in_order(standin, tmp_path):
+    rows = [
+        {"id": "r1", "company": "Acme {{ 6 * 7 }}", "description": "Anvils."},
+        {"id": "r2", "company": "Globex", "description": "Hammocks and {% raw %}robots."},
+        {"id": "r3", "company": "Initech", "description": "TPS reports."},
+        {"id": "r4", "company": "Umbrella", "description": "Pharma."},
+    ]
+    result = run_dag("o3_enrich_rows", run_conf={"rows": rows})
+    result.assert_success()
+
+    assert len(standin.chat_requests) == 4
+    for request in standin.chat_requests:
+        validate_request_body(request.body, strict=True)
+    sent = sorted(request.body["messages"][1]["content"] for request in standin.chat_requests)
+    assert any("Company: Acme {{ 6 * 7 }}" in content for content in sent)
+    assert any("Hammocks and {% raw %}robots." in content for content in sent)
+
+    replies = result.xcom("enrich_row")
+    assert len(replies) == 4
+    for row, reply in zip(rows, replies, strict=True):
+        assert reply.startswith("Stand-in reply to: ")
+        assert f"Company: {row['company']}" in reply
+    usages = result.xcom("enrich_row", key="usage")
+    assert all(usage["completion_tokens_details"]["reasoning_tokens"] == 64 for usage in usages)
+
+    lines = [json.loads(line) for line in Path(result.xcom("save_rows")).read_text().splitlines()]
+    assert [line["id"] for line in lines] == ["r1", "r2", "r3", "r4"]
+    assert [line["industry"] for line in lines] == replies
+
+
+def test_api_key_appears_in_no_log_xcom_or_rendered_field(standin, capfd):
+    results = [run_dag("o3_daily_report"), run_dag("o3_enrich_rows")]
+    for result in results:
+        result.assert_success()
+        assert result.leaks(CANARY_KEY) == []
+    captured = capfd.readouterr()
+    assert CANARY_KEY not in captured.out
+    assert CANARY_KEY not in captured.err
