@@ -1,0 +1,53 @@
+"""A task retried by Airflow after its call succeeded reuses the stored reply instead of paying again."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.dagrun import run_dag
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+DAG = """
+from datetime import timedelta
+
+import pendulum
+from airflow.providers.common.compat.sdk import DAG
+from airflow_o3.operators import O3MiniOperator
+
+
+def worker_dies_after_the_reply(context, result):
+    if context["ti"].try_number == 1:
+        raise RuntimeError("the worker died after the reply arrived")
+
+
+with DAG(dag_id="{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+    O3MiniOperator(
+        task_id="ask",
+        prompt="Summarise the night's incidents.",
+        cache={cache!r},
+        retries=1,
+        retry_delay=timedelta(0),
+        post_execute=worker_dies_after_the_reply,
+    )
+"""
+
+
+def test_airflow_retry_after_a_successful_call_sends_one_request(dag_file, o3_standin_connection, tmp_path):
+    dag_file(DAG.format(dag_id="o3_pay_once", cache={"mode": "on", "path": str(tmp_path)}))
+    result = run_dag("o3_pay_once")
+    result.assert_success()
+    assert result.try_number("ask") == 2
+    assert len(o3_standin_connection.chat_requests) == 1
+    assert result.xcom("ask").startswith("Stand-in reply to: Summarise")
+    assert result.xcom("ask", key="completion")["from_cache"] is True
+    usage = result.xcom("ask", key="usage")
+    assert usage["usd_spent"] > 0, "the cached entry keeps the original usage and cost"
+    assert "Reply read from the response cache" in result.task_log("ask")
+
+
+def test_without_the_cache_the_retry_pays_again(dag_file, o3_standin_connection):
+    dag_file(DAG.format(dag_id="o3_pay_twice", cache="off"))
+    result = run_dag("o3_pay_twice")
+    result.assert_success()
+    assert len(o3_standin_connection.chat_requests) == 2
