@@ -139,21 +139,24 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
     return max(resets) if resets else None
 
 
+def _titled(title: Any, message: Any) -> str:
+    return str(message) if str(title) == str(message) else f"{title}: {message}"
+
+
 def _service_message(body: Any, text: str) -> str:
     """The service's message from any of its three error-body shapes, or the raw text."""
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, dict) and error.get("message"):
-            message = str(error["message"])
             if body.get("title"):
-                return f"{body['title']}: {message}"
+                return _titled(body["title"], error["message"])
             code = error.get("code") or error.get("type")
-            return f"{message} ({code})" if code else message
+            return f"{error['message']} ({code})" if code else str(error["message"])
         if body.get("message"):
             message = body["message"]
             if isinstance(message, list):
                 message = "; ".join(map(str, message))
-            return f"{body['title']}: {message}" if body.get("title") else str(message)
+            return _titled(body["title"], message) if body.get("title") else str(message)
         if isinstance(error, str):
             return error
         if body.get("title"):
