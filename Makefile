@@ -6,6 +6,9 @@ AIRFLOW_VERSION ?= 3.3.2
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-airflow-$(AIRFLOW_VERSION)
+# Airflow 2.11 predates universal-pathlib 0.3 (its constraints pin 0.2.6): without the pin,
+# ObjectStoragePath (the response cache) fails on every path.
+AIRFLOW_PINS := $(if $(filter 2.%,$(AIRFLOW_VERSION)),"universal-pathlib<0.3",)
 
 .PHONY: demo test install
 
@@ -14,7 +17,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[test]" "apache-airflow==$(AIRFLOW_VERSION)"
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[test]" "apache-airflow==$(AIRFLOW_VERSION)" $(AIRFLOW_PINS)
 	touch $@
 
 demo: $(STAMP)

@@ -85,6 +85,9 @@ _TEST_ENV = {
     ),
     "AIRFLOW_O3_TEST_DAGS_FOLDER": str(TEST_DAGS_FOLDER),
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    # Airflow 2's initdb creates ~60 example connections whose passwords ("password", "airflow")
+    # then get masked in every rendered field; Airflow 3 creates none.
+    "AIRFLOW__DATABASE__LOAD_DEFAULT_CONNECTIONS": "False",
     "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
     # One SQLite file in the temp home (absolute path, hence four slashes). A tmpfs location was
     # measured: no faster, initdb is CPU-bound.

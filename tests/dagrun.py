@@ -95,6 +95,16 @@ _MISSING: Any = object()
 _state = {"prepared": False}
 
 
+def airflow_major() -> int:
+    """The installed Airflow's major version (2 or 3), read without importing airflow."""
+    from importlib.metadata import version
+
+    return int(version("apache-airflow").split(".")[0])
+
+
+AIRFLOW_3 = airflow_major() >= 3
+
+
 class DagLoadError(LookupError):
     """The DAG could not be found in (or imported from) the dags folder."""
 
@@ -160,7 +170,10 @@ def _follow_current_std_streams() -> None:
         if stream is sys.stderr or stream is sys.__stderr__:
             name = "stderr"
         elif (
-            stream is sys.stdout or stream is sys.__stdout__ or type(stream).__name__ in _PYTEST_CAPTURE_TYPES
+            stream is sys.stdout
+            or stream is sys.__stdout__
+            or type(stream).__name__ in _PYTEST_CAPTURE_TYPES
+            or isinstance(stream, _Tee)  # Airflow 2's dag.test() binds a handler to the run's stdout
         ):
             name = "stdout"
         else:
@@ -197,6 +210,12 @@ def _prepare_airflow_for_tests() -> None:
     from airflow.utils import db
 
     db.initdb()
+    if not AIRFLOW_3:
+        # Airflow 2's initdb runs alembic's fileConfig(), which replaces the root handler with a
+        # stderr one at WARNING; put Airflow's own logging config back.
+        from airflow.logging_config import configure_logging
+
+        configure_logging()
     _follow_current_std_streams()
     _warm_up_execution_api()
     _state["prepared"] = True
@@ -228,14 +247,19 @@ def load_dag(dag_id: str) -> DAG:
 
     :raises DagLoadError: the DAG is in neither; the message lists DAGs found and import errors.
     """
-    from airflow.dag_processing.dagbag import DagBag
-
     found: list[str] = []
     errors: list[str] = []
     for bundle_name, folder in _bundle_folders().items():
         if not folder.is_dir():
             continue
-        bag = DagBag(dag_folder=folder, bundle_path=folder, bundle_name=bundle_name)
+        if AIRFLOW_3:
+            from airflow.dag_processing.dagbag import DagBag
+
+            bag = DagBag(dag_folder=folder, bundle_path=folder, bundle_name=bundle_name)
+        else:  # Airflow 2: no bundles, one DagBag per folder
+            from airflow.models.dagbag import DagBag as DagBag2
+
+            bag = DagBag2(dag_folder=str(folder), include_examples=False)
         if (dag := bag.dags.get(dag_id)) is not None:
             return dag
         found.extend(sorted(bag.dags))
@@ -262,8 +286,11 @@ def register_dag(dag: DAG) -> None:
     """Write a DAG object that does not live in the dags folder to the metadata DB.
 
     ``dag.test()`` only creates runs for serialized DAGs, and it serializes only what it finds in the
-    configured bundles. :func:`run_dag` calls this for you.
+    configured bundles. :func:`run_dag` calls this for you. Airflow 2's ``dag.test()`` runs a DAG
+    object as it is, so there this does nothing.
     """
+    if not AIRFLOW_3:
+        return
     from airflow.dag_processing.bundles.manager import DagBundlesManager
     from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
     from airflow.utils.session import create_session
@@ -341,7 +368,7 @@ def run_dag(
     if run_conf is not None:
         kwargs["run_conf"] = run_conf
     if logical_date is not None:
-        kwargs["logical_date"] = logical_date
+        kwargs["logical_date" if AIRFLOW_3 else "execution_date"] = logical_date
 
     buffer = io.StringIO()
     old_out, old_err = sys.stdout, sys.stderr
@@ -351,6 +378,8 @@ def run_dag(
         dag_run = dag.test(**kwargs)
     finally:
         sys.stdout, sys.stderr = old_out, old_err
+        if not AIRFLOW_3:
+            _follow_current_std_streams()  # the handler dag.test() added writes to this run's tee
     duration = time.perf_counter() - started
     return DagRunResult._read(dag.dag_id, dag_run.run_id, log=buffer.getvalue(), duration=duration)
 
@@ -393,10 +422,14 @@ class DagRunResult:
         from airflow.models.dagrun import DagRun
         from airflow.models.renderedtifields import RenderedTaskInstanceFields
         from airflow.models.taskinstance import TaskInstance
-        from airflow.models.xcom import XComModel
-        from airflow.sdk.execution_time.xcom import XCom
         from airflow.utils.session import create_session
         from sqlalchemy import select
+
+        if AIRFLOW_3:
+            from airflow.models.xcom import XComModel
+            from airflow.sdk.execution_time.xcom import XCom
+        else:
+            from airflow.models.xcom import BaseXCom as XComModel, XCom  # type: ignore[no-redef]
 
         with create_session() as session:
             dag_run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))

@@ -313,7 +313,7 @@ def test_contract_path_default_and_override(monkeypatch, tmp_path):
 
 def _pipeline_dag(dag_id: str):
     from airflow.providers.standard.operators.python import PythonOperator
-    from airflow.sdk import DAG, task
+    from airflow.providers.common.compat.sdk import DAG, task
 
     with DAG(dag_id, schedule=None, start_date=START, catchup=False) as dag:
 
@@ -432,7 +432,7 @@ def test_stdlib_logging_reaches_capsys_outside_dag_runs(capsys):
 
 @pytest.mark.usefixtures("airflow_db")
 def test_failures_retries_and_assert_success():
-    from airflow.sdk import DAG, task
+    from airflow.providers.common.compat.sdk import DAG, task
 
     with DAG("infra_failures", schedule=None, start_date=START) as dag:
 
@@ -470,7 +470,7 @@ def test_failures_retries_and_assert_success():
 @pytest.mark.usefixtures("airflow_db")
 def test_deferred_task_runs_its_trigger_inline():
     from airflow.providers.standard.sensors.time_delta import TimeDeltaSensor
-    from airflow.sdk import DAG
+    from airflow.providers.common.compat.sdk import DAG
 
     with DAG("infra_deferral", schedule=None, start_date=START) as dag:
         TimeDeltaSensor(task_id="wait", delta=timedelta(seconds=1), deferrable=True)
@@ -484,7 +484,7 @@ def test_deferred_task_runs_its_trigger_inline():
 
 DAG_FILE = """
 import pendulum
-from airflow.sdk import DAG, task
+from airflow.providers.common.compat.sdk import DAG, task
 
 with DAG("{dag_id}", schedule=None, start_date=pendulum.datetime(2024, 1, 1, tz="UTC")) as dag:
 
@@ -528,7 +528,10 @@ def test_fixed_logical_date(dag_file):
 
 @pytest.mark.usefixtures("airflow_db")
 def test_missing_dag_and_import_errors_fail_clearly(dag_file):
-    dag_file("from airflow.sdk import DAG\nraise ImportError('BROKEN-DAG-FILE')\n", name="infra_broken.py")
+    dag_file(
+        "from airflow.providers.common.compat.sdk import DAG\nraise ImportError('BROKEN-DAG-FILE')\n",
+        name="infra_broken.py",
+    )
     with pytest.raises(DagLoadError) as excinfo:
         run_dag("infra_no_such_dag")
     message = str(excinfo.value)
@@ -541,7 +544,7 @@ def test_missing_dag_and_import_errors_fail_clearly(dag_file):
 def test_secrets_masked_in_rendered_fields_but_not_in_dag_test_logs(monkeypatch):
     """Pins an Airflow 3.3 fact the secret-leak tests depend on (see tests/dagrun.py)."""
     from airflow.providers.standard.operators.python import PythonOperator
-    from airflow.sdk import DAG
+    from airflow.providers.common.compat.sdk import DAG
 
     secret = "PW-SECRET-b7f3e1"
     monkeypatch.setenv(
