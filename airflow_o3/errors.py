@@ -8,6 +8,7 @@ No message ever contains the API key: the hook never puts headers into an error.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 class O3Error(Exception):
@@ -41,11 +42,17 @@ class ServiceError(O3Error):
     fix: str = ""
 
     def __init__(
-        self, failure: HttpFailure, *, attempts: int | None = None, elapsed: float | None = None
+        self,
+        failure: HttpFailure,
+        *,
+        attempts: int | None = None,
+        elapsed: float | None = None,
+        conn_id: str | None = None,
     ) -> None:
         self.failure = failure
         self.attempts = attempts
         self.elapsed = elapsed
+        self.conn_id = conn_id
         super().__init__(self._describe())
 
     @property
@@ -60,26 +67,35 @@ class ServiceError(O3Error):
         if self.attempts is not None and self.elapsed is not None:
             parts.append(f"gave up after {self.attempts} attempt(s) over {self.elapsed:.1f}s")
         if self.fix:
-            parts.append(f"Fix: {self.fix}")
+            connection = f"connection {self.conn_id!r}" if self.conn_id else "the Airflow connection"
+            parts.append("Fix: " + self.fix.format(connection=connection))
         return ". ".join(parts)
+
+    def _copy(self, **changes: Any) -> ServiceError:
+        settings = {"attempts": self.attempts, "elapsed": self.elapsed, "conn_id": self.conn_id, **changes}
+        error = type(self)(self.failure, **settings)
+        error.fix = self.fix
+        return error
 
     def after_attempts(self, attempts: int, elapsed: float) -> ServiceError:
         """The same error, saying how many attempts were made over how long."""
-        error = type(self)(self.failure, attempts=attempts, elapsed=elapsed)
-        error.fix = self.fix
-        return error
+        return self._copy(attempts=attempts, elapsed=elapsed)
+
+    def for_connection(self, conn_id: str) -> ServiceError:
+        """The same error, naming the Airflow connection whose settings the fix is about."""
+        return self._copy(conn_id=conn_id)
 
 
 class AuthenticationError(ServiceError):
     """401: the API key is missing, wrong or expired."""
 
-    fix = "check the API key (the password field) of the Airflow connection"
+    fix = "check the API key (the password field) of {connection}"
 
 
 class OutOfCreditsError(ServiceError):
     """403: the AI/ML API account has no credits left."""
 
-    fix = "top up the AI/ML API account's credits, or use a connection with another key"
+    fix = "top up the credits of the AI/ML API account whose key {connection} holds, or use another key"
 
 
 class BadRequestError(ServiceError):
@@ -106,14 +122,14 @@ class ConnectError(ServiceError):
     """The service could not be reached, or the connection broke before a reply came."""
 
     retryable = True
-    fix = "check the connection's base URL and the network path from the worker to the service"
+    fix = "check the base URL of {connection} and the network path from the worker to the service"
 
 
 class RequestTimeoutError(ServiceError):
     """No reply within the read timeout; a high reasoning effort can take minutes."""
 
     retryable = True
-    fix = "raise the read timeout (connection extra `read_timeout` or the operator's `timeout`)"
+    fix = "raise the read timeout (extra `read_timeout` of {connection}, or the operator's `timeout`)"
 
 
 class BadResponseError(ServiceError):

@@ -159,7 +159,10 @@ class O3MiniHook(BaseHook):
         if cache is not None and (stored := cache.get(key)) is not None:
             log.info("Reply read from the response cache (entry %s): nothing was paid for it", key[:16])
             return stored
-        completion = call_with_retries(self.settings.retry, lambda: self._post(prepared))
+        try:
+            completion = call_with_retries(self.settings.retry, lambda: self._post(prepared))
+        except ServiceError as error:
+            raise error.for_connection(self.conn_id) from error.__cause__
         if cache is not None:
             cache.put(key, completion)
         return completion

@@ -69,7 +69,8 @@ def test_rejected_parameters_fail_before_any_request(hook, o3_standin_connection
 @pytest.mark.parametrize(
     ("fault", "error", "fragment"),
     [
-        (HttpError(401, "Invalid API key", shape="openai"), AuthenticationError, "check the API key"),
+        (HttpError(401, "Invalid API key", shape="openai"), AuthenticationError,
+         "check the API key (the password field) of connection 'aimlapi_default'"),
         (HttpError(403, "Not enough credits", shape="aimlapi"), OutOfCreditsError, "credits"),
         (HttpError(400, "messages: invalid", shape="problem"), BadRequestError, "messages: invalid"),
         (HttpError(404, "Model not found", shape="openai"), BadRequestError, "Model not found"),
