@@ -138,8 +138,33 @@ class BadResponseError(ServiceError):
     fix = "this is a fault of the service or of a proxy in between; report the request id to AI/ML API"
 
 
+class StreamCutError(BadResponseError):
+    """A streamed reply broke off after some of it had arrived: an error, never a partial answer.
+
+    The hook does not send the request again itself (the text so far is already in the task log),
+    but an Airflow task retry may.
+    """
+
+    fix = (
+        "a task retry asks again; if streams keep breaking, check proxy and load-balancer idle "
+        "timeouts between the worker and the service"
+    )
+
+
 class CompletionError(O3Error):
     """The call succeeded but gave no usable answer: no text, a refusal, or a content filter."""
+
+
+class RefusalError(CompletionError):
+    """The model refused to give the structured output the task asked for."""
+
+
+class StructuredOutputError(CompletionError):
+    """The reply is not JSON, is cut off, or does not match the task's schema."""
+
+
+class ToolCallError(CompletionError):
+    """The model called a tool with arguments that are not valid JSON."""
 
 
 def error_class_for_status(status: int) -> type[ServiceError]:

@@ -33,7 +33,8 @@ FIELD_FIXES: Mapping[str, str] = {
     "tool_choice": "use 'none', 'auto', 'required' or {'type': 'function', 'function': {'name': ...}}",
     "response_format": (
         "use {'type': 'text'}, {'type': 'json_object'} or "
-        "{'type': 'json_schema', 'json_schema': {'name': ..., 'schema': {...}}}"
+        "{'type': 'json_schema', 'json_schema': {'name': ..., 'schema': {...}}}; the name is 1 to 64 "
+        "of a-z, A-Z, 0-9, _ and -"
     ),
     "stream_options": "use {'include_usage': true}",
     "provider": "name an upstream such as 'openai', or 'auto'",
@@ -137,7 +138,7 @@ class _JsonObjectFormat(_Strict):
 
 
 class _JsonSchema(_Strict):
-    name: str
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
     description: str | None = None
@@ -206,13 +207,17 @@ def build_body(model: str, messages: Sequence[Mapping[str, Any]], params: Mappin
 
     :param model: the model to call, e.g. ``o3-mini``.
     :param messages: role/content dicts.
-    :param params: optional contract parameters; those set to ``None`` are left out.
+    :param params: optional contract parameters; those set to ``None`` are left out. A streamed
+        request (``stream=True``) asks for the final usage chunk (``stream_options.include_usage``)
+        unless ``stream_options`` is given, so streamed calls report their tokens and cost too.
     :raises InvalidRequestError: a parameter o3-mini refuses, an unknown parameter, or a value outside
         the contract; the message names each field and the fix.
     """
     check_parameter_names(params)
     body: dict[str, Any] = {"model": model, "messages": [dict(message) for message in messages]}
     body.update((name, value) for name, value in params.items() if value is not None)
+    if body.get("stream") is True and "stream_options" not in body:
+        body["stream_options"] = {"include_usage": True}
     try:
         _ChatRequest.model_validate(body)
     except ValidationError as error:

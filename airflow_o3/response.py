@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from time import time
@@ -257,3 +257,28 @@ def parse_response(status: int, headers: Mapping[str, str], content: bytes) -> C
         snippet = content[:200].decode("utf-8", "replace")
         raise _bad(status, headers, f"the reply is not JSON: {snippet!r}") from None
     return completion_from_body(body, headers, status=status)
+
+
+def usage_over(completions: Sequence[Completion]) -> dict[str, Any]:
+    """The usage record of one task's calls, added up: every billed attempt counts.
+
+    Token counts (nested details included), ``usd_spent`` and ``credits_used`` are summed over the
+    completions; ``attempts`` says how many there were. A single completion gives its own
+    :meth:`Completion.usage_record` plus ``attempts: 1``.
+    """
+    total: dict[str, Any] = {}
+    for completion in completions:
+        _add(total, completion.usage_record())
+    total["attempts"] = len(completions)
+    return total
+
+
+def _add(total: dict[str, Any], record: Mapping[str, Any]) -> None:
+    for name, value in record.items():
+        if isinstance(value, Mapping):
+            _add(total.setdefault(name, {}), value)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            added = total.get(name, 0) + value
+            total[name] = round(added, 9) if isinstance(added, float) else added
+        elif name not in total:
+            total[name] = value

@@ -27,6 +27,8 @@ from airflow_o3.settings import ClientSettings, Timeouts, settings_from_connecti
 if TYPE_CHECKING:
     import requests
 
+    from airflow_o3.streaming import OnText
+
 log = logging.getLogger(__name__)
 
 
@@ -137,6 +139,7 @@ class O3MiniHook(BaseHook):
         model: str | None = None,
         client_request_id: str | None = None,
         cache: ResponseCache | None = None,
+        on_text: OnText | None = None,
         **params: Any,
     ) -> Completion:
         """Send one chat completion request and return the reply.
@@ -145,22 +148,41 @@ class O3MiniHook(BaseHook):
         :param model: the model; defaults to the connection's ``model`` extra, else ``o3-mini``.
         :param client_request_id: sent as ``X-Client-Request-Id`` so the call can be found at the service.
         :param cache: reuse a stored reply for the same request, and store this one.
+        :param on_text: with ``stream=True``, called with (choice index, text) for each piece of the
+            reply as it arrives.
         :param params: any contract parameter: reasoning_effort, max_completion_tokens, response_format,
-            tools, tool_choice, seed, stop, n, provider.
+            tools, tool_choice, seed, stop, n, provider, stream. With ``stream=True`` the reply is read
+            as server-sent events and assembled into the same :class:`Completion`, usage included.
         :raises InvalidRequestError: before sending, for a parameter or value the contract refuses.
-        :raises ServiceError: a subclass naming the status, the service's message and the fix.
+        :raises ServiceError: a subclass naming the status, the service's message and the fix; a
+            stream that breaks off after some text arrived is a :class:`StreamCutError`.
         """
         prepared = self.prepare(messages, model=model, client_request_id=client_request_id, **params)
-        return self.send(prepared, cache=cache)
+        return self.send(prepared, cache=cache, on_text=on_text)
 
-    def send(self, prepared: PreparedCall, *, cache: ResponseCache | None = None) -> Completion:
-        """Send a prepared request with the retry policy; read and write ``cache`` when given."""
+    def send(
+        self, prepared: PreparedCall, *, cache: ResponseCache | None = None, on_text: OnText | None = None
+    ) -> Completion:
+        """Send a prepared request with the retry policy; read and write ``cache`` when given.
+
+        A streamed request (``stream: true`` in the body) is retried only while no reply text has
+        arrived; ``on_text`` gets its text as it comes (a cached reply's text, all at once).
+        """
         key = cache_key(self.settings.base_url, prepared.body) if cache is not None else ""
         if cache is not None and (stored := cache.get(key)) is not None:
             log.info("Reply read from the response cache (entry %s): nothing was paid for it", key[:16])
+            if on_text is not None:
+                for choice in stored.choices:
+                    if choice.text:
+                        on_text(choice.index, choice.text)
             return stored
         try:
-            completion = call_with_retries(self.settings.retry, lambda: self._post(prepared))
+            if prepared.body.get("stream"):
+                completion = call_with_retries(
+                    self.settings.retry, lambda: self._post_stream(prepared, on_text)
+                )
+            else:
+                completion = call_with_retries(self.settings.retry, lambda: self._post(prepared))
         except ServiceError as error:
             raise error.for_connection(self.conn_id) from error.__cause__
         if cache is not None:
@@ -168,15 +190,42 @@ class O3MiniHook(BaseHook):
         return completion
 
     def _post(self, prepared: PreparedCall) -> Completion:
+        response = self._open(prepared, stream=False)
+        return parse_response(response.status_code, response.headers, response.content)
+
+    def _post_stream(self, prepared: PreparedCall, on_text: OnText | None) -> Completion:
+        import requests
+
+        from airflow_o3.streaming import StreamAssembler, sse_data
+
+        with self._open(prepared, stream=True) as response:
+            content_type = response.headers.get("Content-Type", "")
+            if not 200 <= response.status_code < 300 or "text/event-stream" not in content_type:
+                return parse_response(response.status_code, response.headers, response.content)
+            assembler = StreamAssembler(response.status_code, response.headers, on_text)
+            try:
+                for data in sse_data(response.iter_lines()):
+                    assembler.feed(data)
+            except requests.RequestException as error:
+                timed_out = isinstance(error, requests.Timeout) or "timed out" in str(error).lower()
+                raise assembler.interrupted(type(error).__name__, timed_out=timed_out) from None
+            return assembler.completion()
+
+    def _open(self, prepared: PreparedCall, *, stream: bool) -> requests.Response:
+        """POST the body; a failure to connect or to get the reply's first byte becomes a typed error."""
         import requests
 
         settings = self.settings
+        headers = settings.headers(prepared.client_request_id)
+        if stream:
+            headers["Accept"] = "text/event-stream"
         try:
-            response = self.session.post(
+            return self.session.post(
                 prepared.url,
                 data=prepared.content,
-                headers=settings.headers(prepared.client_request_id),
+                headers=headers,
                 timeout=(settings.timeouts.connect, settings.timeouts.read),
+                stream=stream,
             )
         except requests.Timeout as error:
             raise RequestTimeoutError(
@@ -186,7 +235,6 @@ class O3MiniHook(BaseHook):
             raise ConnectError(
                 HttpFailure(None, f"could not reach {prepared.url}: {type(error).__name__}")
             ) from None
-        return parse_response(response.status_code, response.headers, response.content)
 
     def test_connection(self) -> tuple[bool, str]:
         """Check the connection without spending money: the key is set and the service answers.

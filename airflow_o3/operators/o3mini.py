@@ -1,11 +1,12 @@
 """The operator: render a prompt from upstream data, ask o3-mini, hand the reply to downstream tasks.
 
-This module is imported at every DAG parse, so it imports nothing heavy: the hook, ``requests`` and
-pydantic are loaded when the task runs.
+This module is imported at every DAG parse, so it imports nothing heavy: the hook, ``requests``,
+``jsonschema`` and pydantic are loaded when the task runs.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -14,8 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
-from airflow_o3.errors import CompletionError, InvalidRequestError, O3Error
+from airflow_o3.errors import (
+    CompletionError,
+    InvalidRequestError,
+    O3Error,
+    RefusalError,
+    StreamCutError,
+    StructuredOutputError,
+)
 from airflow_o3.parameters import check_parameter_names
+from airflow_o3.structured import OutputFormat, output_format, parse_tool_calls, reask_messages
 
 if TYPE_CHECKING:
     import jinja2
@@ -23,7 +32,7 @@ if TYPE_CHECKING:
 
     from airflow_o3.cache import CacheSettings, ResponseCache
     from airflow_o3.hooks.o3mini import O3MiniHook
-    from airflow_o3.response import Completion
+    from airflow_o3.response import Choice, Completion
     from airflow_o3.retry import RetryPolicy
 
 _REQUEST_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]+")
@@ -42,35 +51,65 @@ def client_request_id(context: Context) -> str:
 def check_completion(completion: Completion) -> None:
     """Refuse a reply that is not an answer, so an empty string never travels downstream.
 
+    Every choice is checked (there are several when the request asked for ``n`` > 1).
+
     :raises CompletionError: the reasoning used the whole budget, the model refused, or the content
         filter stopped it; the message says what to change.
     """
-    if completion.refusal:
-        raise CompletionError(f"o3-mini refused to answer: {completion.refusal!r}. Rephrase the prompt.")
-    if completion.finish_reason == "content_filter":
+    for choice in completion.choices:
+        _check_choice(choice, completion)
+
+
+def _check_choice(choice: Choice, completion: Completion) -> None:
+    if choice.refusal:
+        raise CompletionError(f"o3-mini refused to answer: {choice.refusal!r}. Rephrase the prompt.")
+    if choice.finish_reason == "content_filter":
         raise CompletionError(
             "the service's content filter stopped the reply (finish_reason content_filter); "
             "review the prompt and the upstream data it includes"
         )
-    if completion.finish_reason == "length" and not completion.text:
+    if choice.finish_reason == "length" and not choice.text and not choice.tool_calls:
         reasoning = completion.usage.get("completion_tokens_details", {}).get("reasoning_tokens")
         raise CompletionError(
             f"the reply is empty: reasoning used the whole token budget ({reasoning} reasoning tokens, "
             "finish_reason length). Raise max_completion_tokens or lower reasoning_effort"
         )
-    if not completion.text and not completion.tool_calls:
+    if not choice.text and not choice.tool_calls:
         raise CompletionError(
-            f"the reply is empty (finish_reason {completion.finish_reason!r}); nothing to pass downstream"
+            f"the reply is empty (finish_reason {choice.finish_reason!r}); nothing to pass downstream"
         )
+
+
+def reply_value(choice: Choice, completion: Completion, output: OutputFormat | None) -> Any:
+    """What one choice hands downstream: its tool calls, its parsed JSON, or its text.
+
+    :raises CompletionError: the choice is no answer (see :func:`check_completion`); a refusal of
+        structured output is a :class:`RefusalError`, arguments that are not JSON a ``ToolCallError``,
+        a reply that is not the JSON asked for a ``StructuredOutputError``.
+    """
+    if choice.refusal and output is not None and output.is_json:
+        raise RefusalError(
+            f"o3-mini refused to give the structured output ({output.kind}): {choice.refusal!r}. "
+            "Asking again does not help; rephrase the prompt or review the upstream data it includes"
+        )
+    _check_choice(choice, completion)
+    if choice.tool_calls:
+        return parse_tool_calls(choice.tool_calls)
+    if output is not None:
+        return output.parse(choice.text, choice.finish_reason)
+    return choice.text
 
 
 class O3MiniOperator(BaseOperator):
     """Ask o3-mini through the AI/ML API with a Jinja-templated prompt; return its reply.
 
-    The reply text is the task's return value (XCom ``return_value``). The operator also pushes
-    ``usage`` (the service's usage object: prompt, completion and reasoning tokens, plus ``usd_spent``
-    and ``credits_used`` when the service reports its cost) and ``completion`` (id, model,
-    finish_reason, created, request_id, from_cache).
+    The reply is the task's return value (XCom ``return_value``): the text; with ``response_format``
+    the parsed JSON (plain dicts and lists); when the model calls tools, the list of calls as
+    ``{"id", "name", "arguments"}`` with the arguments parsed; with ``n`` > 1 in ``parameters``, a
+    list of those, one per choice. The operator also pushes ``usage`` (the service's usage object:
+    prompt, completion and reasoning tokens, plus ``usd_spent`` and ``credits_used`` when the service
+    reports its cost, added up over every billed request of the task, and ``attempts``, how many
+    there were) and ``completion`` (id, model, finish_reason, created, request_id, from_cache).
 
     :param prompt: the user message: an inline Jinja template, or the path of a template file ending
         ``.j2``, ``.md`` or ``.txt`` (found through the DAG's folder and ``template_searchpath``).
@@ -86,9 +125,23 @@ class O3MiniOperator(BaseOperator):
         thinks longer and costs more reasoning tokens.
     :param max_completion_tokens: the most tokens the reply may use, hidden reasoning included (1 to
         100000). Too small a budget leaves no room for the visible answer, and the task fails.
-    :param response_format: the contract's response format dict, e.g. ``{"type": "json_object"}``.
-    :param parameters: any other contract parameter: ``tools``, ``tool_choice``, ``seed``, ``stop``,
-        ``n``, ``provider``.
+    :param response_format: the shape of the reply: a JSON Schema dict of an object, a pydantic model
+        class, or ``"json_object"`` (any JSON object; say "JSON" in the prompt). A schema is sent in
+        strict form (every object closed, every property required: make an optional field nullable)
+        and the reply is validated against it; a reply that is not valid JSON, is cut off or does not
+        match fails the task with the problem and the start of the reply. The contract's own
+        ``{"type": ...}`` dicts are accepted too.
+    :param json_retries: with ``response_format``, how many times to ask again, telling the model what
+        was wrong, before failing on a reply that is not the JSON asked for. Every request is billed,
+        and counted in ``usage``.
+    :param stream: receive the reply as it is written and log it line by line, so a long reply shows
+        progress in the task log. The result is the same as without streaming; a stream that breaks
+        off fails the task (Airflow's retries may try again), it never passes on half a reply.
+    :param dry_run: render the prompt, build and check the exact request body, log it and return it
+        (XCom ``return_value``) without sending anything, so nothing is paid.
+    :param parameters: any other contract parameter: ``tools`` and ``tool_choice`` (the model's tool
+        calls become the result), ``n`` (several answers, returned as a list), ``seed``, ``stop``,
+        ``provider``.
     :param retry: retry settings overriding the connection's, e.g. ``{"max_attempts": 3}``.
     :param timeout: seconds to wait for the reply, overriding the connection's read timeout.
     :param cache: the response cache: ``"off"`` (default), ``"on"``, ``"read_only"``, or a dict
@@ -111,7 +164,10 @@ class O3MiniOperator(BaseOperator):
         model: str | None = None,
         reasoning_effort: str | None = None,
         max_completion_tokens: int | None = None,
-        response_format: dict[str, Any] | None = None,
+        response_format: dict[str, Any] | type | str | None = None,
+        json_retries: int = 0,
+        stream: bool = False,
+        dry_run: bool = False,
         parameters: dict[str, Any] | None = None,
         retry: RetryPolicy | dict[str, Any] | None = None,
         timeout: float | None = None,
@@ -129,8 +185,23 @@ class O3MiniOperator(BaseOperator):
                 f"{self.task_id}: system_prompt goes with prompt (fix: put a developer message first in messages)"
             )
         check_parameter_names(parameters or {})
-        for name in {"reasoning_effort", "max_completion_tokens", "response_format"} & set(parameters or {}):
+        for name in {"reasoning_effort", "max_completion_tokens", "response_format", "stream"} & set(
+            parameters or {}
+        ):
             raise InvalidRequestError(f"{self.task_id}: pass {name} as its own argument, not in parameters")
+        try:
+            self.output_format = output_format(response_format)
+        except InvalidRequestError as error:
+            raise InvalidRequestError(f"{self.task_id}: {error}") from None
+        if type(json_retries) is not int or json_retries < 0:
+            raise InvalidRequestError(
+                f"{self.task_id}: json_retries is {json_retries!r} (fix: use a whole number, 0 or more)"
+            )
+        if json_retries and (self.output_format is None or not self.output_format.is_json):
+            raise InvalidRequestError(
+                f"{self.task_id}: json_retries re-asks for a JSON reply (fix: set response_format to a "
+                "schema or 'json_object', or drop json_retries)"
+            )
         self.prompt = prompt
         self.system_prompt = system_prompt
         self.messages = messages
@@ -139,6 +210,9 @@ class O3MiniOperator(BaseOperator):
         self.reasoning_effort = reasoning_effort
         self.max_completion_tokens = max_completion_tokens
         self.response_format = response_format
+        self.json_retries = json_retries
+        self.stream = stream
+        self.dry_run = dry_run
         self.parameters = parameters or {}
         self.retry = retry
         self.timeout = timeout
@@ -187,7 +261,8 @@ class O3MiniOperator(BaseOperator):
         return {
             "reasoning_effort": self.reasoning_effort,
             "max_completion_tokens": self.max_completion_tokens,
-            "response_format": self.response_format,
+            "response_format": dict(self.output_format.response_format) if self.output_format else None,
+            "stream": True if self.stream else None,
             **self.parameters,
         }
 
@@ -200,30 +275,103 @@ class O3MiniOperator(BaseOperator):
 
     def execute(self, context: Context) -> Any:
         with _task_failure_on_final_errors():
-            completion = self.hook.chat(
-                self.build_messages(),
-                model=self.model,
-                client_request_id=client_request_id(context),
-                cache=self.response_cache(),
-                **self.request_parameters(),
-            )
-        return self.publish(context, completion)
+            messages = self.build_messages()
+            parameters = self.request_parameters()
+            if self.output_format is not None:
+                self.output_format.check(messages)
+            if self.dry_run:
+                return self.dry_run_request(messages, parameters)
+            completions = self.ask(context, messages, parameters)
+        return self.publish(context, completions[-1], earlier_attempts=completions[:-1])
 
-    def publish(self, context: Context, completion: Completion) -> Any:
-        """Check the reply, log a summary, push ``usage`` and ``completion``, return the task's result."""
-        with _task_failure_on_final_errors():
-            check_completion(completion)
+    def ask(
+        self, context: Context, messages: list[dict[str, Any]], parameters: dict[str, Any]
+    ) -> list[Completion]:
+        """Send the request, and ask again (up to ``json_retries`` times) while the JSON is unusable.
+
+        :return: every reply received, the last one to be published.
+        """
+        from airflow_o3.streaming import LineLog
+
+        request_id = client_request_id(context)
+        completions: list[Completion] = []
+        while True:
+            reply_log = LineLog(self._log_reply_line)
+            attempt_id = f"{request_id}:r{len(completions)}"[-128:] if completions else request_id
+            try:
+                completion = self.hook.chat(
+                    messages,
+                    model=self.model,
+                    client_request_id=attempt_id,
+                    cache=self.response_cache(),
+                    on_text=reply_log.add if self.stream else None,
+                    **parameters,
+                )
+            finally:
+                reply_log.close()
+            completions.append(completion)
+            problem = _unusable_json(completion, self.output_format)
+            if problem is None or len(completions) > self.json_retries:
+                return completions
+            reply, error = problem
+            self.log.warning(
+                "Reply %d of at most %d is not the JSON asked for, asking again: %s",
+                len(completions),
+                self.json_retries + 1,
+                error,
+            )
+            messages = [*messages, *reask_messages(reply, error)]
+
+    def _log_reply_line(self, index: int, line: str) -> None:
+        several = (self.parameters.get("n") or 1) > 1
+        self.log.info("reply%s | %s", f"[{index}]" if several else "", line)
+
+    def dry_run_request(self, messages: list[dict[str, Any]], parameters: dict[str, Any]) -> dict[str, Any]:
+        """Build and check the exact request body, log it and return it; nothing is sent.
+
+        The model and URL come from the connection when it can be read; without one, the defaults.
+        """
+        from airflow.providers.common.compat.sdk import AirflowNotFoundException
+
+        from airflow_o3.request import build_body
+        from airflow_o3.settings import DEFAULT_BASE_URL, DEFAULT_MODEL
+
+        try:
+            model, url = self.model or self.hook.settings.model, self.hook.settings.chat_url
+        except (AirflowNotFoundException, InvalidRequestError) as error:
+            model, url = self.model or DEFAULT_MODEL, f"{DEFAULT_BASE_URL}/chat/completions"
+            self.log.info("Dry run: connection %r not read (%s); assuming %s", self.conn_id, error, url)
+        body = build_body(model, messages, parameters)
         self.log.info(
-            "o3-mini reply: %s, %s tokens (%s reasoning), cost %s, request id %s%s",
-            completion.finish_reason,
-            completion.usage.get("total_tokens"),
-            completion.usage.get("completion_tokens_details", {}).get("reasoning_tokens"),
-            f"${completion.cost_usd:.6f}" if completion.cost_usd is not None else "not reported",
-            completion.request_id,
-            ", from the response cache" if completion.from_cache else "",
+            "Dry run, nothing sent. The request would be POST %s with this body:\n%s",
+            url,
+            json.dumps(body, indent=2, ensure_ascii=False),
         )
+        return body
+
+    def publish(
+        self, context: Context, completion: Completion, *, earlier_attempts: Sequence[Completion] = ()
+    ) -> Any:
+        """Check the reply, log a summary, push ``usage`` and ``completion``, return the task's result.
+
+        :param earlier_attempts: the task's earlier replies (``json_retries``), billed too: their usage
+            is added to ``usage``.
+        """
+        from airflow_o3.response import usage_over
+
+        with _task_failure_on_final_errors():
+            values = [reply_value(choice, completion, self.output_format) for choice in completion.choices]
+        # the per-call summary line (tokens, cost, latency, ids) is logged by the hook's send()
+        usage = usage_over([*earlier_attempts, completion])
+        if earlier_attempts:
+            self.log.info(
+                "Over %d attempts: %s tokens, cost %s",
+                usage["attempts"],
+                usage.get("total_tokens"),
+                f"${usage['usd_spent']:.6f}" if "usd_spent" in usage else "not reported",
+            )
         ti = context["ti"]
-        ti.xcom_push(key="usage", value=completion.usage_record())
+        ti.xcom_push(key="usage", value=usage)
         ti.xcom_push(
             key="completion",
             value={
@@ -235,19 +383,36 @@ class O3MiniOperator(BaseOperator):
                 "from_cache": completion.from_cache,
             },
         )
-        return completion.text
+        return values if (self.parameters.get("n") or 1) > 1 else values[0]
+
+
+def _unusable_json(
+    completion: Completion, output: OutputFormat | None
+) -> tuple[str | None, StructuredOutputError] | None:
+    """The first choice whose reply is not the JSON asked for (its text and why), if any.
+
+    Other failures (a refusal, a content filter, bad tool arguments) are not worth asking again for.
+    """
+    for choice in completion.choices:
+        try:
+            reply_value(choice, completion, output)
+        except StructuredOutputError as error:
+            return choice.text, error
+        except CompletionError:
+            return None
+    return None
 
 
 @contextmanager
 def _task_failure_on_final_errors() -> Iterator[None]:
     """Errors that a task retry cannot mend (bad input, a wrong key, no answer) fail without retries.
 
-    Retryable service errors (429, 5xx, timeouts) that outlived the hook's own retries are raised as
-    they are, so Airflow's task retries can try again later.
+    Retryable service errors (429, 5xx, timeouts) that outlived the hook's own retries, and streams
+    that broke off, are raised as they are, so Airflow's task retries can try again later.
     """
     try:
         yield
     except O3Error as error:
-        if error.retryable:
+        if error.retryable or isinstance(error, StreamCutError):
             raise
         raise AirflowFailException(str(error)) from error
