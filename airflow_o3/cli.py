@@ -1,0 +1,231 @@
+"""``airflow-o3-render``: render a prompt template and print the request body, without Airflow.
+
+The same check as an ``O3MiniOperator`` with ``dry_run=True``, for a laptop or a CI job where no
+Airflow runs: the template is rendered with Jinja the way Airflow renders it (sandboxed, undefined
+variables are errors), with variables from JSON; the body is built and checked against the contract
+by the functions the operator uses; nothing is sent. ::
+
+    airflow-o3-render dags/prompts/daily_report.md.j2 \\
+        --vars '{"ds": "2026-01-31", "params": {"audience": "ops"}, "xcom": {"collect_figures": {...}}}' \\
+        --system-prompt "You are a precise analyst." --reasoning-effort low --response-format schema.json
+
+In the variables, ``xcom`` maps a task id to the value ``ti.xcom_pull(task_ids=...)`` returns (and
+``"task_id.key"`` to a value pushed under another key). Exit status: 0 with the body on stdout;
+1 with the problem on stderr when the template or the request is refused; 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow_o3.errors import InvalidRequestError
+from airflow_o3.request import build_body
+from airflow_o3.settings import DEFAULT_MODEL
+from airflow_o3.structured import output_format
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+PROGRAM = "airflow-o3-render"
+OWN_OPTIONS = frozenset({"reasoning_effort", "max_completion_tokens", "response_format", "stream"})
+
+
+class TemplateVariableError(InvalidRequestError):
+    """A template pulls an XCom value that the variables do not hold."""
+
+
+class RecordedXComs:
+    """Stands in for ``ti`` in a template: ``xcom_pull`` reads the ``xcom`` variable.
+
+    :param values: ``{"task_id": return value, "task_id.key": value pushed under key}``.
+    """
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = values
+
+    def xcom_pull(
+        self, task_ids: str | Sequence[str] | None = None, key: str = "return_value", **_: Any
+    ) -> Any:
+        """The recorded value of one task, or a list of them for a list of task ids."""
+        if isinstance(task_ids, str):
+            return self._value(task_ids, key)
+        return [self._value(task_id, key) for task_id in task_ids or ()]
+
+    def _value(self, task_id: str, key: str) -> Any:
+        name = task_id if key == "return_value" else f"{task_id}.{key}"
+        if name not in self._values:
+            raise TemplateVariableError(
+                f"the template pulls XCom {key!r} of task {task_id!r}, which the variables do not hold "
+                f'(fix: add {{"xcom": {{"{name}": <value>}}}} to --vars)'
+            )
+        return self._values[name]
+
+
+def render(
+    template: str, variables: Mapping[str, Any], *, searchpath: Sequence[Path] = (), where: str = "template"
+) -> str:
+    """Render a prompt template as Airflow would: sandboxed Jinja, an undefined name is an error.
+
+    :param template: the template text.
+    :param variables: the template's variables; ``xcom`` feeds ``ti.xcom_pull``.
+    :param searchpath: folders where templates it includes are found.
+    :param where: what the template is, for error messages (its file name).
+    :raises InvalidRequestError: the template does not render, naming the problem and the fix.
+    """
+    import jinja2
+    from jinja2.sandbox import SandboxedEnvironment
+
+    env = SandboxedEnvironment(
+        loader=jinja2.FileSystemLoader([str(folder) for folder in searchpath]),
+        undefined=jinja2.StrictUndefined,
+        extensions=["jinja2.ext.do"],
+        cache_size=0,
+    )
+    context = {"ti": RecordedXComs(variables.get("xcom") or {}), **variables}
+    try:
+        return env.from_string(template).render(context)
+    except jinja2.TemplateSyntaxError as error:
+        raise InvalidRequestError(
+            f"{where} line {error.lineno}: {error.message} (fix: correct the template)"
+        ) from None
+    except jinja2.UndefinedError as error:
+        raise InvalidRequestError(f"{where}: {error.message} (fix: add the variable to --vars)") from None
+
+
+def request_body(
+    prompt: str,
+    *,
+    system_prompt: str | None = None,
+    model: str = DEFAULT_MODEL,
+    reasoning_effort: str | None = None,
+    max_completion_tokens: int | None = None,
+    response_format: Any = None,
+    stream: bool = False,
+    parameters: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The body an ``O3MiniOperator`` with these arguments sends for this rendered prompt.
+
+    :raises InvalidRequestError: an empty prompt, or anything the contract refuses.
+    """
+    for name, text in (("prompt", prompt), ("system prompt", system_prompt)):
+        if text is not None and not text.strip():
+            raise InvalidRequestError(
+                f"the rendered {name} is empty (fix: check the template and its variables)"
+            )
+    for name in OWN_OPTIONS & set(parameters or {}):
+        raise InvalidRequestError(f"pass {name} as its own option, not in --parameters")
+    messages = [{"role": "developer", "content": system_prompt}] if system_prompt is not None else []
+    messages.append({"role": "user", "content": prompt})
+    output = output_format(response_format)
+    if output is not None:
+        output.check(messages)
+    params = {
+        "reasoning_effort": reasoning_effort,
+        "max_completion_tokens": max_completion_tokens,
+        "response_format": dict(output.response_format) if output else None,
+        "stream": True if stream else None,
+        **(parameters or {}),
+    }
+    return build_body(model, messages, params)
+
+
+def _json_option(text: str, option: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise InvalidRequestError(f"{option} is not valid JSON: {error}") from None
+
+
+def _response_format(value: str | None) -> Any:
+    if value is None or value in ("text", "json_object"):
+        return value
+    path = Path(value)
+    if not path.is_file():
+        raise InvalidRequestError(
+            f"--response-format {value!r} is neither 'json_object', 'text' nor a file (fix: pass the path "
+            "of a JSON Schema file)"
+        )
+    return _json_option(path.read_text(encoding="utf-8"), f"--response-format file {value}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROGRAM,
+        description=(
+            "Render an O3MiniOperator prompt template with JSON variables and print the request body "
+            "it would send (checked against the o3-mini contract). Sends nothing; needs no Airflow."
+        ),
+    )
+    parser.add_argument("template", type=Path, help="the prompt template file (.j2, .md, .txt)")
+    variables = parser.add_mutually_exclusive_group()
+    variables.add_argument(
+        "--vars", help='template variables as JSON, e.g. \'{"params": {"topic": "tides"}}\''
+    )
+    variables.add_argument("--vars-file", type=Path, help="a JSON file holding the template variables")
+    parser.add_argument(
+        "--searchpath",
+        type=Path,
+        action="append",
+        default=[],
+        help="more folders to find included templates in",
+    )
+    parser.add_argument(
+        "--system-prompt", help="the system prompt, a template rendered with the same variables"
+    )
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"the model (default {DEFAULT_MODEL})")
+    parser.add_argument("--reasoning-effort", choices=("low", "medium", "high"))
+    parser.add_argument("--max-completion-tokens", type=int)
+    parser.add_argument(
+        "--response-format",
+        help="'json_object', 'text', or the path of a JSON Schema file for structured output",
+    )
+    parser.add_argument("--stream", action="store_true", help="build the streamed request")
+    parser.add_argument(
+        "--parameters", help="other contract parameters as JSON (tools, tool_choice, n, seed, ...)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; return its exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.vars_file is not None:
+            variables = _json_option(
+                args.vars_file.read_text(encoding="utf-8"), f"--vars-file {args.vars_file}"
+            )
+        else:
+            variables = _json_option(args.vars, "--vars") if args.vars else {}
+        if not isinstance(variables, dict):
+            raise InvalidRequestError("the template variables must be a JSON object")
+        searchpath = [args.template.parent, *args.searchpath]
+        template = args.template.read_text(encoding="utf-8")
+        prompt = render(template, variables, searchpath=searchpath, where=str(args.template))
+        system_prompt = None
+        if args.system_prompt is not None:
+            system_prompt = render(
+                args.system_prompt, variables, searchpath=searchpath, where="--system-prompt"
+            )
+        body = request_body(
+            prompt,
+            system_prompt=system_prompt,
+            model=args.model,
+            reasoning_effort=args.reasoning_effort,
+            max_completion_tokens=args.max_completion_tokens,
+            response_format=_response_format(args.response_format),
+            stream=args.stream,
+            parameters=_json_option(args.parameters, "--parameters") if args.parameters else None,
+        )
+    except (InvalidRequestError, OSError) as error:
+        print(f"{PROGRAM}: error: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(body, indent=2, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
