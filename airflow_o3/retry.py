@@ -101,6 +101,9 @@ def _log_retry(state: RetryCallState) -> None:
     error = state.outcome.exception() if state.outcome else None
     wait = state.next_action.sleep if state.next_action else 0.0
     log.warning("Attempt %d failed (%s); retrying in %.2fs", state.attempt_number, error, wait)
+    from airflow_o3.observability import record_retry
+
+    record_retry()
 
 
 def _arguments(policy: RetryPolicy) -> dict[str, Any]:

@@ -76,6 +76,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import re
 import sys
@@ -155,8 +156,6 @@ def _follow_current_std_streams() -> None:
     ``capfd`` of the test that emits them. Idempotent; tests/conftest.py runs it before every test once
     airflow has been imported.
     """
-    import logging
-
     handlers: list[logging.Handler] = list(logging.root.handlers)
     for logger in list(logging.Logger.manager.loggerDict.values()):
         if isinstance(logger, logging.Logger):
@@ -192,6 +191,22 @@ def _warm_up_execution_api() -> None:
         pass
 
 
+class _AlreadyOnRoot(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes nothing: ``airflow.task`` records already reach stdout through the root handler."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        pass
+
+
+def _no_second_task_log_handler() -> None:
+    """Airflow 2's ``dag.test()`` adds a stdout handler to the ``airflow.task`` logger unless it has a
+    ``StreamHandler``; that logger also propagates to the root console handler, so every task line
+    would be written twice. A silent ``StreamHandler`` keeps it to once, as in a real task log."""
+    task_logger = logging.getLogger("airflow.task")
+    if not any(isinstance(h, _AlreadyOnRoot) for h in task_logger.handlers):
+        task_logger.addHandler(_AlreadyOnRoot())
+
+
 def _prepare_airflow_for_tests() -> None:
     """Initialise Airflow for the test session once: metadata DB, log streams, Execution API."""
     if _state["prepared"]:
@@ -216,6 +231,7 @@ def _prepare_airflow_for_tests() -> None:
         from airflow.logging_config import configure_logging
 
         configure_logging()
+        _no_second_task_log_handler()
     _follow_current_std_streams()
     _warm_up_execution_api()
     _state["prepared"] = True

@@ -19,6 +19,7 @@ from airflow_o3.errors import (
     RequestTimeoutError,
     ServiceError,
 )
+from airflow_o3.observability import observed
 from airflow_o3.request import build_body, encode_body
 from airflow_o3.response import Completion, parse_response
 from airflow_o3.retry import RetryPolicy, call_with_retries
@@ -160,6 +161,7 @@ class O3MiniHook(BaseHook):
         prepared = self.prepare(messages, model=model, client_request_id=client_request_id, **params)
         return self.send(prepared, cache=cache, on_text=on_text)
 
+    @observed
     def send(
         self, prepared: PreparedCall, *, cache: ResponseCache | None = None, on_text: OnText | None = None
     ) -> Completion:

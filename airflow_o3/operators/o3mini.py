@@ -413,6 +413,11 @@ def _task_failure_on_final_errors() -> Iterator[None]:
     try:
         yield
     except O3Error as error:
+        from airflow_o3.errors import ServiceError
+        from airflow_o3.observability import record_error
+
+        if not isinstance(error, ServiceError):  # the hook's send() counts the service's errors
+            record_error(error)
         if error.retryable or isinstance(error, StreamCutError):
             raise
         raise AirflowFailException(str(error)) from error

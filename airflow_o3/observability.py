@@ -1,0 +1,195 @@
+"""What a call leaves behind for the people who run it: one log line, and Airflow metrics.
+
+Every call through :meth:`O3MiniHook.send` (sync, streamed, cached) ends with one summary line in the
+task log, in ``key=value`` form so it can be grepped and parsed::
+
+    o3-mini call: model=o3-mini-2025-01-31 latency_s=2.410 tokens_in=812 tokens_in_cached=0
+    tokens_out=1530 tokens_reasoning=1216 cost_usd=0.009912 from_cache=false finish_reason=stop
+    request_id=req-7f3a client_request_id=daily_report:write_report:scheduled__2026-01-01T00_00_00_00_00:t1
+
+and sends these metrics through Airflow's ``Stats`` (StatsD or OpenTelemetry, as the deployment's
+``[metrics]`` section configures; nothing is sent when metrics are off), each tagged with the model:
+
+========================================  ======================================================
+``airflow_o3.calls``                      counter: calls answered by the service
+``airflow_o3.cache_hits``                 counter: calls answered from the response cache
+``airflow_o3.tokens.prompt``              counter: input tokens
+``airflow_o3.tokens.cached``              counter: input tokens the service served from its cache
+``airflow_o3.tokens.completion``          counter: output tokens, hidden reasoning included
+``airflow_o3.tokens.reasoning``           counter: hidden reasoning tokens
+``airflow_o3.cost_usd``                   gauge: the service's cost figure for the last call
+``airflow_o3.cost_microusd``              counter: the same in millionths of a dollar, to add up
+``airflow_o3.latency``                    timer: wall time of a call, retries and waits included
+``airflow_o3.errors.<kind>``              counter: calls that failed, by kind (``rate_limited``,
+                                          ``server``, ``authentication``, ``request_timeout``, ...)
+``airflow_o3.retries``                    counter: attempts that failed and were retried
+========================================  ======================================================
+
+Cache hits cost nothing and add no tokens; their line says ``from_cache=true cost_usd=0``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
+
+from airflow.providers.common.compat.sdk import Stats
+
+if TYPE_CHECKING:
+    from airflow_o3.response import Completion
+
+PREFIX = "airflow_o3"
+P = ParamSpec("P")
+
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+class _Prepared(Protocol):
+    """What the observer reads from a prepared call (the hook's ``PreparedCall``)."""
+
+    @property
+    def body(self) -> Mapping[str, Any]: ...
+
+    @property
+    def client_request_id(self) -> str | None: ...
+
+
+class _Logs(Protocol):
+    """Anything with a ``log`` (every hook and operator)."""
+
+    @property
+    def log(self) -> logging.Logger: ...
+
+
+H = TypeVar("H", bound=_Logs)
+R = TypeVar("R", bound=_Prepared)
+
+
+def error_kind(error: BaseException) -> str:
+    """The metric suffix for an error: ``RateLimitedError`` -> ``rate_limited``."""
+    name = type(error).__name__.removesuffix("Error") or type(error).__name__
+    return _CAMEL.sub("_", name).lower()
+
+
+def _tokens(usage: Mapping[str, Any], *path: str) -> int | None:
+    node: Any = usage
+    for name in path:
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(name)
+    return node if isinstance(node, int) and not isinstance(node, bool) else None
+
+
+def _text(value: object) -> str:
+    return "-" if value is None or value == "" else str(value)
+
+
+def summary_line(completion: Completion, *, latency: float, client_request_id: str | None) -> str:
+    """The one log line that describes a call (see the module docstring for its fields)."""
+    usage = completion.usage
+    if completion.from_cache:
+        cost = "0"
+    elif completion.cost_usd is not None:
+        cost = f"{completion.cost_usd:.6f}"
+    else:
+        cost = "unreported"
+    fields = {
+        "model": completion.model,
+        "latency_s": f"{latency:.3f}",
+        "tokens_in": _tokens(usage, "prompt_tokens"),
+        "tokens_in_cached": _tokens(usage, "prompt_tokens_details", "cached_tokens"),
+        "tokens_out": _tokens(usage, "completion_tokens"),
+        "tokens_reasoning": _tokens(usage, "completion_tokens_details", "reasoning_tokens"),
+        "cost_usd": cost,
+        "from_cache": "true" if completion.from_cache else "false",
+        "finish_reason": completion.finish_reason,
+        "request_id": completion.request_id,
+        "client_request_id": client_request_id,
+    }
+    return "o3-mini call: " + " ".join(f"{name}={_text(value)}" for name, value in fields.items())
+
+
+def record_completion(completion: Completion, *, latency: float, tags: Mapping[str, str]) -> None:
+    """Send the metrics of a finished call."""
+    tags = dict(tags)
+    if completion.from_cache:
+        Stats.incr(f"{PREFIX}.cache_hits", tags=tags)
+        return
+    Stats.incr(f"{PREFIX}.calls", tags=tags)
+    Stats.timing(f"{PREFIX}.latency", timedelta(seconds=latency), tags=tags)
+    usage = completion.usage
+    for metric, path in (
+        ("prompt", ("prompt_tokens",)),
+        ("cached", ("prompt_tokens_details", "cached_tokens")),
+        ("completion", ("completion_tokens",)),
+        ("reasoning", ("completion_tokens_details", "reasoning_tokens")),
+    ):
+        count = _tokens(usage, *path)
+        if count:
+            Stats.incr(f"{PREFIX}.tokens.{metric}", count, tags=tags)
+    if completion.cost_usd is not None:
+        Stats.gauge(f"{PREFIX}.cost_usd", completion.cost_usd, tags=tags)
+        Stats.incr(f"{PREFIX}.cost_microusd", round(completion.cost_usd * 1_000_000), tags=tags)
+
+
+def record_error(error: BaseException, *, tags: Mapping[str, str] | None = None) -> None:
+    """Count a failed call as ``airflow_o3.errors.<kind>``."""
+    Stats.incr(f"{PREFIX}.errors.{error_kind(error)}", tags=dict(tags or {}))
+
+
+def record_retry() -> None:
+    """Count an attempt that failed and is retried."""
+    Stats.incr(f"{PREFIX}.retries")
+
+
+def _finish(owner: _Logs, prepared: _Prepared, completion: Completion, started: float) -> None:
+    latency = time.monotonic() - started
+    owner.log.info(summary_line(completion, latency=latency, client_request_id=prepared.client_request_id))
+    record_completion(completion, latency=latency, tags={"model": completion.model or _model(prepared)})
+
+
+def _model(prepared: _Prepared) -> str:
+    return str(prepared.body.get("model", ""))
+
+
+def observed(
+    send: Callable[Concatenate[H, R, P], Completion],
+) -> Callable[Concatenate[H, R, P], Completion]:
+    """Wrap a hook's send method: time it, log its summary line, send its metrics, count its errors."""
+
+    @functools.wraps(send)
+    def wrapper(owner: H, prepared: R, /, *args: P.args, **kwargs: P.kwargs) -> Completion:
+        started = time.monotonic()
+        try:
+            completion = send(owner, prepared, *args, **kwargs)
+        except Exception as error:
+            record_error(error, tags={"model": _model(prepared)})
+            raise
+        _finish(owner, prepared, completion, started)
+        return completion
+
+    return wrapper
+
+
+def observed_async(
+    send: Callable[Concatenate[H, R, P], Awaitable[Completion]],
+) -> Callable[Concatenate[H, R, P], Awaitable[Completion]]:
+    """:func:`observed` for an ``async`` send method (the triggerer's path)."""
+
+    @functools.wraps(send)
+    async def wrapper(owner: H, prepared: R, /, *args: P.args, **kwargs: P.kwargs) -> Completion:
+        started = time.monotonic()
+        try:
+            completion = await send(owner, prepared, *args, **kwargs)
+        except Exception as error:
+            record_error(error, tags={"model": _model(prepared)})
+            raise
+        _finish(owner, prepared, completion, started)
+        return completion
+
+    return wrapper
