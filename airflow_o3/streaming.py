@@ -233,28 +233,31 @@ def _error_status(error: Any) -> int:
 class LineLog:
     """Writes streamed text to a log one whole line at a time, so a long reply shows progress.
 
-    :param write: called with each line (without its newline).
+    Fits :data:`OnText`: each choice's text is gathered on its own, so ``n`` answers never mix.
+
+    :param write: called with (choice index, line) for each line, without its newline.
     :param max_line: a line longer than this many characters is written in pieces of that size, so
         even a reply without newlines (a long JSON value) shows up while it is written.
     """
 
-    def __init__(self, write: Callable[[str], None], max_line: int = 500) -> None:
+    def __init__(self, write: Callable[[int, str], None], max_line: int = 500) -> None:
         self._write = write
         self._max_line = max_line
-        self._pending = ""
+        self._pending: dict[int, str] = {}
 
-    def add(self, text: str) -> None:
-        """Take a piece of text; write every line it completes."""
-        self._pending += text
-        *lines, self._pending = self._pending.split("\n")
+    def add(self, index: int, text: str) -> None:
+        """Take a piece of choice ``index``'s text; write every line it completes."""
+        *lines, rest = (self._pending.get(index, "") + text).split("\n")
         for line in lines:
-            self._write(line)
-        while len(self._pending) >= self._max_line:
-            self._write(self._pending[: self._max_line])
-            self._pending = self._pending[self._max_line :]
+            self._write(index, line)
+        while len(rest) >= self._max_line:
+            self._write(index, rest[: self._max_line])
+            rest = rest[self._max_line :]
+        self._pending[index] = rest
 
     def close(self) -> None:
-        """Write what is left of the last line."""
-        if self._pending:
-            self._write(self._pending)
-            self._pending = ""
+        """Write what is left of each choice's last line."""
+        for index, rest in sorted(self._pending.items()):
+            if rest:
+                self._write(index, rest)
+        self._pending.clear()

@@ -1,0 +1,66 @@
+"""Small helpers for operator tests: a stub task instance for direct ``execute`` calls, and one-task DAG files."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+USER = "Classify: the invoice was charged twice."
+FAST_RETRY = {"max_attempts": 3, "initial_backoff": 0.01, "max_backoff": 0.02}
+
+TICKET_SCHEMA: dict[str, Any] = {
+    "title": "Ticket classification",
+    "type": "object",
+    "properties": {
+        "label": {"type": "string", "enum": ["billing", "bug", "feature_request", "other"]},
+        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        "reason": {"type": "string"},
+    },
+}
+
+
+class StubTaskInstance:
+    """Just enough of a task instance for ``O3MiniOperator.execute``: ids and ``xcom_push``."""
+
+    dag_id = "stub_dag"
+    task_id = "ask"
+    run_id = "manual__2026-01-01"
+    map_index = -1
+    try_number = 1
+
+    def __init__(self) -> None:
+        self.xcoms: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcoms[key] = value
+
+
+def stub_context() -> dict[str, Any]:
+    """A context holding only a :class:`StubTaskInstance` under ``ti``."""
+    return {"ti": StubTaskInstance()}
+
+
+DAG_HEADER = """\
+import pendulum
+from airflow.providers.common.compat.sdk import DAG, task
+from airflow_o3.operators import O3MiniOperator
+
+TICKET_SCHEMA = {schema!r}
+
+with DAG(dag_id="{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+         params={{"ticket": "The invoice was charged twice."}}) as dag:
+"""
+
+
+def dag_with(dag_file: Callable[..., Path], dag_id: str, body: str) -> str:
+    """Write a DAG file whose ``with DAG(...)`` block holds ``body``; return its dag_id.
+
+    ``TICKET_SCHEMA``, ``O3MiniOperator``, ``task`` and the param ``ticket`` are in scope.
+    """
+    indented = textwrap.indent(textwrap.dedent(body).strip() + "\n", "    ")
+    dag_file(DAG_HEADER.format(dag_id=dag_id, schema=TICKET_SCHEMA) + indented)
+    return dag_id
