@@ -29,6 +29,7 @@ from airflow_o3.structured import OutputFormat, output_format, parse_tool_calls,
 if TYPE_CHECKING:
     import jinja2
     from airflow.providers.common.compat.sdk import Context
+    from airflow.providers.openlineage.extractors import OperatorLineage
 
     from airflow_o3.cache import CacheSettings, ResponseCache
     from airflow_o3.hooks.o3mini import O3MiniHook
@@ -153,6 +154,7 @@ class O3MiniOperator(BaseOperator):
     template_ext: Sequence[str] = (".j2", ".md", ".txt")
     template_fields_renderers = {"prompt": "md", "system_prompt": "md", "messages": "json"}
     ui_color = "#d6f5e3"
+    _published: dict[str, Any] | None = None  # what publish() reported, for OpenLineage
 
     def __init__(
         self,
@@ -370,6 +372,7 @@ class O3MiniOperator(BaseOperator):
                 usage.get("total_tokens"),
                 f"${usage['usd_spent']:.6f}" if "usd_spent" in usage else "not reported",
             )
+        self._published = {"model": completion.model, "usage": usage, "from_cache": completion.from_cache}
         ti = context["ti"]
         ti.xcom_push(key="usage", value=usage)
         ti.xcom_push(
@@ -384,6 +387,24 @@ class O3MiniOperator(BaseOperator):
             },
         )
         return values if (self.parameters.get("n") or 1) > 1 else values[0]
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """The OpenLineage provider's hook: a run facet with the model, a sha256 of the rendered
+        messages, the token usage and the cost (see :mod:`airflow_o3.lineage`). Called only when the
+        provider is installed; nothing of OpenLineage is imported before."""
+        from airflow_o3.lineage import operator_lineage, run_facet
+
+        published = self._published
+        if published is None:  # a dry run: nothing was asked, nothing paid
+            return operator_lineage(None)
+        return operator_lineage(
+            run_facet(
+                model=published["model"],
+                messages=self.build_messages(),
+                usage=published["usage"],
+                from_cache=published["from_cache"],
+            )
+        )
 
 
 def _unusable_json(
