@@ -17,7 +17,11 @@ from tests.dagrun import run_dag
 REPO = Path(__file__).resolve().parent.parent
 DAILY_REPORT = REPO / "dags" / "prompts" / "daily_report.md.j2"
 FIGURES = {"date": "2026-01-31", "orders": 1284, "refunds": 17, "analyst_note": "Latency rose after 14:00."}
-VARIABLES = {"ds": "2026-01-31", "params": {"audience": "the operations team"}, "xcom": {"collect_figures": FIGURES}}
+VARIABLES = {
+    "ds": "2026-01-31",
+    "params": {"audience": "the operations team"},
+    "xcom": {"collect_figures": FIGURES},
+}
 REPORT_SCHEMA = {
     "title": "Report",
     "type": "object",
@@ -35,12 +39,17 @@ def test_prints_the_rendered_body_checked_against_the_contract(capsys):
     status, out, err = render(
         capsys,
         DAILY_REPORT,
-        "--vars", json.dumps(VARIABLES),
-        "--system-prompt", "Write for {{ params.audience }}.",
-        "--reasoning-effort", "low",
-        "--max-completion-tokens", "4000",
+        "--vars",
+        json.dumps(VARIABLES),
+        "--system-prompt",
+        "Write for {{ params.audience }}.",
+        "--reasoning-effort",
+        "low",
+        "--max-completion-tokens",
+        "4000",
         "--stream",
-        "--parameters", '{"seed": 3}',
+        "--parameters",
+        '{"seed": 3}',
     )
     assert (status, err) == (0, "")
     body = json.loads(out)
@@ -64,8 +73,13 @@ def test_prints_the_same_body_an_operator_dry_run_pushes(capsys, dag_file, o3_st
         from airflow.providers.common.compat.sdk import DAG, task
         from airflow_o3.operators import O3MiniOperator
 
-        with DAG(dag_id="cli_matches_dry_run", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-                 template_searchpath=[{str(DAILY_REPORT.parent)!r}], params={{"audience": "the operations team"}}):
+        with DAG(
+            dag_id="cli_matches_dry_run",
+            schedule=None,
+            start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+            template_searchpath=[{str(DAILY_REPORT.parent)!r}],
+            params={{"audience": "the operations team"}},
+        ):
 
             @task
             def collect_figures():
@@ -89,10 +103,14 @@ def test_prints_the_same_body_an_operator_dry_run_pushes(capsys, dag_file, o3_st
     status, out, err = render(
         capsys,
         DAILY_REPORT,
-        "--vars", json.dumps({**VARIABLES, "ds": f"{result.logical_date:%Y-%m-%d}"}),
-        "--system-prompt", "Write for {{ params.audience }}.",
-        "--reasoning-effort", "low",
-        "--response-format", schema_file,
+        "--vars",
+        json.dumps({**VARIABLES, "ds": f"{result.logical_date:%Y-%m-%d}"}),
+        "--system-prompt",
+        "Write for {{ params.audience }}.",
+        "--reasoning-effort",
+        "low",
+        "--response-format",
+        schema_file,
         "--stream",
     )
     assert (status, err) == (0, "")
@@ -164,7 +182,9 @@ def test_vars_file_includes_and_xcom_keys_other_than_return_value(capsys, tmp_pa
 def test_a_schema_file_is_sent_in_strict_form(capsys, tmp_path):
     schema_file = tmp_path / "schema.json"
     schema_file.write_text(json.dumps(REPORT_SCHEMA))
-    status, out, _ = render(capsys, DAILY_REPORT, "--vars", json.dumps(VARIABLES), "--response-format", schema_file)
+    status, out, _ = render(
+        capsys, DAILY_REPORT, "--vars", json.dumps(VARIABLES), "--response-format", schema_file
+    )
     assert status == 0
     spec = json.loads(out)["response_format"]["json_schema"]
     assert (spec["name"], spec["strict"]) == ("Report", True)
@@ -178,7 +198,10 @@ def test_a_schema_file_is_sent_in_strict_form(capsys, tmp_path):
         (["--response-format", "json_object"], "needs the word JSON in the prompt"),
         (["--parameters", '{"temperature": 0.2}'], "temperature: o3-mini refuses this parameter"),
         (["--parameters", '{"reasoning_effort": "low"}'], "pass reasoning_effort as its own option"),
-        (["--max-completion-tokens", "0"], "max_completion_tokens: Input should be greater than or equal to 1"),
+        (
+            ["--max-completion-tokens", "0"],
+            "max_completion_tokens: Input should be greater than or equal to 1",
+        ),
         (["--response-format", "nope.json"], "is neither 'json_object', 'text' nor a file"),
         (["--parameters", "{seed: 1}"], "--parameters is not valid JSON"),
     ],

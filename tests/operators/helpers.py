@@ -1,4 +1,4 @@
-"""Small helpers for operator tests: a stub task instance for direct ``execute`` calls, and one-task DAG files."""
+"""Helpers for operator tests: a stub task instance for direct ``execute`` calls, and small DAG files."""
 
 from __future__ import annotations
 

@@ -15,7 +15,9 @@ EXAMPLE = {"label": "billing", "confidence": 0.5, "reason": "example"}
 
 
 def test_n_choices_are_returned_as_a_list_of_texts(o3_standin_connection):
-    result = O3MiniOperator(task_id="ask", prompt="Name a prime.", parameters={"n": 3}).execute(stub_context())
+    result = O3MiniOperator(task_id="ask", prompt="Name a prime.", parameters={"n": 3}).execute(
+        stub_context()
+    )
     assert result == ["Stand-in reply to: Name a prime."] * 3
     (request,) = o3_standin_connection.chat_requests
     validate_request_body(request.body, strict=True)
@@ -23,7 +25,9 @@ def test_n_choices_are_returned_as_a_list_of_texts(o3_standin_connection):
 
 
 def test_n_structured_choices_are_each_parsed(o3_standin_connection):
-    operator = O3MiniOperator(task_id="ask", prompt="Classify.", response_format=TICKET_SCHEMA, parameters={"n": 2})
+    operator = O3MiniOperator(
+        task_id="ask", prompt="Classify.", response_format=TICKET_SCHEMA, parameters={"n": 2}
+    )
     assert operator.execute(stub_context()) == [EXAMPLE, EXAMPLE]
 
 

@@ -39,7 +39,9 @@ def test_dry_run_returns_the_exact_body_a_real_run_sends_and_sends_nothing(o3_st
 
 def test_dry_run_refuses_what_a_real_run_would_refuse_before_sending(o3_standin_connection):
     operator = O3MiniOperator(task_id="ask", prompt="hi", dry_run=True, max_completion_tokens=0)
-    with pytest.raises(AirflowFailException, match="max_completion_tokens: Input should be greater than or equal to 1"):
+    with pytest.raises(
+        AirflowFailException, match="max_completion_tokens: Input should be greater than or equal to 1"
+    ):
         operator.execute(stub_context())
     assert o3_standin_connection.chat_requests == []
 
@@ -109,6 +111,9 @@ def test_dry_run_end_to_end_renders_upstream_data_logs_and_pushes_the_body_and_s
     assert result.xcom("classify", key="usage", default=None) is None
 
     log = result.task_log("classify")
-    assert f"Dry run, nothing sent. The request would be POST {o3_standin_connection.base_url}/chat/completions" in log
+    assert (
+        f"Dry run, nothing sent. The request would be POST {o3_standin_connection.base_url}/chat/completions"
+        in log
+    )
     assert '"content": "Ticket T-17: Charged twice for {{ plan }}, please refund."' in log
     assert result.leaks(STANDIN_API_KEY) == []

@@ -15,14 +15,16 @@ from airflow_o3.streaming import LineLog, StreamAssembler, sse_data
 from airflow_o3.testing import HttpError, RateLimited, Reply, StreamCut
 from tests.contract import validate_request_body, validate_stream_chunk
 from tests.dagrun import run_dag
-from tests.operators.helpers import FAST_RETRY, TICKET_SCHEMA, dag_with
+from tests.operators.helpers import FAST_RETRY, dag_with
 
 USER = [{"role": "user", "content": "Write three lines about tides."}]
 LONG_REPLY = "".join(f"Line {n}: the tide turns twice a day, pulled by the moon.\n" for n in range(1, 7))
 HEAD = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "o3-mini-2025-01-31"}
 
 
-def chunk(delta: dict | None = None, finish_reason: str | None = None, index: int = 0, **extra: object) -> str:
+def chunk(
+    delta: dict | None = None, finish_reason: str | None = None, index: int = 0, **extra: object
+) -> str:
     choices = [] if delta is None else [{"index": index, "delta": delta, "finish_reason": finish_reason}]
     payload = {**HEAD, "choices": choices, **extra}
     validate_stream_chunk(payload)
@@ -51,7 +53,7 @@ def test_sse_data_joins_multiline_events_skips_comments_and_drops_an_unfinished_
         b"data:no-space",
         b"",
         b"id: 3",
-        b"data: {\"half\": ",
+        b'data: {"half": ',
     ]
     assert list(sse_data(lines)) == ["first\nsecond", "no-space"]
     assert list(sse_data(["data: [DONE]"])) == ["[DONE]"]
@@ -76,7 +78,11 @@ def test_assembler_rebuilds_the_body_a_plain_call_returns():
             **HEAD,
             "object": "chat.completion",
             "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": "Hello, world."}, "finish_reason": "stop"}
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "Hello, world."},
+                    "finish_reason": "stop",
+                }
             ],
             "usage": usage,
             "meta": {"usage": {"usd_spent": 0.0001, "credits_used": 200}},
@@ -91,15 +97,36 @@ def test_assembler_rebuilds_the_body_a_plain_call_returns():
 
 def test_assembler_joins_tool_call_argument_fragments_by_index():
     stream = assembler()
-    first = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
+    first = {
+        "index": 0,
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": ""},
+    }
     stream.feed(chunk({"role": "assistant", "content": "", "tool_calls": [first]}))
     for fragment in ('{"city"', ': "Oslo"', "}"):
-        stream.feed(json.dumps({**HEAD, "choices": [{"index": 0, "delta": {"tool_calls": [
-            {"index": 0, "function": {"arguments": fragment}}]}, "finish_reason": None}]}))
+        stream.feed(
+            json.dumps(
+                {
+                    **HEAD,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "delta": {"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]},
+                            "finish_reason": None,
+                        }
+                    ],
+                }
+            )
+        )
     stream.feed(chunk({}, "tool_calls"))
     stream.feed("[DONE]")
     (tool_call,) = stream.completion().tool_calls
-    assert (tool_call.id, tool_call.name, tool_call.arguments) == ("call_1", "get_weather", '{"city": "Oslo"}')
+    assert (tool_call.id, tool_call.name, tool_call.arguments) == (
+        "call_1",
+        "get_weather",
+        '{"city": "Oslo"}',
+    )
 
 
 def test_a_stream_without_done_is_a_cut_naming_how_much_arrived():
@@ -150,7 +177,7 @@ def test_streamed_chat_calls_on_text_piece_by_piece_and_equals_the_plain_reply(h
     pieces: list[str] = []
     streamed = hook.chat(USER, stream=True, on_text=lambda index, text: pieces.append(text))
     plain = hook.chat(USER)
-    streaming_request, plain_request = o3_standin_connection.chat_requests
+    streaming_request, _ = o3_standin_connection.chat_requests
     validate_request_body(streaming_request.body, strict=True)
     assert streaming_request.body["stream"] is True
     assert streaming_request.body["stream_options"] == {"include_usage": True}
@@ -193,7 +220,9 @@ def test_a_stream_cut_before_any_text_is_sent_again(hook, o3_standin_connection)
     assert len(o3_standin_connection.chat_requests) == 2
 
 
-def test_stream_requests_that_fail_with_a_status_are_typed_and_retried_like_plain_ones(hook, o3_standin_connection):
+def test_stream_requests_that_fail_with_a_status_are_typed_and_retried_like_plain_ones(
+    hook, o3_standin_connection
+):
     o3_standin_connection.script(RateLimited(retry_after=0.01), HttpError(503))
     assert hook.chat(USER, stream=True).text
     assert len(o3_standin_connection.chat_requests) == 3
@@ -219,7 +248,9 @@ def test_a_streamed_reply_from_the_cache_is_replayed_to_on_text(hook, o3_standin
 
 
 @pytest.mark.usefixtures("airflow_db")
-def test_streaming_end_to_end_logs_the_reply_line_by_line_and_pushes_the_same_xcom(dag_file, o3_standin_connection):
+def test_streaming_end_to_end_logs_the_reply_line_by_line_and_pushes_the_same_xcom(
+    dag_file, o3_standin_connection
+):
     dag_id = dag_with(
         dag_file,
         "streaming_e2e",
@@ -241,12 +272,19 @@ def test_streaming_end_to_end_logs_the_reply_line_by_line_and_pushes_the_same_xc
     result.assert_success()
     for request in o3_standin_connection.chat_requests:
         validate_request_body(request.body, strict=True)
-    assert [r.body.get("stream", False) for r in o3_standin_connection.chat_requests] == [False, True, False, True]
+    assert [r.body.get("stream", False) for r in o3_standin_connection.chat_requests] == [
+        False,
+        True,
+        False,
+        True,
+    ]
     assert result.xcom("streamed") == result.xcom("plain") == LONG_REPLY
     assert result.xcom("streamed", key="usage") == result.xcom("plain", key="usage")
-    assert result.xcom("streamed_json") == result.xcom("plain_json") == {
-        "label": "billing", "confidence": 0.5, "reason": "example"
-    }
+    assert (
+        result.xcom("streamed_json")
+        == result.xcom("plain_json")
+        == {"label": "billing", "confidence": 0.5, "reason": "example"}
+    )
     log = result.task_log("streamed")
     logged = re.findall(r"reply \| (.*?)\s+\[airflow\.task", log)
     assert logged == LONG_REPLY.splitlines(), "one log record per line of the reply, in order"
@@ -254,7 +292,9 @@ def test_streaming_end_to_end_logs_the_reply_line_by_line_and_pushes_the_same_xc
 
 
 @pytest.mark.usefixtures("airflow_db")
-def test_a_stream_cut_end_to_end_fails_the_try_and_an_airflow_retry_asks_again(dag_file, o3_standin_connection):
+def test_a_stream_cut_end_to_end_fails_the_try_and_an_airflow_retry_asks_again(
+    dag_file, o3_standin_connection
+):
     dag_id = dag_with(
         dag_file,
         "streaming_e2e_cut",
@@ -278,8 +318,14 @@ def test_a_stream_cut_end_to_end_fails_the_try_and_an_airflow_retry_asks_again(d
 
 
 @pytest.mark.usefixtures("airflow_db")
-def test_a_stream_cut_end_to_end_without_retries_fails_and_pushes_no_partial_reply(dag_file, o3_standin_connection):
-    dag_id = dag_with(dag_file, "streaming_e2e_cut_fails", 'O3MiniOperator(task_id="streamed", prompt="Tides?", stream=True)')
+def test_a_stream_cut_end_to_end_without_retries_fails_and_pushes_no_partial_reply(
+    dag_file, o3_standin_connection
+):
+    dag_id = dag_with(
+        dag_file,
+        "streaming_e2e_cut_fails",
+        'O3MiniOperator(task_id="streamed", prompt="Tides?", stream=True)',
+    )
     o3_standin_connection.script(StreamCut(after_chunks=1))
     result = run_dag(dag_id)
     assert result.task_state("streamed") == "failed"

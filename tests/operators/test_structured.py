@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import pytest
@@ -25,7 +25,7 @@ from tests.operators.helpers import FAST_RETRY, TICKET_SCHEMA, USER, dag_with, s
 REPO = Path(__file__).resolve().parents[2]
 
 
-class Label(str, Enum):
+class Label(StrEnum):
     billing = "billing"
     bug = "bug"
 
@@ -69,8 +69,13 @@ def test_schema_dict_is_sent_in_strict_form_on_every_object():
         "type": "object",
         "properties": {
             "summary": {"type": "string"},
-            "items": {"type": "array", "items": {"type": "object", "properties": {"sku": {"type": "string"}}}},
-            "meta": {"anyOf": [{"type": "null"}, {"type": "object", "properties": {"k": {"type": "integer"}}}]},
+            "items": {
+                "type": "array",
+                "items": {"type": "object", "properties": {"sku": {"type": "string"}}},
+            },
+            "meta": {
+                "anyOf": [{"type": "null"}, {"type": "object", "properties": {"k": {"type": "integer"}}}]
+            },
         },
         "required": ["summary"],
     }
@@ -117,12 +122,14 @@ def test_schema_with_a_free_form_map_is_refused_at_parse_time_naming_where():
     class Counts(BaseModel):
         per_label: dict[str, int]
 
-    with pytest.raises(InvalidRequestError, match=r"ask: response_format: the object at \$\.properties\.per_label"):
+    with pytest.raises(
+        InvalidRequestError, match=r"ask: response_format: the object at \$\.properties\.per_label"
+    ):
         structured_operator(response_format=Counts)
 
 
 def test_schema_whose_top_level_is_not_an_object_is_refused_with_the_fix():
-    with pytest.raises(InvalidRequestError, match="top level must be an object.*wrap it"):
+    with pytest.raises(InvalidRequestError, match=r"top level must be an object.*wrap it"):
         strict_schema({"type": "array", "items": {"type": "string"}})
 
 
@@ -133,9 +140,15 @@ def test_schema_whose_top_level_is_not_an_object_is_refused_with_the_fix():
         ({"type": "json_object"}, "json_object", {"type": "json_object"}),
         ("text", "text", {"type": "text"}),
         (
-            {"type": "json_schema", "json_schema": {"name": "loose", "schema": {"type": "object"}, "strict": False}},
+            {
+                "type": "json_schema",
+                "json_schema": {"name": "loose", "schema": {"type": "object"}, "strict": False},
+            },
             "json_schema",
-            {"type": "json_schema", "json_schema": {"name": "loose", "schema": {"type": "object"}, "strict": False}},
+            {
+                "type": "json_schema",
+                "json_schema": {"name": "loose", "schema": {"type": "object"}, "strict": False},
+            },
         ),
     ],
 )
@@ -178,7 +191,9 @@ def test_parse_time_checks_import_nothing_outside_the_provider():
         print(json.dumps(new))
         """
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, check=True
+    )
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
 
 
@@ -262,7 +277,7 @@ def test_truncated_json_fails_with_the_token_budget_fix(o3_standin_connection):
         structured_operator(response_format=TICKET_SCHEMA).execute(stub_context())
     assert "cut off at the token budget (finish_reason length)" in str(raised.value)
     assert "raise max_completion_tokens" in str(raised.value)
-    assert "'{\"label\": \"bill'" in str(raised.value)
+    assert '\'{"label": "bill\'' in str(raised.value)
 
 
 def test_refusal_in_structured_mode_is_its_own_error_and_is_not_asked_again(o3_standin_connection):
@@ -270,7 +285,9 @@ def test_refusal_in_structured_mode_is_its_own_error_and_is_not_asked_again(o3_s
     with pytest.raises(AirflowFailException) as raised:
         structured_operator(response_format=TICKET_SCHEMA, json_retries=2).execute(stub_context())
     assert isinstance(raised.value.__cause__, RefusalError)
-    assert "refused to give the structured output (json_schema): \"I can't classify that.\"" in str(raised.value)
+    assert 'refused to give the structured output (json_schema): "I can\'t classify that."' in str(
+        raised.value
+    )
     assert len(o3_standin_connection.chat_requests) == 1
 
 
@@ -312,7 +329,9 @@ def test_json_retries_that_run_out_fail_with_the_last_problem(o3_standin_connect
 
 
 @pytest.mark.usefixtures("airflow_db")
-def test_structured_output_end_to_end_pushes_the_parsed_object_to_downstream_tasks(dag_file, o3_standin_connection):
+def test_structured_output_end_to_end_pushes_the_parsed_object_to_downstream_tasks(
+    dag_file, o3_standin_connection
+):
     dag_id = dag_with(
         dag_file,
         "structured_e2e",
@@ -361,7 +380,11 @@ def test_unusable_structured_replies_fail_the_task_end_to_end_without_task_retri
     dag_id = dag_with(
         dag_file,
         "structured_e2e_failures",
-        'O3MiniOperator(task_id="classify", prompt="{{ params.ticket }}", response_format=TICKET_SCHEMA, retries=2)',
+        """
+        O3MiniOperator(
+            task_id="classify", prompt="{{ params.ticket }}", response_format=TICKET_SCHEMA, retries=2
+        )
+        """,
     )
     o3_standin_connection.script(reply)
     result = run_dag(dag_id)

@@ -36,7 +36,10 @@ def call(call_id: str, arguments: str, name: str = "get_weather") -> dict:
 TWO_CALLS = Reply(
     None,
     finish_reason="tool_calls",
-    tool_calls=[call("call_1", '{"city": "Oslo", "unit": "c"}'), call("call_2", '{"city": "Lima", "unit": "f"}')],
+    tool_calls=[
+        call("call_1", '{"city": "Oslo", "unit": "c"}'),
+        call("call_2", '{"city": "Lima", "unit": "f"}'),
+    ],
 )
 EXPECTED = [
     {"id": "call_1", "name": "get_weather", "arguments": {"city": "Oslo", "unit": "c"}},
@@ -56,7 +59,9 @@ def tool_operator(**kwargs: object) -> O3MiniOperator:
 
 def test_tools_and_tool_choice_are_sent_as_given(o3_standin_connection):
     O3MiniOperator(
-        task_id="ask", prompt="Weather in Oslo?", parameters={"tools": [WEATHER_TOOL], "tool_choice": TOOL_CHOICE}
+        task_id="ask",
+        prompt="Weather in Oslo?",
+        parameters={"tools": [WEATHER_TOOL], "tool_choice": TOOL_CHOICE},
     ).execute(stub_context())
     (request,) = o3_standin_connection.chat_requests
     validate_request_body(request.body, strict=True)
@@ -64,7 +69,9 @@ def test_tools_and_tool_choice_are_sent_as_given(o3_standin_connection):
     assert request.body["tool_choice"] == TOOL_CHOICE
 
 
-def test_tool_calls_are_the_result_with_parsed_arguments_instead_of_an_empty_reply_failure(o3_standin_connection):
+def test_tool_calls_are_the_result_with_parsed_arguments_instead_of_an_empty_reply_failure(
+    o3_standin_connection,
+):
     o3_standin_connection.script(TWO_CALLS)
     context = stub_context()
     assert tool_operator().execute(context) == EXPECTED
@@ -135,7 +142,10 @@ def test_tool_calls_end_to_end_reach_a_downstream_task_that_runs_them(dag_file, 
 
         @task
         def run_tools(calls: list) -> list:
-            return [f"{{c['id']}}: {{c['name']}}({{c['arguments']['city']}}, {{c['arguments']['unit']}})" for c in calls]
+            return [
+                f"{{c['id']}}: {{c['name']}}({{c['arguments']['city']}}, {{c['arguments']['unit']}})"
+                for c in calls
+            ]
 
         run_tools(ask.output)
         """,
@@ -156,9 +166,15 @@ def test_bad_tool_arguments_end_to_end_fail_the_task_and_show_the_arguments(dag_
     dag_id = dag_with(
         dag_file,
         "tools_e2e_bad_arguments",
-        f'O3MiniOperator(task_id="ask", prompt="Weather in Oslo?", parameters={{"tools": [{WEATHER_TOOL!r}]}}, retries=1)',
+        f"""
+        O3MiniOperator(
+            task_id="ask", prompt="Weather in Oslo?", parameters={{"tools": [{WEATHER_TOOL!r}]}}, retries=1
+        )
+        """,
     )
-    o3_standin_connection.script(Reply(None, finish_reason="tool_calls", tool_calls=[call("call_9", '{"city": ')]))
+    o3_standin_connection.script(
+        Reply(None, finish_reason="tool_calls", tool_calls=[call("call_9", '{"city": ')])
+    )
     result = run_dag(dag_id)
     assert result.task_state("ask") == "failed"
     log = result.task_log("ask")
