@@ -279,7 +279,8 @@ def parse_tool_calls(calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
         parsed.append({"id": call.id, "name": call.name, "arguments": arguments})
     if problems:
         raise ToolCallError(
-            "the model called tools with arguments that are not valid JSON: " + "; ".join(problems)
+            "the model called tools with arguments that are not valid JSON: "
+            + "; ".join(problems)
             + ". Fix: describe the arguments more precisely in the tool's parameters schema, or set "
             "'strict': True in its function definition"
         )
