@@ -419,3 +419,31 @@ def test_json_retries_end_to_end_recover_and_bill_every_attempt(dag_file, o3_sta
     assert usage["attempts"] == 2
     assert usage["completion_tokens_details"]["reasoning_tokens"] == 2 * 192
     assert "not the JSON asked for, asking again" in result.task_log("classify")
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_structured_output_with_dynamic_task_mapping_and_a_pydantic_class(dag_file, o3_standin_connection):
+    dag_file(
+        """
+        import pendulum
+        from pydantic import BaseModel
+        from airflow.providers.common.compat.sdk import DAG
+        from airflow_o3.operators import O3MiniOperator
+
+        class Verdict(BaseModel):
+            label: str
+            score: float
+
+        with DAG("structured_mapped", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+            O3MiniOperator.partial(task_id="ask", response_format=Verdict, stream=True).expand(
+                prompt=["Rate row 1", "Rate row 2"]
+            )
+        """
+    )
+    result = run_dag("structured_mapped")
+    result.assert_success()
+    assert result.xcom("ask") == [{"label": "example", "score": 0.5}] * 2
+    assert len(o3_standin_connection.chat_requests) == 2
+    for request in o3_standin_connection.chat_requests:
+        validate_request_body(request.body, strict=True)
+        assert request.body["response_format"]["json_schema"]["name"] == "Verdict"
