@@ -110,15 +110,15 @@ class ResponseCache:
         """Store a completion (not in ``read_only`` mode); a crash mid-write leaves no half entry."""
         if self.settings.mode != "on":
             return
-        headers = {}
-        if completion.cost_usd is not None:
-            headers["x-aimlapi-usd-spent"] = str(completion.cost_usd)
-        if completion.credits_used is not None:
-            headers["x-aimlapi-credits-used"] = str(completion.credits_used)
-        if completion.request_id:
-            headers["x-request-id"] = completion.request_id
+        from airflow_o3.response import record_headers
+
         data = json.dumps(
-            {"version": ENTRY_VERSION, "key": key, "response": dict(completion.raw), "headers": headers},
+            {
+                "version": ENTRY_VERSION,
+                "key": key,
+                "response": dict(completion.raw),
+                "headers": record_headers(completion),
+            },
             ensure_ascii=False,
         )
         entry = self._entry(key)

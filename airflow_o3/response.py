@@ -108,7 +108,7 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-def _duration(value: str) -> float | None:
+def duration_seconds(value: str) -> float | None:
     """Seconds in an OpenAI-style duration such as ``1s``, ``12ms`` or ``6m0s``."""
     parts = _DURATION_PART.findall(value.strip())
     if not parts or "".join(n + u for n, u in parts) != value.strip():
@@ -134,7 +134,7 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
     resets = [
         seconds
         for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")
-        if (value := header(headers, name)) is not None and (seconds := _duration(value)) is not None
+        if (value := header(headers, name)) is not None and (seconds := duration_seconds(value)) is not None
     ]
     return max(resets) if resets else None
 
@@ -257,6 +257,19 @@ def parse_response(status: int, headers: Mapping[str, str], content: bytes) -> C
         snippet = content[:200].decode("utf-8", "replace")
         raise _bad(status, headers, f"the reply is not JSON: {snippet!r}") from None
     return completion_from_body(body, headers, status=status)
+
+
+def record_headers(completion: Completion) -> dict[str, str]:
+    """The headers that :func:`completion_from_body` needs besides the body to rebuild ``completion``:
+    its cost, credits and request id (for a cache entry, or a trigger's event)."""
+    headers = {}
+    if completion.cost_usd is not None:
+        headers["x-aimlapi-usd-spent"] = str(completion.cost_usd)
+    if completion.credits_used is not None:
+        headers["x-aimlapi-credits-used"] = str(completion.credits_used)
+    if completion.request_id:
+        headers["x-request-id"] = completion.request_id
+    return headers
 
 
 def usage_over(completions: Sequence[Completion]) -> dict[str, Any]:

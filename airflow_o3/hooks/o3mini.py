@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -15,22 +17,48 @@ from airflow_o3.cache import ResponseCache, cache_key
 from airflow_o3.errors import (
     ConnectError,
     HttpFailure,
+    InvalidRequestError,
     O3Error,
     RequestTimeoutError,
     ServiceError,
 )
-from airflow_o3.observability import observed
+from airflow_o3.observability import observed, observed_async
 from airflow_o3.request import build_body, encode_body
 from airflow_o3.response import Completion, parse_response
-from airflow_o3.retry import RetryPolicy, call_with_retries
+from airflow_o3.retry import RetryPolicy, acall_with_retries, call_with_retries
 from airflow_o3.settings import ClientSettings, Timeouts, settings_from_connection
 
 if TYPE_CHECKING:
+    import ssl
+
+    import httpx
     import requests
 
+    from airflow_o3.ratecontrol import RateController
     from airflow_o3.streaming import OnText
 
 log = logging.getLogger(__name__)
+
+
+def _no_reply(url: str, error: Exception) -> RequestTimeoutError:
+    """A timeout of the sync or the async client, as one typed error."""
+    return RequestTimeoutError(HttpFailure(None, f"no reply from {url} in time ({type(error).__name__})"))
+
+
+def _unreachable(url: str, error: Exception) -> ConnectError:
+    """A connection failure of the sync or the async client, as one typed error."""
+    return ConnectError(HttpFailure(None, f"could not reach {url}: {type(error).__name__}"))
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """The CA bundle the sync path uses too: ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``, else certifi's."""
+    import ssl
+
+    import certifi
+
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    return ssl.create_default_context(cafile=bundle or certifi.where())
 
 
 @dataclass(frozen=True)
@@ -59,6 +87,8 @@ class O3MiniHook(BaseHook):
     :param timeout: read timeout in seconds, or :class:`Timeouts` for both connect and read, overriding
         the connection's.
     :param pool_size: connections kept open to the service; raise it for concurrent callers.
+    :param rate_control: a controller shared by concurrent callers (a batch's workers): every request
+        waits for its turn there, and every answer's status and rate-limit headers are reported to it.
     """
 
     conn_name_attr = "conn_id"
@@ -73,17 +103,34 @@ class O3MiniHook(BaseHook):
         retry: RetryPolicy | Mapping[str, Any] | None = None,
         timeout: Timeouts | float | None = None,
         pool_size: int = 16,
+        rate_control: RateController | None = None,
     ) -> None:
         super().__init__()
         self.conn_id = conn_id
         self._retry = retry
         self._timeout = timeout
         self._pool_size = pool_size
+        self.rate_control = rate_control
 
     @cached_property
     def settings(self) -> ClientSettings:
         """The connection's settings, with this hook's overrides applied."""
-        conn = self.get_connection(self.conn_id)
+        return self._settings_from(self.get_connection(self.conn_id))
+
+    async def aget_settings(self) -> ClientSettings:
+        """:attr:`settings`, read without blocking an event loop (the triggerer's)."""
+        if "settings" not in self.__dict__:
+            aget_connection = getattr(self, "aget_connection", None)
+            if aget_connection is not None:
+                conn = await aget_connection(self.conn_id)
+            else:  # Airflow 2
+                from asgiref.sync import sync_to_async
+
+                conn = await sync_to_async(self.get_connection)(self.conn_id)
+            self.__dict__["settings"] = self._settings_from(conn)
+        return self.settings
+
+    def _settings_from(self, conn: Any) -> ClientSettings:
         if conn.password:
             mask_secret(conn.password)
         settings = settings_from_connection(
@@ -113,6 +160,12 @@ class O3MiniHook(BaseHook):
         from requests.adapters import HTTPAdapter
 
         session = requests.Session()
+        # Proxy and CA-bundle variables are read once here rather than at every request: requests
+        # would rescan the whole environment per call (a fifth of a loopback call's time), and
+        # would let a ~/.netrc entry replace the API key's Authorization header.
+        session.proxies.update(requests.utils.get_environ_proxies(self.settings.base_url))
+        session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        session.trust_env = False
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self._pool_size)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
@@ -221,8 +274,10 @@ class O3MiniHook(BaseHook):
         headers = settings.headers(prepared.client_request_id)
         if stream:
             headers["Accept"] = "text/event-stream"
+        if self.rate_control is not None:
+            self.rate_control.acquire()
         try:
-            return self.session.post(
+            response = self.session.post(
                 prepared.url,
                 data=prepared.content,
                 headers=headers,
@@ -230,13 +285,54 @@ class O3MiniHook(BaseHook):
                 stream=stream,
             )
         except requests.Timeout as error:
-            raise RequestTimeoutError(
-                HttpFailure(None, f"no reply from {prepared.url} in time ({type(error).__name__})")
-            ) from None
+            raise _no_reply(prepared.url, error) from None
         except requests.ConnectionError as error:
-            raise ConnectError(
-                HttpFailure(None, f"could not reach {prepared.url}: {type(error).__name__}")
-            ) from None
+            raise _unreachable(prepared.url, error) from None
+        if self.rate_control is not None:
+            self.rate_control.observe(response.status_code, response.headers)
+        return response
+
+    def async_client(self) -> httpx.AsyncClient:
+        """An httpx client for :meth:`asend`. Its TLS context (the CA bundle, read once per process)
+        is shared, so each client costs kilobytes rather than the better part of a megabyte."""
+        import httpx
+
+        return httpx.AsyncClient(verify=_tls_context())
+
+    @observed_async
+    async def asend(self, prepared: PreparedCall, client: httpx.AsyncClient) -> Completion:
+        """The async twin of :meth:`send`, for the triggerer: the same retry policy, the same typed errors.
+
+        The response cache is not read here: the operator reads it before deferring and stores the
+        reply when the task resumes, so no storage I/O blocks the triggerer's event loop.
+
+        :raises InvalidRequestError: a streamed request (``stream: true``), which this path does not read.
+        :raises ServiceError: a subclass naming the status, the service's message and the fix.
+        """
+        if prepared.body.get("stream"):
+            raise InvalidRequestError("asend reads whole replies (fix: send the request without stream)")
+        settings = await self.aget_settings()
+        try:
+            return await acall_with_retries(settings.retry, lambda: self._apost(prepared, client))
+        except ServiceError as error:
+            raise error.for_connection(self.conn_id) from error.__cause__
+
+    async def _apost(self, prepared: PreparedCall, client: httpx.AsyncClient) -> Completion:
+        import httpx
+
+        settings = self.settings
+        try:
+            response = await client.post(
+                prepared.url,
+                content=prepared.content,
+                headers=settings.headers(prepared.client_request_id),
+                timeout=httpx.Timeout(settings.timeouts.read, connect=settings.timeouts.connect),
+            )
+        except httpx.TimeoutException as error:
+            raise _no_reply(prepared.url, error) from None
+        except httpx.TransportError as error:
+            raise _unreachable(prepared.url, error) from None
+        return parse_response(response.status_code, response.headers, response.content)
 
     def test_connection(self) -> tuple[bool, str]:
         """Check the connection without spending money: the key is set and the service answers.
