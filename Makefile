@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-airflow-$(AIRFLOW_VERSION)
 # ObjectStoragePath (the response cache) fails on every path.
 AIRFLOW_PINS := $(if $(filter 2.%,$(AIRFLOW_VERSION)),"universal-pathlib<0.3",)
 
-.PHONY: demo test install
+.PHONY: demo test install browser-deps screenshots lint smoke-wheel
 
 install: $(STAMP)
 
@@ -25,3 +25,20 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Debian's chromium and chromium-driver for tests/browser (root or sudo); without them that test skips.
+browser-deps:
+	scripts/install_browser.sh
+
+# Re-take docs/connection-form*.png from the browser test.
+screenshots: $(STAMP) browser-deps
+	AIRFLOW_O3_UPDATE_DOCS_SCREENSHOTS=1 AIRFLOW_O3_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -m browser
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict airflow_o3
+
+# Build the wheel, install it in a fresh venv next to apache-airflow, run a smoke DAG on the stand-in.
+smoke-wheel: $(STAMP)
+	PYTHON=$(PYTHON) AIRFLOW_VERSION=$(AIRFLOW_VERSION) BUILD_PYTHON=$(BIN)/python scripts/smoke_wheel.sh
