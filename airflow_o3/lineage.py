@@ -25,8 +25,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attr
-from airflow.providers.common.compat.openlineage.facet import RunFacet
+from airflow.providers.common.compat.openlineage.facet import Dataset, RunFacet
 from airflow.providers.openlineage.extractors import OperatorLineage
+
+O3Lineage = OperatorLineage[Dataset, RunFacet]
+"""What the operator reports: no datasets, one run facet."""
 
 FACET_NAME = "airflow_o3"
 SCHEMA_URL = "https://airflow-o3.readthedocs.io/en/latest/openlineage-run-facet.json#/$defs/O3MiniRunFacet"
@@ -39,7 +42,7 @@ def prompt_sha256(messages: Sequence[Mapping[str, Any]]) -> str:
 
 
 @attr.define
-class O3MiniRunFacet(RunFacet):  # type: ignore[misc]  # attrs classes from an untyped package
+class O3MiniRunFacet(RunFacet):
     """What one o3-mini task asked and paid: the model, a hash of the prompt, tokens and cost."""
 
     model: str
@@ -87,6 +90,7 @@ def run_facet(
     )
 
 
-def operator_lineage(facet: O3MiniRunFacet | None) -> OperatorLineage:
+def operator_lineage(facet: O3MiniRunFacet | None) -> O3Lineage:
     """What the OpenLineage provider reports for the task: no datasets, and the run facet if any."""
-    return OperatorLineage(run_facets={FACET_NAME: facet} if facet is not None else {})
+    run_facets: dict[str, RunFacet] = {FACET_NAME: facet} if facet is not None else {}
+    return O3Lineage(run_facets=run_facets)

@@ -59,11 +59,17 @@ class _Prepared(Protocol):
     def client_request_id(self) -> str | None: ...
 
 
+class _InfoLog(Protocol):
+    """The part of a logger used here: stdlib (Airflow 2) and structlog (Airflow 3) both fit."""
+
+    def log(self, level: int, event: str, /, *args: Any, **kwargs: Any) -> Any: ...
+
+
 class _Logs(Protocol):
     """Anything with a ``log`` (every hook and operator)."""
 
     @property
-    def log(self) -> logging.Logger: ...
+    def log(self) -> _InfoLog: ...
 
 
 H = TypeVar("H", bound=_Logs)
@@ -149,7 +155,8 @@ def record_retry() -> None:
 
 def _finish(owner: _Logs, prepared: _Prepared, completion: Completion, started: float) -> None:
     latency = time.monotonic() - started
-    owner.log.info(summary_line(completion, latency=latency, client_request_id=prepared.client_request_id))
+    line = summary_line(completion, latency=latency, client_request_id=prepared.client_request_id)
+    owner.log.log(getattr(owner, "call_log_level", logging.INFO), line)  # a batch: DEBUG, and progress lines
     record_completion(completion, latency=latency, tags={"model": completion.model or _model(prepared)})
 
 

@@ -29,10 +29,10 @@ from airflow_o3.structured import OutputFormat, output_format, parse_tool_calls,
 if TYPE_CHECKING:
     import jinja2
     from airflow.providers.common.compat.sdk import Context
-    from airflow.providers.openlineage.extractors import OperatorLineage
 
     from airflow_o3.cache import CacheSettings, ResponseCache
     from airflow_o3.hooks.o3mini import O3MiniHook
+    from airflow_o3.lineage import O3Lineage
     from airflow_o3.response import Choice, Completion
     from airflow_o3.retry import RetryPolicy
 
@@ -388,7 +388,7 @@ class O3MiniOperator(BaseOperator):
         )
         return values if (self.parameters.get("n") or 1) > 1 else values[0]
 
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> O3Lineage:
         """The OpenLineage provider's hook: a run facet with the model, a sha256 of the rendered
         messages, the token usage and the cost (see :mod:`airflow_o3.lineage`). Called only when the
         provider is installed; nothing of OpenLineage is imported before."""
