@@ -63,6 +63,11 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "hooks": [{"integration-name": "AI/ML API", "python-modules": ["airflow_o3.hooks.o3mini"]}],
-        "operators": [{"integration-name": "AI/ML API", "python-modules": ["airflow_o3.operators.o3mini"]}],
+        "operators": [
+            {
+                "integration-name": "AI/ML API",
+                "python-modules": ["airflow_o3.operators.o3mini", "airflow_o3.operators.batch"],
+            }
+        ],
         "connection-types": [CONNECTION_TYPE],
     }

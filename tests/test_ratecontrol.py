@@ -101,10 +101,22 @@ def test_announced_limits_set_the_pace_before_any_429(clock):
 @pytest.mark.parametrize(
     ("headers", "expected"),
     [
-        ({"x-ratelimit-limit-requests": "500", "x-ratelimit-remaining-requests": "499",
-          "x-ratelimit-reset-requests": "120ms"}, 500 / 60),
-        ({"x-ratelimit-limit-tokens": "30000", "x-ratelimit-remaining-tokens": "0",
-          "x-ratelimit-reset-tokens": "1m0s"}, 500.0),
+        (
+            {
+                "x-ratelimit-limit-requests": "500",
+                "x-ratelimit-remaining-requests": "499",
+                "x-ratelimit-reset-requests": "120ms",
+            },
+            500 / 60,
+        ),
+        (
+            {
+                "x-ratelimit-limit-tokens": "30000",
+                "x-ratelimit-remaining-tokens": "0",
+                "x-ratelimit-reset-tokens": "1m0s",
+            },
+            500.0,
+        ),
     ],
 )
 def test_announced_rate_is_the_bucket_refill_rate(headers, expected):
@@ -114,8 +126,11 @@ def test_announced_rate_is_the_bucket_refill_rate(headers, expected):
 
 def test_announced_rate_ignores_missing_or_full_buckets():
     assert announced_rate({}, "requests") is None
-    full = {"x-ratelimit-limit-requests": "5", "x-ratelimit-remaining-requests": "5",
-            "x-ratelimit-reset-requests": "0s"}
+    full = {
+        "x-ratelimit-limit-requests": "5",
+        "x-ratelimit-remaining-requests": "5",
+        "x-ratelimit-reset-requests": "0s",
+    }
     assert announced_rate(full, "requests") is None
 
 
@@ -158,7 +173,8 @@ def test_batch_backs_off_together_on_the_stand_in_servers_429s(monkeypatch):
     with StandInServer(max_requests_per_second=20) as server:
         monkeypatch.setenv("AIRFLOW_CONN_AIMLAPI_DEFAULT", server.connection_json())
         control = RateController()
-        hook = O3MiniHook(retry={"max_attempts": 8, "initial_backoff": 0.05}, pool_size=16, rate_control=control)
+        retry = {"max_attempts": 8, "initial_backoff": 0.05}
+        hook = O3MiniHook(retry=retry, pool_size=16, rate_control=control)
         started = time.monotonic()
         with ThreadPoolExecutor(16) as pool:
             replies = list(pool.map(lambda _: hook.chat(USER).text, range(60)))
@@ -170,4 +186,3 @@ def test_batch_backs_off_together_on_the_stand_in_servers_429s(monkeypatch):
     assert control.rate_limited < 20, f"{control.rate_limited} 429s"
     # 20 of the 60 fit in the first second's burst; the other 40 at about 19 a second
     assert elapsed > 1.5
-

@@ -95,6 +95,8 @@ class O3MiniHook(BaseHook):
     default_conn_name = "aimlapi_default"
     conn_type = "aimlapi"
     hook_name = "AI/ML API (o3-mini)"
+    call_log_level = logging.INFO
+    """Level of the one summary line each call logs; a batch lowers it to DEBUG and logs progress."""
 
     def __init__(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from airflow_o3.operators.batch import O3MiniBatchOperator
 from airflow_o3.operators.o3mini import O3MiniOperator
 
-__all__ = ["O3MiniOperator"]
+__all__ = ["O3MiniBatchOperator", "O3MiniOperator"]

@@ -1,0 +1,347 @@
+"""Send many prepared calls concurrently from one task: the engine of ``O3MiniBatchOperator``.
+
+Worker threads share the hook (its pooled HTTP session and its one retry policy) and one
+:class:`~airflow_o3.ratecontrol.RateController`, and take the items in input order. Each item goes
+through :meth:`O3MiniHook.send`, so the response cache, the typed errors and the metrics are those of
+a single call. This module only decides who sends what, when to stop, and what to report.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal
+
+from airflow_o3.budget import Budget, BudgetExceededError, Spend
+from airflow_o3.errors import AuthenticationError, InvalidRequestError, O3Error, OutOfCreditsError
+
+if TYPE_CHECKING:
+    import logging
+    from collections.abc import Callable, Mapping, Sequence
+
+    from airflow_o3.cache import ResponseCache
+    from airflow_o3.hooks.o3mini import O3MiniHook, PreparedCall
+    from airflow_o3.ratecontrol import RateController
+    from airflow_o3.response import Completion
+
+ItemErrorPolicy = Literal["fail", "continue"]
+ITEM_ERROR_POLICIES: tuple[str, ...] = ("fail", "continue")
+MAX_CONCURRENCY = 512
+
+ACCOUNT_ERRORS = (AuthenticationError, OutOfCreditsError)
+"""Errors no item can avoid (a wrong key, no credits): they stop the batch whatever the policy."""
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """How hard a batch may push the service.
+
+    :param max_concurrency: requests in flight at once (1 to 512). The wall time of a batch is about
+        ``items x latency / max_concurrency`` until a rate limit is reached.
+    :param requests_per_minute: a fixed cap on the requests started per minute, retries included,
+        whatever the service would allow (to leave room for other users of the same key).
+    :param tokens_per_minute: a fixed cap on the tokens billed per minute (prompt plus completion,
+        hidden reasoning included), held over time as each reply's tokens come in.
+    """
+
+    max_concurrency: int = 16
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+
+    def __post_init__(self) -> None:
+        if type(self.max_concurrency) is not int or not 1 <= self.max_concurrency <= MAX_CONCURRENCY:
+            raise InvalidRequestError(
+                f"max_concurrency is {self.max_concurrency!r} (fix: use a whole number from 1 to "
+                f"{MAX_CONCURRENCY})"
+            )
+        for name in ("requests_per_minute", "tokens_per_minute"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int | float) or value <= 0):
+                raise InvalidRequestError(f"{name} is {value!r} (fix: use a number above 0, or None)")
+
+    @classmethod
+    def coerce(cls, value: BatchLimits | Mapping[str, Any] | None) -> BatchLimits:
+        """Limits from what a DAG author may write: ``None`` (the defaults), a dict, or limits.
+
+        :raises InvalidRequestError: an unknown key or a bad value, with the fix.
+        """
+        if isinstance(value, BatchLimits):
+            return value
+        if value is None:
+            return cls()
+        try:
+            return cls(**value)
+        except TypeError:
+            known = "max_concurrency, requests_per_minute, tokens_per_minute"
+            raise InvalidRequestError(f"limits {dict(value)!r} (fix: use the keys {known})") from None
+
+
+@dataclass(frozen=True)
+class ItemFailure:
+    """Why one item has no result."""
+
+    index: int
+    error: O3Error
+
+    def record(self) -> dict[str, Any]:
+        """Plain JSON for XCom: index, error type, message, HTTP status when there was one."""
+        return {
+            "index": self.index,
+            "error": type(self.error).__name__,
+            "message": str(self.error),
+            "status": getattr(self.error, "status", None),
+        }
+
+
+class BatchItemError(O3Error):
+    """An item failed and the batch stopped (policy ``fail``, or an account error every item would hit).
+
+    Retryable when the item's error is (a 429 or 5xx that outlived the retries): a task retry may
+    succeed, and with the response cache on it pays only for the items that had not completed.
+    """
+
+    def __init__(self, failure: ItemFailure, message: str) -> None:
+        self.failure = failure
+        self.retryable = failure.error.retryable
+        super().__init__(message)
+
+
+@dataclass
+class BatchOutcome:
+    """What a batch produced, in input order.
+
+    :ivar values: each item's result, ``None`` where it failed or was not sent.
+    :ivar completions: each item's completion (without its raw body), ``None`` where there is none.
+    :ivar failures: the items without a result, by index, with why.
+    :ivar budget_reached: the budget limit that stopped the batch, in words, if one did.
+    """
+
+    values: list[Any]
+    completions: list[Completion | None]
+    failures: dict[int, ItemFailure] = field(default_factory=dict)
+    spend: Spend = field(default_factory=lambda: Spend(Budget()))
+    elapsed: float = 0.0
+    rate_limited: int = 0
+    budget_reached: str | None = None
+
+    @property
+    def from_cache(self) -> int:
+        return sum(1 for completion in self.completions if completion is not None and completion.from_cache)
+
+    def summary(self) -> dict[str, Any]:
+        """Counts, time and spend as plain JSON, for XCom."""
+        done = sum(1 for completion in self.completions if completion is not None)
+        return {
+            "items": len(self.values),
+            "succeeded": len(self.values) - len(self.failures),
+            "failed": sum(1 for f in self.failures.values() if not _not_sent(f)),
+            "not_sent": sum(1 for f in self.failures.values() if _not_sent(f)),
+            "from_cache": self.from_cache,
+            "elapsed_s": round(self.elapsed, 3),
+            "items_per_s": round(done / self.elapsed, 2) if self.elapsed else None,
+            "rate_limited": self.rate_limited,
+            "spend": self.spend.record(),
+            "budget_reached": self.budget_reached,
+        }
+
+
+def _not_sent(failure: ItemFailure) -> bool:
+    return isinstance(failure.error, BudgetExceededError)
+
+
+class _Run:
+    """The shared state of one batch's workers."""
+
+    def __init__(
+        self,
+        hook: O3MiniHook,
+        calls: Sequence[PreparedCall | None],
+        *,
+        failures: Mapping[int, ItemFailure],
+        reply: Callable[[Completion], Any],
+        spend: Spend,
+        control: RateController,
+        cache: ResponseCache | None,
+        on_item_error: ItemErrorPolicy,
+    ) -> None:
+        self.hook = hook
+        self.calls = calls
+        self.reply = reply
+        self.spend = spend
+        self.control = control
+        self.cache = cache
+        self.on_item_error = on_item_error
+        self.outcome = BatchOutcome(
+            values=[None] * len(calls), completions=[None] * len(calls), failures=dict(failures), spend=spend
+        )
+        self.stop = threading.Event()
+        self.finished = threading.Event()
+        self.lock = threading.Lock()
+        self.next = 0
+        self.done = len(failures)
+        self.workers = 0
+        self.stopping_failure: ItemFailure | None = None
+        self.crash: BaseException | None = None
+
+    def take(self) -> int | None:
+        """The next item to send, or ``None``: all taken, the batch stopped, or the budget is reached."""
+        with self.lock:
+            while self.next < len(self.calls) and self.calls[self.next] is None:
+                self.next += 1  # refused before sending, already among the failures
+            if self.stop.is_set() or self.next >= len(self.calls):
+                return None
+            if (reached := self.spend.reached()) is not None:
+                self.outcome.budget_reached = reached
+                self.stop.set()
+                return None
+            index = self.next
+            self.next += 1
+            return index
+
+    def work(self) -> None:
+        try:
+            while (index := self.take()) is not None:
+                self.one(index)
+        except BaseException as error:  # a bug, not an item's failure: stop and raise it in the task
+            self.crash = error
+            self.stop.set()
+        finally:
+            with self.lock:
+                self.workers -= 1
+                if not self.workers:
+                    self.finished.set()
+
+    def one(self, index: int) -> None:
+        call = self.calls[index]
+        assert call is not None, "take() skips the items refused before sending"
+        try:
+            completion = self.hook.send(call, cache=self.cache)
+            if not completion.from_cache:
+                self.spend.add(completion)
+                self.control.paid(completion.usage.get("total_tokens") or 0)
+            value = self.reply(completion)
+        except O3Error as error:
+            self.failed(ItemFailure(index, error))
+        else:
+            with self.lock:
+                self.outcome.values[index] = value
+                self.outcome.completions[index] = replace(completion, raw={})
+                self.done += 1
+
+    def failed(self, failure: ItemFailure) -> None:
+        with self.lock:
+            self.outcome.failures[failure.index] = failure
+            self.done += 1
+            if isinstance(failure.error, BudgetExceededError):
+                self.outcome.budget_reached = self.outcome.budget_reached or self.spend.reached()
+                self.stop.set()
+            elif self.on_item_error == "fail" or isinstance(failure.error, ACCOUNT_ERRORS):
+                self.stopping_failure = self.stopping_failure or failure
+                self.stop.set()
+
+    def progress(self, started: float) -> str:
+        with self.lock:
+            done, total = self.done, len(self.calls)
+            failed = len(self.outcome.failures)
+        elapsed = time.monotonic() - started
+        rate = done / elapsed if elapsed else 0.0
+        eta = f"{(total - done) / rate:.0f}s" if rate else "unknown"
+        return (
+            f"Batch progress: {done:,}/{total:,} items done ({failed:,} failed), {rate:.1f} items/s, "
+            f"ETA {eta}; {self.spend.summary()}; {self.control.rate_limited:,} rate limited (429)"
+        )
+
+
+def run_batch(
+    hook: O3MiniHook,
+    calls: Sequence[PreparedCall | None],
+    *,
+    failures: Mapping[int, ItemFailure],
+    reply: Callable[[Completion], Any],
+    limits: BatchLimits,
+    control: RateController,
+    spend: Spend,
+    cache: ResponseCache | None,
+    on_item_error: ItemErrorPolicy,
+    log: logging.Logger,
+    progress_interval: float,
+) -> BatchOutcome:
+    """Send every call, up to ``limits.max_concurrency`` at once, and gather the results in order.
+
+    :param hook: built with ``rate_control=control`` and a pool of ``limits.max_concurrency``.
+    :param calls: the items' requests; ``None`` for an item refused before sending, whose reason is
+        in ``failures``.
+    :param reply: turns a completion into the item's result; raises :class:`CompletionError` for a
+        reply that is no answer, which then counts as the item's failure.
+    :param spend: the task's spend and budget, which ``control`` checks before every request.
+    :raises BatchItemError: an item failed and the policy (or an account error) stopped the batch.
+    :raises BudgetExceededError: the budget was reached and its ``on_exceeded`` is ``fail``.
+    """
+    run = _Run(
+        hook,
+        calls,
+        failures=failures,
+        reply=reply,
+        spend=spend,
+        control=control,
+        cache=cache,
+        on_item_error=on_item_error,
+    )
+    started = time.monotonic()
+    workers = min(limits.max_concurrency, len(calls) - len(failures))
+    run.workers = workers
+    if not workers:
+        run.finished.set()
+    for number in range(workers):
+        threading.Thread(target=run.work, name=f"o3-batch-{number}", daemon=True).start()
+    try:
+        while not run.finished.wait(progress_interval):
+            log.info("%s", run.progress(started))
+    except BaseException:  # the task is being stopped: let no worker start another request
+        run.stop.set()
+        raise
+    outcome = run.outcome
+    outcome.elapsed = time.monotonic() - started
+    outcome.rate_limited = control.rate_limited
+    log.info("%s", run.progress(started).replace("Batch progress", "Batch finished"))
+    if run.crash is not None:
+        raise run.crash
+    if run.stopping_failure is not None:
+        raise _stopped_by(run.stopping_failure, outcome, cache is not None)
+    if outcome.budget_reached is None:
+        return outcome
+    for index in range(run.next, len(calls)):
+        outcome.failures.setdefault(
+            index,
+            ItemFailure(
+                index, BudgetExceededError("not sent: the task's budget was reached before this item")
+            ),
+        )
+    if spend.budget.on_exceeded == "fail":
+        done = sum(1 for completion in outcome.completions if completion is not None)
+        raise BudgetExceededError(
+            f"the task's budget was reached ({outcome.budget_reached}): {spend.summary()}; "
+            f"{done:,} of {len(calls):,} items completed, the others were not sent"
+        )
+    return outcome
+
+
+def _stopped_by(failure: ItemFailure, outcome: BatchOutcome, cached: bool) -> BatchItemError:
+    done = sum(1 for completion in outcome.completions if completion is not None)
+    resume = (
+        "with the response cache on, a retry of the task pays only for the items that did not complete"
+        if cached
+        else "turn the response cache on (cache='on') so that a retry pays only for the items that did "
+        "not complete"
+    )
+    why = (
+        "an error every item would meet"
+        if isinstance(failure.error, ACCOUNT_ERRORS)
+        else "on_item_error is 'fail' (use 'continue' to record failures and go on)"
+    )
+    return BatchItemError(
+        failure,
+        f"item {failure.index} of {len(outcome.values):,} failed: {failure.error}. The batch stopped "
+        f"({why}) after {done:,} items completed; {resume}",
+    )
