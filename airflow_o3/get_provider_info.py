@@ -69,5 +69,6 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_o3.operators.o3mini", "airflow_o3.operators.batch"],
             }
         ],
+        "triggers": [{"integration-name": "AI/ML API", "python-modules": ["airflow_o3.triggers.o3mini"]}],
         "connection-types": [CONNECTION_TYPE],
     }

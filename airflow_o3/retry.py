@@ -138,8 +138,12 @@ async def acall_with_retries(policy: RetryPolicy, call: Callable[[], Awaitable[T
     """The async twin of :func:`call_with_retries`, for the triggerer."""
     retrying = AsyncRetrying(**_arguments(policy))
     started = time.monotonic()
+
+    async def attempt() -> T:  # tenacity awaits coroutine functions only, not a lambda's coroutine
+        return await call()
+
     try:
-        return await retrying(call)
+        return await retrying(attempt)
     except ServiceError as error:
         if not error.retryable:
             raise

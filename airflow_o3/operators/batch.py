@@ -113,7 +113,9 @@ class O3MiniBatchOperator(O3MiniOperator):
         ):
             if kwargs.pop(name, None):
                 raise InvalidRequestError(f"{task_id}: {name} is not available in a batch ({why})")
-        super().__init__(prompt=prompt, system_prompt=system_prompt, messages=messages, **kwargs)
+        super().__init__(
+            prompt=prompt, system_prompt=system_prompt, messages=messages, deferrable=False, **kwargs
+        )
         try:
             self.limits = BatchLimits.coerce(limits)
             self.budget = Budget.coerce(budget)

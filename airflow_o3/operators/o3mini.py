@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, conf
 
 from airflow_o3.errors import (
     CompletionError,
@@ -148,6 +148,11 @@ class O3MiniOperator(BaseOperator):
     :param cache: the response cache: ``"off"`` (default), ``"on"``, ``"read_only"``, or a dict
         ``{"mode": "on", "path": "s3://bucket/o3-cache"}``. With it on, a retry of a task whose call
         already succeeded reuses the stored reply instead of paying again.
+    :param deferrable: wait for the reply in the triggerer rather than in a worker slot (a reasoning
+        call can take minutes). The worker renders and checks the request (and answers from the
+        cache when it can), then defers; the result, the XComs and the errors are those of a call
+        made in the worker. Default: ``[operators] default_deferrable``. Not with ``stream`` or
+        ``json_retries``, which need the worker.
     """
 
     template_fields: Sequence[str] = ("prompt", "system_prompt", "messages", "model")
@@ -174,9 +179,15 @@ class O3MiniOperator(BaseOperator):
         retry: RetryPolicy | dict[str, Any] | None = None,
         timeout: float | None = None,
         cache: CacheSettings | dict[str, Any] | str | bool | None = None,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if deferrable and (stream or json_retries):
+            raise InvalidRequestError(
+                f"{self.task_id}: {'stream' if stream else 'json_retries'} needs the worker, and deferrable "
+                "waits in the triggerer (fix: pass deferrable=False, or drop it)"
+            )
         if (prompt is None) == (messages is None):
             raise InvalidRequestError(
                 f"{self.task_id}: pass either prompt or messages (fix: use prompt for one user message, "
@@ -219,6 +230,7 @@ class O3MiniOperator(BaseOperator):
         self.retry = retry
         self.timeout = timeout
         self.cache = cache
+        self.deferrable = deferrable
 
     @cached_property
     def hook(self) -> O3MiniHook:
@@ -283,6 +295,8 @@ class O3MiniOperator(BaseOperator):
                 self.output_format.check(messages)
             if self.dry_run:
                 return self.dry_run_request(messages, parameters)
+            if self.deferrable:
+                return self.defer_call(context, messages, parameters)
             completions = self.ask(context, messages, parameters)
         return self.publish(context, completions[-1], earlier_attempts=completions[:-1])
 
@@ -323,6 +337,51 @@ class O3MiniOperator(BaseOperator):
                 error,
             )
             messages = [*messages, *reask_messages(reply, error)]
+
+    def defer_call(self, context: Context, messages: list[dict[str, Any]], parameters: dict[str, Any]) -> Any:
+        """Hand the checked request to the triggerer and free the worker slot; a reply already in the
+        response cache is published at once instead. The trigger gets no secret, only the conn_id."""
+        from dataclasses import asdict
+
+        from airflow_o3.cache import cache_key
+        from airflow_o3.retry import RetryPolicy
+        from airflow_o3.triggers.o3mini import O3MiniTrigger
+
+        prepared = self.hook.prepare(
+            messages, model=self.model, client_request_id=client_request_id(context), **parameters
+        )
+        cache = self.response_cache()
+        if cache is not None:
+            key = cache_key(self.hook.settings.base_url, prepared.body)
+            if (stored := cache.get(key)) is not None:
+                self.log.info("Reply read from the response cache (entry %s): not deferred", key[:16])
+                return self.publish(context, stored)
+        retry = asdict(self.retry) if isinstance(self.retry, RetryPolicy) else self.retry
+        self.defer(
+            trigger=O3MiniTrigger(
+                conn_id=self.conn_id,
+                body=prepared.body,
+                client_request_id=prepared.client_request_id,
+                retry=retry,
+                timeout=self.timeout,
+            ),
+            method_name="execute_complete",
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        """Resume after the triggerer's call: store and publish its reply, or raise the error it met
+        (the same typed error, with the same message, as a call made in the worker)."""
+        from airflow_o3.cache import cache_key
+        from airflow_o3.triggers.o3mini import completion_from_event
+
+        with _task_failure_on_final_errors():
+            completion = completion_from_event(event)
+            cache = self.response_cache()
+            if cache is not None:
+                parameters = self.request_parameters()
+                prepared = self.hook.prepare(self.build_messages(), model=self.model, **parameters)
+                cache.put(cache_key(self.hook.settings.base_url, prepared.body), completion)
+        return self.publish(context, completion)
 
     def _log_reply_line(self, index: int, line: str) -> None:
         several = (self.parameters.get("n") or 1) > 1

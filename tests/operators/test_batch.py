@@ -1,0 +1,281 @@
+"""O3MiniBatchOperator run directly (``execute`` with a stub context) against the stand-in server."""
+
+from __future__ import annotations
+
+import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException
+
+from airflow_o3.batch import BatchItemError
+from airflow_o3.errors import InvalidRequestError, ServerError
+from airflow_o3.operators import O3MiniBatchOperator
+from airflow_o3.testing import HttpError, RateLimited, Reply, Stall
+from tests.contract import validate_request_body
+from tests.operators.helpers import FAST_RETRY, stub_context
+
+ROWS = [{"company": f"Company {n}", "note": "{{ 7 * 6 }} is data"} for n in range(12)]
+PROMPT = "Row {{ index }}: industry of {{ item.company }}? ({{ item.note }})"
+
+
+@pytest.fixture
+def one_call(o3_standin_connection) -> int:
+    """The tokens the stand-in bills for one of these prompts (all rows have the same length)."""
+    from airflow_o3.hooks import O3MiniHook
+
+    prompt = expected_reply(0).removeprefix("Stand-in reply to: ")
+    tokens = O3MiniHook().chat([{"role": "user", "content": prompt}]).usage["total_tokens"]
+    o3_standin_connection.clear()
+    return tokens
+
+
+def batch(**kwargs) -> O3MiniBatchOperator:
+    arguments = {
+        "task_id": "enrich",
+        "items": ROWS,
+        "prompt": PROMPT,
+        "retry": FAST_RETRY,
+        "limits": {"max_concurrency": 4},
+        "progress_interval": 0.05,
+        **kwargs,
+    }
+    return O3MiniBatchOperator(**arguments)
+
+
+def run(operator: O3MiniBatchOperator) -> tuple[list, dict]:
+    context = stub_context()
+    result = operator.execute(context)
+    return result, context["ti"].xcoms
+
+
+def expected_reply(index: int) -> str:
+    row = ROWS[index]
+    return f"Stand-in reply to: Row {index}: industry of {row['company']}? ({row['note']})"
+
+
+def test_replies_come_back_in_input_order_whatever_order_they_finish_in(o3_standin_connection):
+    o3_standin_connection.script(Stall(0.3))  # the first request sent answers last
+    result, xcoms = run(batch())
+    assert result == [expected_reply(index) for index in range(len(ROWS))]
+    assert xcoms["batch"]["succeeded"] == len(ROWS)
+    assert xcoms["errors"] == []
+
+
+def test_item_values_are_data_never_rendered_again(o3_standin_connection):
+    run(batch())
+    for request in o3_standin_connection.chat_requests:
+        validate_request_body(request.body, strict=True)
+        assert "{{ 7 * 6 }} is data" in request.body["messages"][-1]["content"]
+
+
+def test_system_prompt_and_parameters_go_with_every_item(o3_standin_connection):
+    run(batch(system_prompt="Answer for row {{ index }} only.", reasoning_effort="low"))
+    bodies = sorted(
+        (r.body for r in o3_standin_connection.chat_requests), key=lambda b: b["messages"][1]["content"]
+    )
+    assert len(bodies) == len(ROWS)
+    assert all(body["reasoning_effort"] == "low" for body in bodies)
+    assert all(body["messages"][0]["role"] == "developer" for body in bodies)
+    assert {body["messages"][0]["content"] for body in bodies} == {
+        f"Answer for row {n} only." for n in range(12)
+    }
+
+
+def test_each_item_has_its_own_client_request_id(o3_standin_connection):
+    run(batch())
+    ids = {request.header("X-Client-Request-Id") for request in o3_standin_connection.chat_requests}
+    assert ids == {f"stub_dag:ask:manual__2026-01-01:t1:i{n}" for n in range(len(ROWS))}
+
+
+def test_usage_is_pushed_summed_and_per_item(o3_standin_connection):
+    _, xcoms = run(batch())
+    per_item = xcoms["usage_per_item"]
+    assert len(per_item) == len(ROWS)
+    assert xcoms["usage"]["total_tokens"] == sum(usage["total_tokens"] for usage in per_item)
+    assert xcoms["usage"]["items"] == len(ROWS)
+    assert xcoms["usage"]["usd_spent"] == pytest.approx(sum(usage["usd_spent"] for usage in per_item))
+    assert xcoms["batch"]["spend"]["requests"] == len(ROWS)
+    assert xcoms["batch"]["spend"]["total_tokens"] == xcoms["usage"]["total_tokens"]
+
+
+def test_with_continue_a_failed_item_is_none_and_listed_in_errors(o3_standin_connection):
+    o3_standin_connection.script(HttpError(400, "this row is too long"))
+    result, xcoms = run(batch(on_item_error="continue", limits={"max_concurrency": 1}))
+    assert result[0] is None
+    assert result[1:] == [expected_reply(index) for index in range(1, len(ROWS))]
+    (error,) = xcoms["errors"]
+    assert error["index"] == 0
+    assert error["error"] == "BadRequestError"
+    assert error["status"] == 400
+    assert "this row is too long" in error["message"]
+    assert xcoms["usage_per_item"][0] is None
+    assert xcoms["batch"]["failed"] == 1
+
+
+def test_a_reply_that_is_no_answer_is_an_item_failure_too(o3_standin_connection):
+    o3_standin_connection.script(Reply("", finish_reason="length"))
+    result, xcoms = run(batch(on_item_error="continue", limits={"max_concurrency": 1}))
+    assert result[0] is None
+    assert xcoms["errors"][0]["error"] == "CompletionError"
+    assert "max_completion_tokens" in xcoms["errors"][0]["message"]
+    assert xcoms["batch"]["spend"]["requests"] == len(ROWS), "the empty reply was paid for"
+
+
+def test_with_fail_the_first_failed_item_stops_the_batch_and_fails_the_task(o3_standin_connection):
+    o3_standin_connection.script(HttpError(400, "this row is too long"))
+    with pytest.raises(
+        AirflowFailException, match=r"item 0 of 12 failed: BadRequestError.*too long.*stopped"
+    ):
+        run(batch(limits={"max_concurrency": 1}))
+    assert len(o3_standin_connection.chat_requests) == 1, "no item is sent after the failure"
+
+
+def test_a_retryable_item_failure_is_left_for_airflow_to_retry(o3_standin_connection):
+    o3_standin_connection.script(*(HttpError(503, "overloaded") for _ in range(FAST_RETRY["max_attempts"])))
+    with pytest.raises(BatchItemError, match="cache='on'") as raised:
+        run(batch(limits={"max_concurrency": 1}))
+    assert raised.value.retryable
+    assert isinstance(raised.value.__cause__ or raised.value.failure.error, ServerError)
+
+
+def test_a_wrong_key_stops_the_batch_even_with_continue(o3_standin_connection):
+    o3_standin_connection.script(HttpError(401, "Invalid API key"))
+    with pytest.raises(AirflowFailException, match="an error every item would meet"):
+        run(batch(on_item_error="continue", limits={"max_concurrency": 1}))
+    assert len(o3_standin_connection.chat_requests) == 1
+
+
+def test_a_template_error_fails_before_any_request(o3_standin_connection):
+    with pytest.raises(AirflowFailException, match=r"item 0: .*UndefinedError.*\(fix: check the keys"):
+        run(batch(prompt="Industry of {{ item.missing_column }}"))
+    assert o3_standin_connection.chat_requests == []
+
+
+def test_with_continue_an_item_that_does_not_render_is_recorded_and_the_others_sent(o3_standin_connection):
+    items = [{"text": "a"}, {"other": "b"}, {"text": "c"}]
+    result, xcoms = run(batch(items=items, prompt="Say {{ item.text }}", on_item_error="continue"))
+    assert result[0].endswith("Say a") and result[2].endswith("Say c")
+    assert result[1] is None
+    assert xcoms["errors"][0]["index"] == 1
+    assert xcoms["errors"][0]["error"] == "InvalidRequestError"
+    assert len(o3_standin_connection.chat_requests) == 2
+
+
+def test_an_empty_rendered_prompt_is_refused_before_sending(o3_standin_connection):
+    with pytest.raises(AirflowFailException, match=r"item 1: the rendered prompt is empty"):
+        run(batch(items=["a", "  "], prompt="{{ item }}"))
+    assert o3_standin_connection.chat_requests == []
+
+
+def test_budget_stop_ends_with_partial_results_and_reports_the_spend(o3_standin_connection, one_call):
+    result, xcoms = run(
+        batch(limits={"max_concurrency": 1}, budget={"max_total_tokens": 3 * one_call, "on_exceeded": "stop"})
+    )
+    assert result[:3] == [expected_reply(index) for index in range(3)]
+    assert result[3:] == [None] * (len(ROWS) - 3)
+    assert len(o3_standin_connection.chat_requests) == 3, "no request starts once the budget is reached"
+    summary = xcoms["batch"]
+    assert summary["not_sent"] == len(ROWS) - 3
+    assert "max_total_tokens" in summary["budget_reached"]
+    assert summary["spend"]["total_tokens"] == 3 * one_call
+    assert {error["error"] for error in xcoms["errors"]} == {"BudgetExceededError"}
+
+
+def test_budget_fail_fails_the_task_naming_the_spend(o3_standin_connection):
+    with pytest.raises(
+        AirflowFailException, match=r"budget was reached \(\$.* of max_cost_usd.*spent .* tokens"
+    ):
+        run(batch(limits={"max_concurrency": 1}, budget={"max_cost_usd": 0.002}))
+    assert len(o3_standin_connection.chat_requests) == 2  # about $0.0012 each
+
+
+def test_budget_stops_new_requests_while_others_are_in_flight(o3_standin_connection, one_call):
+    result, _ = run(
+        batch(limits={"max_concurrency": 4}, budget={"max_total_tokens": one_call, "on_exceeded": "stop"})
+    )
+    sent = len(o3_standin_connection.chat_requests)
+    assert sent <= 4, "only the requests already in flight when the first reply crossed the budget"
+    assert sum(value is not None for value in result) == sent
+
+
+def test_a_retried_batch_with_the_cache_pays_only_for_the_items_that_did_not_complete(
+    o3_standin_connection, tmp_path
+):
+    cache = {"mode": "on", "path": str(tmp_path)}
+    overloaded = [HttpError(503, "overloaded")] * FAST_RETRY["max_attempts"]
+    o3_standin_connection.script(Reply("r0"), Reply("r1"), Reply("r2"), *overloaded)
+    with pytest.raises(BatchItemError, match=r"item 3 of 12 failed.*a retry of the task pays only"):
+        run(batch(cache=cache, limits={"max_concurrency": 1}))
+
+    o3_standin_connection.clear()
+    result, xcoms = run(batch(cache=cache, limits={"max_concurrency": 1}))
+    assert len(o3_standin_connection.chat_requests) == len(ROWS) - 3, "items 0-2 are not paid again"
+    assert result[:3] == ["r0", "r1", "r2"]
+    assert result[3:] == [expected_reply(index) for index in range(3, len(ROWS))]
+    assert xcoms["batch"]["from_cache"] == 3
+    assert xcoms["batch"]["spend"]["requests"] == len(ROWS) - 3
+
+
+def test_the_batch_slows_down_as_a_whole_on_429(o3_standin_connection):
+    o3_standin_connection.script(*(RateLimited(retry_after=0.2) for _ in range(4)))
+    result, xcoms = run(batch(limits={"max_concurrency": 4}))
+    assert all(result)
+    assert xcoms["batch"]["rate_limited"] == 4
+    requests = o3_standin_connection.chat_requests
+    # after the 429s, every worker waited out the Retry-After: no request in the pause
+    last_429 = requests[3].received_at
+    assert all(r.received_at >= last_429 + 0.15 for r in requests[4:])
+
+
+def test_requests_per_minute_caps_the_batch(o3_standin_connection):
+    run(batch(items=ROWS[:5], limits={"max_concurrency": 5, "requests_per_minute": 600}))
+    times = sorted(r.received_at for r in o3_standin_connection.chat_requests)
+    assert times[-1] - times[0] >= 4 * 0.1 * 0.8
+
+
+def test_n_choices_give_a_list_per_item(o3_standin_connection):
+    result, _ = run(batch(items=ROWS[:2], parameters={"n": 2}))
+    assert result == [[expected_reply(0)] * 2, [expected_reply(1)] * 2]
+
+
+def test_structured_output_is_parsed_per_item(o3_standin_connection):
+    schema = {"type": "object", "properties": {"industry": {"type": "string"}}}
+    result, _ = run(batch(items=ROWS[:3], response_format=schema))
+    assert result == [{"industry": "example"}] * 3
+
+
+def test_dry_run_builds_every_body_and_sends_nothing(o3_standin_connection):
+    result, _ = run(batch(dry_run=True))
+    assert o3_standin_connection.chat_requests == []
+    assert [body["messages"][-1]["content"] for body in result] == [
+        expected_reply(index).removeprefix("Stand-in reply to: ") for index in range(len(ROWS))
+    ]
+
+
+def test_an_empty_list_sends_nothing(o3_standin_connection):
+    result, xcoms = run(batch(items=[]))
+    assert result == []
+    assert xcoms["batch"]["items"] == 0
+    assert o3_standin_connection.chat_requests == []
+
+
+@pytest.mark.parametrize("items", ["[1, 2]", {"a": 1}, 42])
+def test_items_that_are_not_a_list_fail_with_the_fix(o3_standin_connection, items):
+    with pytest.raises(AirflowFailException, match=r"not a list.*render_template_as_native_obj"):
+        run(batch(items=items))
+
+
+@pytest.mark.parametrize(
+    ("arguments", "fragment"),
+    [
+        ({"limits": {"max_concurrency": 0}}, "max_concurrency is 0"),
+        ({"limits": {"concurrency": 4}}, "use the keys max_concurrency"),
+        ({"limits": {"requests_per_minute": -1}}, "requests_per_minute is -1"),
+        ({"budget": {"max_cost_usd": 0}}, "max_cost_usd is 0"),
+        ({"budget": {"on_exceeded": "pause"}}, "on_exceeded is 'pause'"),
+        ({"on_item_error": "skip"}, "on_item_error is 'skip'"),
+        ({"stream": True}, "stream is not available in a batch"),
+        ({"deferrable": True}, "deferrable is not available in a batch"),
+    ],
+)
+def test_bad_settings_fail_at_dag_parse_with_the_fix(arguments, fragment):
+    with pytest.raises(InvalidRequestError, match=fragment):
+        batch(**arguments)

@@ -1,0 +1,157 @@
+"""O3MiniTrigger run in an event loop against the stand-in server, and its events read back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any
+
+import pytest
+
+from airflow_o3.errors import (
+    AuthenticationError,
+    ConnectError,
+    HttpFailure,
+    InvalidRequestError,
+    RequestTimeoutError,
+    ServerError,
+)
+from airflow_o3.hooks import O3MiniHook
+from airflow_o3.testing import HttpError, RateLimited, Stall
+from airflow_o3.triggers import O3MiniTrigger
+from airflow_o3.triggers.o3mini import completion_from_event, error_event, error_from_event
+
+KEY = "standin-test-key"
+BODY = {"model": "o3-mini", "messages": [{"role": "user", "content": "Name three prime numbers."}]}
+FAST = {"max_attempts": 3, "initial_backoff": 0.01, "max_backoff": 0.02}
+
+
+def fire(trigger: O3MiniTrigger) -> dict[str, Any]:
+    """The first event the trigger yields, as the triggerer would get it."""
+
+    async def first() -> Any:
+        return await anext(trigger.run())
+
+    return asyncio.run(first()).payload
+
+
+def trigger(**kwargs: Any) -> O3MiniTrigger:
+    return O3MiniTrigger(conn_id="aimlapi_default", body=BODY, retry=FAST, **kwargs)
+
+
+def test_serialized_kwargs_round_trip_and_hold_no_secret(o3_standin_connection):
+    classpath, kwargs = trigger(client_request_id="dag:task:run:t1", timeout=30.0).serialize()
+    assert classpath == "airflow_o3.triggers.o3mini.O3MiniTrigger"
+    assert kwargs == {
+        "conn_id": "aimlapi_default",
+        "body": BODY,
+        "client_request_id": "dag:task:run:t1",
+        "retry": FAST,
+        "timeout": 30.0,
+    }
+    assert KEY not in json.dumps(kwargs)
+    assert O3MiniTrigger(**kwargs).serialize() == (classpath, kwargs)
+
+
+def test_the_event_rebuilds_the_same_completion_as_the_sync_path(o3_standin_connection):
+    event = fire(trigger(client_request_id="dag:task:run:t1"))
+    assert event["status"] == "success"
+    assert KEY not in json.dumps(event)
+    deferred = completion_from_event(event)
+    (request,) = o3_standin_connection.chat_requests
+    assert request.body == BODY
+    assert request.header("X-Client-Request-Id") == "dag:task:run:t1"
+    assert request.header("Authorization") == f"Bearer {KEY}"
+
+    direct = O3MiniHook().chat(BODY["messages"])
+    assert deferred.text == direct.text
+    assert deferred.usage == direct.usage
+    assert deferred.cost_usd == direct.cost_usd
+    assert deferred.request_id == "req-standin-1"
+    assert deferred.finish_reason == "stop"
+
+
+def test_the_same_retry_policy_applies_in_the_triggerer(o3_standin_connection):
+    o3_standin_connection.script(RateLimited(retry_after=0.05), HttpError(503))
+    assert fire(trigger())["status"] == "success"
+    assert len(o3_standin_connection.chat_requests) == 3
+
+
+def test_a_service_error_comes_back_as_the_same_typed_error_with_the_same_message(o3_standin_connection):
+    o3_standin_connection.script(HttpError(401, "Invalid API key"))
+    event = fire(trigger())
+    assert event["status"] == "error"
+    with pytest.raises(AuthenticationError) as deferred:
+        completion_from_event(event)
+
+    o3_standin_connection.script(HttpError(401, "Invalid API key"))
+    with pytest.raises(AuthenticationError) as direct:
+        O3MiniHook(retry=FAST).chat(BODY["messages"])
+    assert str(deferred.value) == str(direct.value).replace("req-standin-2", "req-standin-1")
+    assert "connection 'aimlapi_default'" in str(deferred.value)
+    assert KEY not in json.dumps(event)
+
+
+def test_retries_that_run_out_say_so_after_the_round_trip(o3_standin_connection):
+    o3_standin_connection.script(*(HttpError(503, "overloaded") for _ in range(3)))
+    with pytest.raises(ServerError, match=r"overloaded.*gave up after 3 attempt\(s\)") as raised:
+        completion_from_event(fire(trigger()))
+    assert raised.value.retryable
+
+
+def test_a_read_timeout_is_a_request_timeout_error(o3_standin_connection):
+    o3_standin_connection.script(Stall(2.0), Stall(2.0), Stall(2.0))
+    with pytest.raises(RequestTimeoutError, match=r"no reply from .* in time \(ReadTimeout\)"):
+        completion_from_event(fire(trigger(timeout=0.2)))
+
+
+def test_an_unreachable_service_is_a_connect_error(monkeypatch):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AIMLAPI_DEFAULT",
+        json.dumps({"conn_type": "aimlapi", "host": "http://127.0.0.1:9/v1", "password": KEY}),
+    )
+    with pytest.raises(ConnectError, match=re.escape("could not reach http://127.0.0.1:9/v1/chat/completions")):
+        completion_from_event(fire(trigger()))
+
+
+def test_a_connection_without_a_key_is_reported_not_crashed(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_AIMLAPI_DEFAULT", json.dumps({"conn_type": "aimlapi"}))
+    event = fire(trigger())
+    assert event == {"status": "error", "error": "InvalidRequestError", "message": event["message"]}
+    with pytest.raises(InvalidRequestError, match="has no API key"):
+        completion_from_event(event)
+
+
+def test_an_unknown_error_name_still_raises_an_o3_error():
+    error = error_from_event({"status": "error", "error": "NoSuchError", "message": "odd"})
+    assert type(error).__name__ == "O3Error"
+    assert str(error) == "odd"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        InvalidRequestError("bad input"),
+        ServerError(HttpFailure(503, "down", "req-1", 0.5), attempts=3, elapsed=1.25, conn_id="aimlapi_eu"),
+    ],
+)
+def test_error_events_are_plain_json_and_rebuild_the_error(error):
+    event = error_event(error)
+    assert json.loads(json.dumps(event)) == event
+    rebuilt = error_from_event(event)
+    assert type(rebuilt) is type(error)
+    assert str(rebuilt) == str(error)
+
+
+def test_asend_refuses_a_streamed_request(o3_standin_connection):
+    hook = O3MiniHook()
+    prepared = hook.prepare(BODY["messages"], stream=True)
+
+    async def send() -> None:
+        async with hook.async_client() as client:
+            await hook.asend(prepared, client)
+
+    with pytest.raises(InvalidRequestError, match="without stream"):
+        asyncio.run(send())
+    assert o3_standin_connection.chat_requests == []
