@@ -1,0 +1,133 @@
+"""O3MiniBatchOperator in DAGs run by dag.test(): items from an upstream XCom, rendering, retries."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_o3.testing import HttpError, Reply
+from tests.dagrun import AIRFLOW_3, run_dag
+from tests.test_airflow_cli import airflow_cli
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+KEY = "standin-test-key"
+
+DAG = """
+from datetime import timedelta
+
+import pendulum
+from airflow.providers.common.compat.sdk import DAG, task
+from airflow_o3.operators import O3MiniBatchOperator
+
+with DAG(dag_id="{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+         params={{"style": "three words"}}):
+
+    @task
+    def load_rows():
+        note = "{{{{ not a template }}}}"
+        return [{{"id": n, "company": f"Company {{n}}", "note": note}} for n in range(20)]
+
+    enrich = O3MiniBatchOperator(
+        task_id="enrich",
+        items=load_rows(),
+        system_prompt="Answer in {{{{ params.style }}}}.",
+        prompt="Row {{{{ index }}}}: the industry of {{{{ item.company }}}} ({{{{ item.note }}}})",
+        limits={limits!r},
+        retry={{"max_attempts": 2, "initial_backoff": 0.01, "max_backoff": 0.02}},
+        cache={cache!r},
+        retries=1,
+        retry_delay=timedelta(0),
+        progress_interval=0.05,
+    )
+
+    @task
+    def save(replies):
+        return {{"replies": len(replies), "answered": sum(reply is not None for reply in replies)}}
+
+    save(enrich.output)
+"""
+
+
+def dag_source(dag_id: str, *, limits: dict | None = None, cache: object = "off") -> str:
+    return DAG.format(dag_id=dag_id, limits=limits or {"max_concurrency": 8}, cache=cache)
+
+
+def test_batch_enriches_an_upstream_list_in_order(dag_file, o3_standin_connection):
+    dag_file(dag_source("o3_batch_e2e"))
+    result = run_dag("o3_batch_e2e")
+    result.assert_success()
+    replies = result.xcom("enrich")
+    assert replies == [
+        f"Stand-in reply to: Row {n}: the industry of Company {n} ({{{{ not a template }}}})"
+        for n in range(20)
+    ]
+    assert result.xcom("save") == {"replies": 20, "answered": 20}
+    assert result.xcom("enrich", key="errors") == []
+    assert len(result.xcom("enrich", key="usage_per_item")) == 20
+    assert result.xcom("enrich", key="batch")["succeeded"] == 20
+    assert result.xcom("enrich", key="usage")["items"] == 20
+    assert len(o3_standin_connection.chat_requests) == 20
+    assert result.leaks(KEY) == []
+
+
+def test_rendered_templates_show_the_request_of_the_first_item(dag_file, o3_standin_connection):
+    dag_file(dag_source("o3_batch_rendered"))
+    result = run_dag("o3_batch_rendered")
+    result.assert_success()
+    rendered = result.rendered_fields("enrich")
+    assert rendered["prompt"] == "Row 0: the industry of Company 0 ({{ not a template }})"
+    assert rendered["system_prompt"] == "Answer in three words."
+    assert "Company 19" in str(rendered["items"])
+
+
+def test_the_log_shows_progress_lines_not_a_line_per_call(dag_file, o3_standin_connection):
+    dag_file(dag_source("o3_batch_log"))
+    o3_standin_connection.latency = 0.05
+    result = run_dag("o3_batch_log")
+    result.assert_success()
+    log = result.task_log("enrich")
+    assert "Batch finished: 20/20 items done (0 failed)" in log
+    assert "items/s, ETA" in log
+    assert "o3-mini call:" not in log, "per-call summary lines are DEBUG in a batch"
+
+
+def test_an_airflow_retry_of_a_stopped_batch_pays_only_for_the_items_that_did_not_complete(
+    dag_file, o3_standin_connection, tmp_path
+):
+    dag_file(
+        dag_source(
+            "o3_batch_resume", limits={"max_concurrency": 1}, cache={"mode": "on", "path": str(tmp_path)}
+        )
+    )
+    o3_standin_connection.script(Reply("r0"), Reply("r1"), Reply("r2"), HttpError(503), HttpError(503))
+    result = run_dag("o3_batch_resume")
+    result.assert_success()
+    assert result.try_number("enrich") == 2
+    assert "item 3 of 20 failed: ServerError (HTTP 503)" in result.task_log("enrich")
+    assert result.xcom("enrich")[:3] == ["r0", "r1", "r2"]
+    summary = result.xcom("enrich", key="batch")
+    assert summary["from_cache"] == 3
+    assert summary["spend"]["requests"] == 17
+    assert o3_standin_connection.stats["delivered"] == 20, "every item was paid for exactly once"
+
+
+def test_airflow_tasks_render_shows_the_first_items_prompt(dag_file, test_dags_folder, o3_standin_connection):
+    dag_file(
+        """
+        import pendulum
+        from airflow.providers.common.compat.sdk import DAG
+        from airflow_o3.operators import O3MiniBatchOperator
+
+        with DAG(dag_id="o3_batch_render", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+            O3MiniBatchOperator(
+                task_id="enrich",
+                items=[{"name": "Acme"}, {"name": "Globex"}],
+                prompt="Industry of {{ item.name }}, row {{ index }}, run of {{ ds }}?",
+            )
+        """,
+        name="o3_batch_render.py",
+    )
+    run_dag("o3_batch_render").assert_success()
+    subdir = () if AIRFLOW_3 else ("--subdir", str(test_dags_folder))
+    out = airflow_cli("tasks", "render", "o3_batch_render", "enrich", "2026-03-04", *subdir)
+    assert "Industry of Acme, row 0, run of 2026-03-04?" in out
