@@ -1,7 +1,8 @@
 """The o3-mini chat-completions contract, as JSON Schema validators for tests.
 
 Source: ``o3-mini.openapi.json`` (AI/ML API's published OpenAPI 3.0 description). Located through
-``$O3_CONTRACT`` if set, else ``<repo>/../shared/contract/o3-mini.openapi.json``.
+``$O3_CONTRACT`` if set, else ``<repo>/../shared/contract/o3-mini.openapi.json`` when it exists, else
+the copy in ``tests/data/`` (so a clone on its own, as in CI, has it too).
 
 Usage::
 
@@ -86,12 +87,23 @@ _ANNOTATIONS = ("title", "description", "default", "deprecated", "readOnly", "wr
 _DROPPED = frozenset({"example", "examples", "nullable", "xml", "externalDocs", "discriminator"})
 
 
+VENDORED_CONTRACT = Path(__file__).resolve().parent / "data" / "o3-mini.openapi.json"
+"""A copy kept in the repository, so a clone on its own (CI) has the contract; it must equal the
+shared one wherever that exists (``tests/test_infrastructure.py`` checks)."""
+
+
+def shared_contract_path() -> Path:
+    """``<repo>/../shared/contract/o3-mini.openapi.json``: the team's copy, next to the repository."""
+    return Path(__file__).resolve().parent.parent.parent / "shared" / "contract" / "o3-mini.openapi.json"
+
+
 def contract_path() -> Path:
-    """The OpenAPI file: ``$O3_CONTRACT``, else ``<repo>/../shared/contract/o3-mini.openapi.json``."""
+    """The OpenAPI file: ``$O3_CONTRACT``, else the shared copy next to the repository if there is
+    one, else the copy vendored in ``tests/data/``."""
     if env := os.environ.get("O3_CONTRACT"):
         return Path(env)
-    repo = Path(__file__).resolve().parent.parent
-    return repo.parent / "shared" / "contract" / "o3-mini.openapi.json"
+    shared = shared_contract_path()
+    return shared if shared.is_file() else VENDORED_CONTRACT
 
 
 @functools.cache

@@ -12,10 +12,12 @@ import pytest
 
 from tests.contract import (
     REASONING_UNSUPPORTED_PARAMS,
+    VENDORED_CONTRACT,
     contract_path,
     openapi_to_json_schema,
     request_schema,
     response_schema,
+    shared_contract_path,
     stream_chunk_schema,
     validate_request_body,
     validate_response_body,
@@ -304,6 +306,15 @@ def test_contract_path_default_and_override(monkeypatch, tmp_path):
     assert json.loads(default.read_text())["openapi"].startswith("3.0")
     monkeypatch.setenv("O3_CONTRACT", str(tmp_path / "x.json"))
     assert contract_path() == tmp_path / "x.json"
+
+
+def test_the_vendored_contract_is_the_shared_one():
+    shared = shared_contract_path()
+    if not shared.is_file():
+        pytest.skip(f"no shared contract at {shared} (a clone on its own): the vendored copy is used")
+    assert VENDORED_CONTRACT.read_bytes() == shared.read_bytes(), (
+        f"tests/data/o3-mini.openapi.json is stale: copy {shared} over it"
+    )
 
 
 # ------------------------------------------------------------------------------------------------
