@@ -46,16 +46,16 @@ class O3MiniRunFacet(RunFacet):
     """What one o3-mini task asked and paid: the model, a hash of the prompt, tokens and cost."""
 
     model: str
-    promptSha256: str  # noqa: N815 - OpenLineage facets name fields in camelCase
-    promptTokens: int | None = None  # noqa: N815
-    cachedPromptTokens: int | None = None  # noqa: N815
-    completionTokens: int | None = None  # noqa: N815
-    reasoningTokens: int | None = None  # noqa: N815
-    totalTokens: int | None = None  # noqa: N815
-    costUsd: float | None = None  # noqa: N815
-    creditsUsed: float | None = None  # noqa: N815
+    promptSha256: str
+    promptTokens: int | None = None
+    cachedPromptTokens: int | None = None
+    completionTokens: int | None = None
+    reasoningTokens: int | None = None
+    totalTokens: int | None = None
+    costUsd: float | None = None
+    creditsUsed: float | None = None
     attempts: int | None = None
-    fromCache: bool | None = None  # noqa: N815
+    fromCache: bool | None = None
 
     @staticmethod
     def _get_schema() -> str:

@@ -15,14 +15,14 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-DAG = '''
+DAG = """
 import pendulum
 from airflow.providers.common.compat.sdk import DAG
 from airflow_o3.operators import O3MiniOperator
 
 with DAG(dag_id="o3_wheel_smoke", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
     O3MiniOperator(task_id="ask", prompt="Name three prime numbers for {{ ds }}.", reasoning_effort="low")
-'''
+"""
 
 
 def airflow(*args: str) -> str:
@@ -72,7 +72,9 @@ def main(expected_version: str) -> None:
     assert "o3-mini call: model=o3-mini-2025-01-31" in output, output[-3000:]
     print(f"   airflow_o3 {airflow_o3.__version__} from {location.parent}")
     print(f"   one request sent: {json.dumps(body)[:120]}...")
-    print("   task log: " + next(line for line in output.splitlines() if "o3-mini call:" in line).strip()[:160])
+    print(
+        "   task log: " + next(line for line in output.splitlines() if "o3-mini call:" in line).strip()[:160]
+    )
 
 
 if __name__ == "__main__":

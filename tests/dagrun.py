@@ -445,7 +445,8 @@ class DagRunResult:
             from airflow.models.xcom import XComModel
             from airflow.sdk.execution_time.xcom import XCom
         else:
-            from airflow.models.xcom import BaseXCom as XComModel, XCom  # type: ignore[no-redef]
+            from airflow.models.xcom import BaseXCom as XComModel  # type: ignore[no-redef]
+            from airflow.models.xcom import XCom
 
         with create_session() as session:
             dag_run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))

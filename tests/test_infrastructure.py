@@ -323,8 +323,8 @@ def test_the_vendored_contract_is_the_shared_one():
 
 
 def _pipeline_dag(dag_id: str):
-    from airflow.providers.standard.operators.python import PythonOperator
     from airflow.providers.common.compat.sdk import DAG, task
+    from airflow.providers.standard.operators.python import PythonOperator
 
     with DAG(dag_id, schedule=None, start_date=START, catchup=False) as dag:
 
@@ -480,8 +480,8 @@ def test_failures_retries_and_assert_success():
 
 @pytest.mark.usefixtures("airflow_db")
 def test_deferred_task_runs_its_trigger_inline():
-    from airflow.providers.standard.sensors.time_delta import TimeDeltaSensor
     from airflow.providers.common.compat.sdk import DAG
+    from airflow.providers.standard.sensors.time_delta import TimeDeltaSensor
 
     with DAG("infra_deferral", schedule=None, start_date=START) as dag:
         TimeDeltaSensor(task_id="wait", delta=timedelta(seconds=1), deferrable=True)
@@ -554,8 +554,8 @@ def test_missing_dag_and_import_errors_fail_clearly(dag_file):
 @pytest.mark.usefixtures("airflow_db")
 def test_secrets_masked_in_rendered_fields_but_not_in_dag_test_logs(monkeypatch):
     """Pins an Airflow 3.3 fact the secret-leak tests depend on (see tests/dagrun.py)."""
-    from airflow.providers.standard.operators.python import PythonOperator
     from airflow.providers.common.compat.sdk import DAG
+    from airflow.providers.standard.operators.python import PythonOperator
 
     secret = "PW-SECRET-b7f3e1"
     monkeypatch.setenv(

@@ -67,7 +67,10 @@ def _missing_browser() -> str | None:
         return "the React connection form exists only in Airflow 3's UI (Airflow 2 draws a FAB form)"
     missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not shutil.which(path)]
     if missing:
-        reason = f"{' and '.join(missing)} not found: install Debian's chromium and chromium-driver (make browser-deps)"
+        reason = (
+            f"{' and '.join(missing)} not found: install Debian's chromium and chromium-driver "
+            "(make browser-deps)"
+        )
         if os.environ.get("AIRFLOW_O3_REQUIRE_BROWSER") == "1":
             pytest.fail(f"AIRFLOW_O3_REQUIRE_BROWSER=1 but {reason}")
         return reason

@@ -81,7 +81,9 @@ def test_mapped_instances_send_distinct_request_ids_and_log_their_own_line(dag_f
 
 
 def _context(dag_id: str, task_id: str, run_id: str, try_number: int, map_index: int = -1):
-    ti = SimpleNamespace(dag_id=dag_id, task_id=task_id, run_id=run_id, try_number=try_number, map_index=map_index)
+    ti = SimpleNamespace(
+        dag_id=dag_id, task_id=task_id, run_id=run_id, try_number=try_number, map_index=map_index
+    )
     return {"ti": ti}
 
 

@@ -10,7 +10,7 @@ from airflow_o3.testing import HttpError, RateLimited, Reply
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
-DAG_FILE = '''
+DAG_FILE = """
 import pendulum
 from airflow.providers.common.compat.sdk import DAG  # airflow.sdk.DAG on Airflow 3 only
 
@@ -18,7 +18,7 @@ from airflow_o3.operators import O3MiniOperator
 
 with DAG("summarise", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag:
     O3MiniOperator(task_id="ask", prompt="Summarise {{ params.topic }}.", params={"topic": "tides"})
-'''
+"""
 
 
 @pytest.fixture

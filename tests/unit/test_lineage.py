@@ -35,7 +35,8 @@ def test_parsing_a_dag_with_the_operator_imports_no_openlineage():
         before = set(sys.modules)
         runpy.run_path({str(REPO / "dags" / "o3_daily_report.py")!r})
         import airflow_o3.operators.o3mini
-        loaded = sorted(m for m in set(sys.modules) - before if "openlineage" in m or m == "airflow_o3.lineage")
+        new = set(sys.modules) - before
+        loaded = sorted(m for m in new if "openlineage" in m or m == "airflow_o3.lineage")
         assert not loaded, loaded
         """
     )
@@ -70,7 +71,10 @@ def test_the_run_facet_carries_model_prompt_hash_usage_and_cost(o3_standin_conne
 
     assert lineage.inputs == [] and lineage.outputs == []
     facet = Serde.to_dict(lineage.run_facets["airflow_o3"])
-    messages = [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "How is the fleet?"}]
+    messages = [
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": "How is the fleet?"},
+    ]
     canonical = json.dumps(messages, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     assert facet == {
         "_producer": facet["_producer"],
@@ -100,7 +104,9 @@ def test_the_prompt_hash_changes_with_the_rendered_prompt(o3_standin_connection)
         operator = O3MiniOperator(task_id="ask", prompt=prompt)
         context, _ = _context()
         operator.execute(context)
-        hashes.add(operator.get_openlineage_facets_on_complete(context["ti"]).run_facets["airflow_o3"].promptSha256)
+        hashes.add(
+            operator.get_openlineage_facets_on_complete(context["ti"]).run_facets["airflow_o3"].promptSha256
+        )
     assert len(hashes) == 2
 
 
@@ -125,7 +131,9 @@ with DAG(dag_id="o3_lineage", schedule=None, start_date=pendulum.datetime(2026, 
 
 
 @pytest.mark.usefixtures("airflow_db")
-def test_the_openlineage_listener_emits_the_facet_in_a_real_run(dag_file, test_dags_folder, o3_standin_connection, tmp_path):
+def test_the_openlineage_listener_emits_the_facet_in_a_real_run(
+    dag_file, test_dags_folder, o3_standin_connection, tmp_path
+):
     """``airflow dags test`` in a subprocess with OpenLineage's file transport: what a backend receives."""
     pytest.importorskip("airflow.providers.openlineage", reason="the OpenLineage provider is not installed")
     dag_file(LINEAGE_DAG, name="o3_lineage.py")

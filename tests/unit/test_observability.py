@@ -51,7 +51,9 @@ def summary_fields(text: str) -> list[dict[str, str]]:
     return [dict(pair.split("=", 1) for pair in m["fields"].split()) for m in SUMMARY.finditer(text)]
 
 
-def test_a_call_sends_token_cost_and_latency_metrics_tagged_with_the_model(hook, o3_standin_connection, stats):
+def test_a_call_sends_token_cost_and_latency_metrics_tagged_with_the_model(
+    hook, o3_standin_connection, stats
+):
     o3_standin_connection.script(Reply(content="2, 3, 5", usage=USAGE))
     completion = hook.chat(USER)
 
@@ -63,7 +65,9 @@ def test_a_call_sends_token_cost_and_latency_metrics_tagged_with_the_model(hook,
         "airflow_o3.tokens.reasoning": 768,
         "airflow_o3.cost_microusd": round(completion.cost_usd * 1_000_000),
     }
-    stats.gauge.assert_called_once_with("airflow_o3.cost_usd", completion.cost_usd, tags={"model": completion.model})
+    stats.gauge.assert_called_once_with(
+        "airflow_o3.cost_usd", completion.cost_usd, tags={"model": completion.model}
+    )
     ((name, latency), kwargs) = stats.timing.call_args
     assert name == "airflow_o3.latency"
     assert isinstance(latency, timedelta) and timedelta(0) < latency < timedelta(seconds=30)
@@ -108,7 +112,9 @@ def test_retries_are_counted_and_the_call_is_summarised_once(hook, o3_standin_co
         ((RateLimited(retry_after=0),) * 3, RateLimitedError, "airflow_o3.errors.rate_limited"),
     ],
 )
-def test_a_failed_call_counts_one_error_of_its_kind(hook, o3_standin_connection, stats, script, error, metric):
+def test_a_failed_call_counts_one_error_of_its_kind(
+    hook, o3_standin_connection, stats, script, error, metric
+):
     o3_standin_connection.script(*script)
     with pytest.raises(error):
         hook.chat(USER)
