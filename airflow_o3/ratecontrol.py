@@ -47,27 +47,31 @@ PAUSE_WITHOUT_HINT = 0.5
 """Seconds every worker waits after a 429 that names no wait."""
 
 
-def _number(headers: Mapping[str, str], name: str) -> float | None:
-    from airflow_o3.response import header
-
-    value = header(headers, name)
+def _number(value: str | None) -> float | None:
     try:
         return None if value is None else float(value)
     except ValueError:
         return None
 
 
-def announced_rate(headers: Mapping[str, str], kind: str) -> float | None:
+def rate_limit_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The ``x-ratelimit-*`` headers of an answer, names lowercased (one pass over the headers)."""
+    return {name.lower(): value for name, value in headers.items() if name[:12].lower() == "x-ratelimit-"}
+
+
+def announced_rate(limits: Mapping[str, str], kind: str) -> float | None:
     """The refill rate per second the service announces for ``requests`` or ``tokens``, if it does.
 
-    From ``x-ratelimit-limit-<kind>``, ``x-ratelimit-remaining-<kind>`` and ``x-ratelimit-reset-<kind>``
-    (the time until the bucket is full again): ``(limit - remaining) / reset``.
+    :param limits: the answer's :func:`rate_limit_headers`.
+    :param kind: ``requests`` or ``tokens``. From ``x-ratelimit-limit-<kind>``,
+        ``x-ratelimit-remaining-<kind>`` and ``x-ratelimit-reset-<kind>`` (the time until the bucket
+        is full again): ``(limit - remaining) / reset``.
     """
-    from airflow_o3.response import duration_seconds, header
+    from airflow_o3.response import duration_seconds
 
-    limit = _number(headers, f"x-ratelimit-limit-{kind}")
-    remaining = _number(headers, f"x-ratelimit-remaining-{kind}")
-    reset = header(headers, f"x-ratelimit-reset-{kind}")
+    limit = _number(limits.get(f"x-ratelimit-limit-{kind}"))
+    remaining = _number(limits.get(f"x-ratelimit-remaining-{kind}"))
+    reset = limits.get(f"x-ratelimit-reset-{kind}")
     seconds = duration_seconds(reset) if reset is not None else None
     if limit is None or remaining is None or not seconds or limit <= remaining:
         return None
@@ -157,8 +161,9 @@ class RateController:
         """Learn from an answer: the limits it announces, a 429's wait, a success."""
         from airflow_o3.response import retry_after
 
-        requests_rate = announced_rate(headers, "requests")
-        tokens_rate = announced_rate(headers, "tokens")
+        limits = rate_limit_headers(headers)
+        requests_rate = announced_rate(limits, "requests") if limits else None
+        tokens_rate = announced_rate(limits, "tokens") if limits else None
         wait = retry_after(headers) if status == 429 else None
         with self._lock:
             now = self._clock()

@@ -8,6 +8,7 @@ total time. Built on tenacity.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -106,7 +107,9 @@ def _log_retry(state: RetryCallState) -> None:
     record_retry()
 
 
+@functools.lru_cache(maxsize=64)
 def _arguments(policy: RetryPolicy) -> dict[str, Any]:
+    """Tenacity's settings for a policy, built once per policy (they hold no state of a call)."""
     return {
         "stop": stop_after_attempt(policy.max_attempts) | stop_before_delay(policy.max_elapsed),
         "wait": _Wait(policy),

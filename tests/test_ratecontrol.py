@@ -9,7 +9,7 @@ import pytest
 
 from airflow_o3.budget import BudgetExceededError
 from airflow_o3.hooks import O3MiniHook
-from airflow_o3.ratecontrol import DECREASE, RateController, announced_rate
+from airflow_o3.ratecontrol import DECREASE, RateController, announced_rate, rate_limit_headers
 from airflow_o3.testing import StandInServer
 
 USER = [{"role": "user", "content": "Name three prime numbers."}]
@@ -121,17 +121,20 @@ def test_announced_limits_set_the_pace_before_any_429(clock):
 )
 def test_announced_rate_is_the_bucket_refill_rate(headers, expected):
     kind = "tokens" if "x-ratelimit-limit-tokens" in headers else "requests"
-    assert announced_rate(headers, kind) == pytest.approx(expected, rel=0.01)
+    assert announced_rate(rate_limit_headers(headers), kind) == pytest.approx(expected, rel=0.01)
 
 
 def test_announced_rate_ignores_missing_or_full_buckets():
     assert announced_rate({}, "requests") is None
+    assert rate_limit_headers({"X-RateLimit-Limit-Requests": "5", "Content-Type": "x"}) == {
+        "x-ratelimit-limit-requests": "5"
+    }
     full = {
         "x-ratelimit-limit-requests": "5",
         "x-ratelimit-remaining-requests": "5",
         "x-ratelimit-reset-requests": "0s",
     }
-    assert announced_rate(full, "requests") is None
+    assert announced_rate(rate_limit_headers(full), "requests") is None
 
 
 def test_tokens_per_minute_delays_the_next_start_by_the_tokens_paid(clock):
