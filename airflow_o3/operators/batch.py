@@ -172,7 +172,7 @@ class O3MiniBatchOperator(O3MiniOperator):
             )
             hook.call_log_level = logging.DEBUG
             calls, failures = self.prepare_items(hook, items, context)
-            if self.dry_run:
+            if self.dry_run_only:
                 return self._dry_run(calls, failures)
             self.log.info(
                 "Sending %d item(s), up to %d at a time%s",

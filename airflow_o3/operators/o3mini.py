@@ -225,7 +225,8 @@ class O3MiniOperator(BaseOperator):
         self.response_format = response_format
         self.json_retries = json_retries
         self.stream = stream
-        self.dry_run = dry_run
+        # not self.dry_run: that is BaseOperator.dry_run(), which `airflow tasks test --dry-run` calls
+        self.dry_run_only = dry_run
         self.parameters = parameters or {}
         self.retry = retry
         self.timeout = timeout
@@ -293,7 +294,7 @@ class O3MiniOperator(BaseOperator):
             parameters = self.request_parameters()
             if self.output_format is not None:
                 self.output_format.check(messages)
-            if self.dry_run:
+            if self.dry_run_only:
                 return self.dry_run_request(messages, parameters)
             if self.deferrable:
                 return self.defer_call(context, messages, parameters)
