@@ -153,7 +153,11 @@ def record_retry() -> None:
     Stats.incr(f"{PREFIX}.retries")
 
 
-def _finish(owner: _Logs, prepared: _Prepared, completion: Completion, started: float) -> None:
+def report_call(owner: _Logs, prepared: _Prepared, completion: Completion, started: float) -> None:
+    """Log a finished call's summary line and send its metrics; ``started`` is its ``time.monotonic()``.
+
+    :func:`observed` does this for a hook's send method; call it for a reply obtained another way
+    (a deferred task's cache hit)."""
     latency = time.monotonic() - started
     line = summary_line(completion, latency=latency, client_request_id=prepared.client_request_id)
     owner.log.log(getattr(owner, "call_log_level", logging.INFO), line)  # a batch: DEBUG, and progress lines
@@ -177,7 +181,7 @@ def observed(
         except Exception as error:
             record_error(error, tags={"model": _model(prepared)})
             raise
-        _finish(owner, prepared, completion, started)
+        report_call(owner, prepared, completion, started)
         return completion
 
     return wrapper
@@ -196,7 +200,7 @@ def observed_async(
         except Exception as error:
             record_error(error, tags={"model": _model(prepared)})
             raise
-        _finish(owner, prepared, completion, started)
+        report_call(owner, prepared, completion, started)
         return completion
 
     return wrapper

@@ -342,6 +342,7 @@ class O3MiniOperator(BaseOperator):
     def defer_call(self, context: Context, messages: list[dict[str, Any]], parameters: dict[str, Any]) -> Any:
         """Hand the checked request to the triggerer and free the worker slot; a reply already in the
         response cache is published at once instead. The trigger gets no secret, only the conn_id."""
+        import time
         from dataclasses import asdict
 
         from airflow_o3.cache import cache_key
@@ -353,9 +354,13 @@ class O3MiniOperator(BaseOperator):
         )
         cache = self.response_cache()
         if cache is not None:
+            started = time.monotonic()
             key = cache_key(self.hook.settings.base_url, prepared.body)
             if (stored := cache.get(key)) is not None:
+                from airflow_o3.observability import report_call
+
                 self.log.info("Reply read from the response cache (entry %s): not deferred", key[:16])
+                report_call(self.hook, prepared, stored, started)
                 return self.publish(context, stored)
         retry = asdict(self.retry) if isinstance(self.retry, RetryPolicy) else self.retry
         self.defer(

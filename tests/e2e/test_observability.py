@@ -92,3 +92,49 @@ def test_request_id_is_made_of_the_header_alphabet_and_keeps_the_try_when_cut_to
     assert HEADER_ALPHABET.match(value)
     assert len(value) == 128
     assert value.endswith(":t_che_:manual__2026-01-01T00:00:00_00:00:m7:t3")
+
+
+DEFERRED_DAG = """
+import pendulum
+from airflow.providers.common.compat.sdk import DAG
+from airflow_o3.operators import O3MiniOperator
+
+with DAG(dag_id="{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+    O3MiniOperator(task_id="ask", prompt="Summarise the night's incidents.", deferrable=True)
+"""
+
+
+def test_a_deferred_call_logs_its_summary_line_and_sends_its_request_id(dag_file, o3_standin_connection):
+    dag_file(DEFERRED_DAG.format(dag_id="o3_observed_deferred"))
+    result = run_dag("o3_observed_deferred")
+    result.assert_success()
+
+    (request,) = o3_standin_connection.chat_requests
+    run = re.sub(r"[^A-Za-z0-9._:-]+", "_", result.run_id)
+    assert request.header("X-Client-Request-Id") == f"o3_observed_deferred:ask:{run}:t1"
+    (summary,) = re.findall(r"o3-mini call: .*", result.task_log("ask"))
+    assert f"client_request_id=o3_observed_deferred:ask:{run}:t1" in summary
+    assert "from_cache=false" in summary
+
+
+DEFERRED_CACHED_DAG = """
+import pendulum
+from airflow.providers.common.compat.sdk import DAG
+from airflow_o3.operators import O3MiniOperator
+
+with DAG(dag_id="{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+    O3MiniOperator(task_id="ask", prompt="Summarise.", deferrable=True, cache={cache!r})
+"""
+
+
+def test_a_deferred_task_answered_from_the_cache_logs_a_free_call(dag_file, o3_standin_connection, tmp_path):
+    dag_file(
+        DEFERRED_CACHED_DAG.format(dag_id="o3_observed_cached", cache={"mode": "on", "path": str(tmp_path)})
+    )
+    run_dag("o3_observed_cached").assert_success()
+    again = run_dag("o3_observed_cached")
+    again.assert_success()
+
+    assert len(o3_standin_connection.chat_requests) == 1
+    (summary,) = re.findall(r"o3-mini call: .*", again.task_log("ask"))
+    assert "from_cache=true" in summary and "cost_usd=0 " in summary
