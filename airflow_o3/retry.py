@@ -64,20 +64,26 @@ class RetryPolicy:
         """
         if not overrides:
             return self
+        overrides = {SETTING_ALIASES.get(name, name): value for name, value in overrides.items()}
         known = {f.name for f in fields(self)}
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise InvalidRequestError(
                 f"unknown retry setting(s) {', '.join(unknown)} (fix: use {', '.join(sorted(known))})"
             )
+        values: dict[str, Any] = {}
         try:
-            values = {
-                name: int(value) if name == "max_attempts" else float(value)
-                for name, value in overrides.items()
-            }
+            for name, value in overrides.items():
+                values[name] = int(value) if name == "max_attempts" else float(value)
         except (TypeError, ValueError) as error:
-            raise InvalidRequestError(f"retry settings {dict(overrides)}: {error} (fix: use numbers)") from None
+            raise InvalidRequestError(
+                f"retry settings {dict(overrides)}: {error} (fix: use numbers)"
+            ) from None
         return replace(self, **values)
+
+
+SETTING_ALIASES: Mapping[str, str] = {"max_retry_seconds": "max_elapsed"}
+"""The connection extra's name for a setting, accepted in an operator's or hook's ``retry`` too."""
 
 
 def _is_retryable(error: BaseException) -> bool:

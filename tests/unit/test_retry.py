@@ -73,3 +73,8 @@ def test_policy_overrides_are_checked():
         RetryPolicy().updated({"attempts": 2})
     with pytest.raises(InvalidRequestError, match="max_attempts is 0"):
         RetryPolicy(max_attempts=0)
+
+
+def test_the_connection_extras_name_max_retry_seconds_works_in_retry_overrides_too():
+    policy = RetryPolicy().updated({"max_attempts": "3", "max_retry_seconds": 120})
+    assert (policy.max_attempts, policy.max_elapsed) == (3, 120.0)
