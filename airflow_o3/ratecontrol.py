@@ -8,8 +8,9 @@ thread-safe) and decides when the next request may start:
   the service announces in OpenAI-style ``x-ratelimit-limit-*`` / ``-remaining-*`` / ``-reset-*``
   headers (a token bucket refills at ``(limit - remaining) / reset`` per second);
 - on a 429 every worker waits out the ``Retry-After`` (or ``retry-after-ms``, or
-  ``x-ratelimit-reset-*``) the service names, and the pace is cut (multiplicative decrease); each
-  success raises it again a little (additive increase), up to the caps;
+  ``x-ratelimit-reset-*``) the service names; the pace drops to the rate the service announces when it
+  was above it, else it is cut (multiplicative decrease); each success raises it again a little
+  (additive increase), up to the caps;
 - it keeps billed tokens under a ``tokens_per_minute`` cap (or the service's token limit): each reply's
   tokens are paid for by delaying the next start.
 
@@ -179,8 +180,11 @@ class RateController:
                 self._pauses += 1
                 if now - self._last_decrease >= DECREASE_EVERY:
                     self._last_decrease = now
-                    recent = len(self._recent_starts) or 1.0
-                    self._rate = max(MIN_RATE, min(self._rate, recent, ceiling) * DECREASE)
+                    if self._rate > ceiling:  # faster than the service announces: pace at its rate
+                        self._rate = ceiling
+                    else:
+                        recent = len(self._recent_starts) or 1.0
+                        self._rate = max(MIN_RATE, min(self._rate, recent) * DECREASE)
             elif 200 <= status < 300 and self._rate < ceiling:
                 self._rate = min(ceiling, self._rate + INCREASE_PER_SECOND / self._rate)
             if self._rate > ceiling:

@@ -98,6 +98,21 @@ def test_announced_limits_set_the_pace_before_any_429(clock):
     assert times[2] - times[1] == pytest.approx(1 / (50 * 0.95))
 
 
+def test_a_429_that_announces_the_limit_sets_the_pace_to_it_rather_than_below(clock):
+    control = controller(clock)
+    start_times(control, clock, 64)  # a first burst, before any answer
+    burst_429 = {
+        "retry-after-ms": "20",
+        "x-ratelimit-limit-requests": "50",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "1s",
+    }
+    for _ in range(14):
+        control.observe(429, burst_429)
+    assert control.rate == pytest.approx(50 * 0.95)
+    assert control.rate_limited == 14
+
+
 @pytest.mark.parametrize(
     ("headers", "expected"),
     [
