@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from airflow_o3.testing import HttpError, Reply
+from tests.contract import validate_request_body
 from tests.dagrun import AIRFLOW_3, run_dag
 from tests.test_airflow_cli import airflow_cli
 
@@ -131,3 +135,27 @@ def test_airflow_tasks_render_shows_the_first_items_prompt(dag_file, test_dags_f
     subdir = () if AIRFLOW_3 else ("--subdir", str(test_dags_folder))
     out = airflow_cli("tasks", "render", "o3_batch_render", "enrich", "2026-03-04", *subdir)
     assert "Industry of Acme, row 0, run of 2026-03-04?" in out
+
+
+def test_the_example_dag_enriches_320_rows_and_writes_them_in_order(
+    o3_standin_connection, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("O3_REPORT_DIR", str(tmp_path))
+    o3_standin_connection.script(HttpError(400, "this row is refused"))
+    result = run_dag("o3_batch_enrich")
+    result.assert_success()
+    requests = o3_standin_connection.chat_requests
+    assert len(requests) == 320
+    for request in requests[:5]:
+        validate_request_body(request.body, strict=True)
+        assert request.body["reasoning_effort"] == "low"
+    lines = [json.loads(line) for line in Path(result.xcom("save_rows")).read_text().splitlines()]
+    assert [line["id"] for line in lines] == [f"c-{n}" for n in range(320)]
+    failed = [line for line in lines if line["industry"] is None]
+    assert len(failed) == 1 and "this row is refused" in failed[0]["error"]
+    done = [line for line in lines if line["industry"] is not None]
+    assert all(
+        line["industry"].endswith(f"Company: {line['company']}\nDescription: {line['description']}")
+        for line in done
+    )
+    assert result.xcom("enrich", key="batch")["succeeded"] == 319
