@@ -184,6 +184,11 @@ def _bad(status: int, headers: Mapping[str, str], message: str) -> BadResponseEr
     return BadResponseError(HttpFailure(status=status, message=message, request_id=_request_id(headers)))
 
 
+def json_object(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one: for optional parts of a reply."""
+    return value if isinstance(value, dict) else {}
+
+
 def _float(value: Any) -> float | None:
     try:
         return None if value is None else float(value)
@@ -226,9 +231,8 @@ def completion_from_body(
         parsed = tuple(_choice(position, data) for position, data in enumerate(choices))
     except (ValueError, TypeError, AttributeError) as error:
         raise _bad(status, headers, f"the reply breaks the contract: {error}") from None
-    meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
-    meta_usage = meta.get("usage") if isinstance(meta.get("usage"), dict) else {}
-    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+    meta_usage = json_object(json_object(body.get("meta")).get("usage"))
+    usage = json_object(body.get("usage"))
     return Completion(
         id=str(body.get("id", "")),
         model=str(body.get("model", "")),

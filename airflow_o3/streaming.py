@@ -22,7 +22,7 @@ from airflow_o3.errors import (
     ServiceError,
     StreamCutError,
 )
-from airflow_o3.response import Completion, completion_from_body, error_for, header
+from airflow_o3.response import Completion, completion_from_body, error_for, header, json_object
 
 OnText = Callable[[int, str], None]
 """Called with (choice index, text) for each piece of reply text as it arrives."""
@@ -124,7 +124,7 @@ class StreamAssembler:
     def _take(self, choice: Mapping[str, Any]) -> None:
         index = int(choice.get("index") or 0)
         state = self._choices.setdefault(index, _ChoiceState())
-        delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+        delta = json_object(choice.get("delta"))
         if isinstance(delta.get("content"), str):
             state.saw_content = True
             if delta["content"]:
@@ -149,7 +149,7 @@ class StreamAssembler:
         )
         if part.get("id"):
             call["id"] = str(part["id"])
-        function = part.get("function") if isinstance(part.get("function"), dict) else {}
+        function = json_object(part.get("function"))
         if function.get("name"):
             call["function"]["name"] = str(function["name"])
         if function.get("arguments"):
@@ -222,10 +222,12 @@ class StreamAssembler:
 
 def _error_status(error: Any) -> int:
     """The HTTP status an error event stands for: its numeric code, else 500 (a server failure)."""
-    code = error.get("code") if isinstance(error, dict) else None
+    code = json_object(error).get("code")
+    if not isinstance(code, int | str):
+        return 500
     try:
         status = int(code)
-    except (TypeError, ValueError):
+    except ValueError:
         return 500
     return status if 400 <= status < 600 else 500
 
