@@ -135,11 +135,17 @@ class O3MiniBatchOperator(O3MiniOperator):
         self._item_templates: _ItemTemplates | None = None
 
     def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
-        """Render ``items`` and ``model``; compile the per-item templates, and show item 0's request."""
+        """Render ``model`` and ``items``; compile the per-item templates, and show item 0's request.
+
+        ``items`` is rendered only when it is a template string or an upstream output: a list given
+        as it is stays as it is, so the strings inside its items are never rendered (they are data).
+        """
         jinja_env = jinja_env or self.get_template_env()
         if self._item_templates is None:
             self._item_templates = _ItemTemplates(self, jinja_env)
-        shared = [name for name in self.template_fields if name not in PER_ITEM_FIELDS]
+        shared = [name for name in self.template_fields if name not in (*PER_ITEM_FIELDS, "items")]
+        if not _is_list(self.items):
+            shared.append("items")
         self._do_render_template_fields(self, shared, context, jinja_env, set())
         if _is_list(self.items) and self.items:
             try:

@@ -115,6 +115,32 @@ def test_an_airflow_retry_of_a_stopped_batch_pays_only_for_the_items_that_did_no
     assert o3_standin_connection.stats["delivered"] == 20, "every item was paid for exactly once"
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_items_given_as_a_list_or_a_template_are_data_never_rendered(dag_file, o3_standin_connection, native):
+    dag_file(
+        f"""
+        import pendulum
+        from airflow.providers.common.compat.sdk import DAG
+        from airflow_o3.operators import O3MiniBatchOperator
+
+        with DAG(dag_id="o3_batch_literal_{native}", schedule=None,
+                 start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), render_template_as_native_obj={native},
+                 params={{"rows": [{{"note": "{{{{ 6 * 7 }}}} from params"}}]}}):
+            O3MiniBatchOperator(task_id="literal", items=[{{"note": "{{{{ 7 * 6 }}}} as typed"}}],
+                                prompt="Note: {{{{ item.note }}}}")
+            if {native}:
+                O3MiniBatchOperator(task_id="templated", items="{{{{ params.rows }}}}",
+                                    prompt="Note: {{{{ item.note }}}}")
+        """
+    )
+    result = run_dag(f"o3_batch_literal_{native}")
+    result.assert_success()
+    sent = sorted(request.body["messages"][0]["content"] for request in o3_standin_connection.chat_requests)
+    expected = ["Note: {{ 7 * 6 }} as typed"] + (["Note: {{ 6 * 7 }} from params"] if native else [])
+    assert sent == sorted(expected)
+    assert result.rendered_fields("literal")["prompt"] == "Note: {{ 7 * 6 }} as typed"
+
+
 def test_airflow_tasks_render_shows_the_first_items_prompt(dag_file, test_dags_folder, o3_standin_connection):
     dag_file(
         """
