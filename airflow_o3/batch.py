@@ -11,19 +11,24 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from airflow_o3.budget import Budget, BudgetExceededError, Spend
 from airflow_o3.errors import AuthenticationError, InvalidRequestError, O3Error, OutOfCreditsError
 
 if TYPE_CHECKING:
-    import logging
     from collections.abc import Callable, Mapping, Sequence
 
     from airflow_o3.cache import ResponseCache
     from airflow_o3.hooks.o3mini import O3MiniHook, PreparedCall
     from airflow_o3.ratecontrol import RateController
     from airflow_o3.response import Completion
+
+class ProgressLog(Protocol):
+    """Where a batch writes its progress lines: a stdlib or a structlog (Airflow 3) logger."""
+
+    def info(self, event: str, /, *args: Any) -> Any: ...
+
 
 ItemErrorPolicy = Literal["fail", "continue"]
 ITEM_ERROR_POLICIES: tuple[str, ...] = ("fail", "continue")
@@ -264,7 +269,7 @@ def run_batch(
     spend: Spend,
     cache: ResponseCache | None,
     on_item_error: ItemErrorPolicy,
-    log: logging.Logger,
+    log: ProgressLog,
     progress_interval: float,
 ) -> BatchOutcome:
     """Send every call, up to ``limits.max_concurrency`` at once, and gather the results in order.

@@ -91,7 +91,7 @@ def cost_usd(completion: Completion) -> float:
         return completion.cost_usd
     usage = completion.usage
     cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-    return (
+    return float(
         (usage.get("prompt_tokens", 0) - cached) * USD_PER_INPUT_TOKEN
         + cached * USD_PER_CACHED_INPUT_TOKEN
         + usage.get("completion_tokens", 0) * USD_PER_OUTPUT_TOKEN

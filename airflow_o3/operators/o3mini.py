@@ -243,7 +243,7 @@ class O3MiniOperator(BaseOperator):
     def get_template_env(self, dag: Any = None) -> jinja2.Environment:
         """The DAG's environment; outside a DAG, a strict one, so an undefined variable always fails."""
         env = super().get_template_env(dag)
-        if dag is None and not self.has_dag():
+        if dag is None and not self.has_dag():  # type: ignore[no-untyped-call]  # not annotated in Airflow
             import jinja2
 
             env.undefined = jinja2.StrictUndefined

@@ -44,7 +44,7 @@ class O3MiniTrigger(BaseTrigger):
         retry: Mapping[str, Any] | None = None,
         timeout: float | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is not annotated
         self.conn_id = conn_id
         self.body = dict(body)
         self.client_request_id = client_request_id
@@ -111,9 +111,8 @@ def completion_from_event(event: Mapping[str, Any]) -> Completion:
 
 def error_from_event(event: Mapping[str, Any]) -> O3Error:
     """The typed error an error event describes."""
-    kind = getattr(errors, str(event.get("error")), None)
-    if not (isinstance(kind, type) and issubclass(kind, O3Error)):
-        kind = O3Error
+    named = getattr(errors, str(event.get("error")), None)
+    kind: type[O3Error] = named if isinstance(named, type) and issubclass(named, O3Error) else O3Error
     if issubclass(kind, ServiceError) and isinstance(event.get("failure"), dict):
         return kind(
             HttpFailure(**event["failure"]),
