@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import pendulum
@@ -62,6 +63,7 @@ with DAG(
         on_item_error="continue",
         cache="on",
         retries=2,
+        retry_delay=timedelta(minutes=1),
     )
 
     @task

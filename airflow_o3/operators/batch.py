@@ -144,7 +144,7 @@ class O3MiniBatchOperator(O3MiniOperator):
         if self._item_templates is None:
             self._item_templates = _ItemTemplates(self, jinja_env)
         shared = [name for name in self.template_fields if name not in (*PER_ITEM_FIELDS, "items")]
-        if not _is_list(self.items):
+        if _is_rendered(self.items):
             shared.append("items")
         self._do_render_template_fields(self, shared, context, jinja_env, set())
         if _is_list(self.items) and self.items:
@@ -293,8 +293,17 @@ class O3MiniBatchOperator(O3MiniOperator):
         return outcome.values
 
 
+def _is_rendered(items: Any) -> bool:
+    """``items`` is a template string or an upstream output (``XComArg``), which Airflow renders."""
+    return isinstance(items, str) or callable(getattr(items, "resolve", None))
+
+
 def _is_list(value: Any) -> bool:
-    return isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping)
+    return (
+        isinstance(value, Iterable)
+        and not isinstance(value, str | bytes | Mapping)
+        and not _is_rendered(value)
+    )
 
 
 def _render_error(error: Exception) -> InvalidRequestError:
