@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from airflow_o3.ratecontrol import RateController
     from airflow_o3.response import Completion
 
+
 class ProgressLog(Protocol):
     """Where a batch writes its progress lines: a stdlib or a structlog (Airflow 3) logger."""
 

@@ -12,13 +12,14 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_o3.errors import InvalidRequestError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from airflow_o3.response import Completion
 
 CacheMode = Literal["off", "on", "read_only"]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from airflow_o3.errors import InvalidRequestError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
 
 REJECTED_PARAMETERS: Mapping[str, str] = {
     "temperature": "reasoning models sample at a fixed temperature; remove it",

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from airflow_o3.errors import InvalidRequestError
 from airflow_o3.parameters import check_parameter_names
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 FIELD_FIXES: Mapping[str, str] = {
     "model": "name the model as a string, e.g. 'o3-mini'",
@@ -202,7 +204,9 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(problems) + (". Fix: " + "; ".join(fixes) if fixes else "")
 
 
-def build_body(model: str, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) -> dict[str, Any]:
+def build_body(
+    model: str, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any]
+) -> dict[str, Any]:
     """The JSON body for one chat completion, checked against the contract.
 
     :param model: the model to call, e.g. ``o3-mini``.

@@ -76,7 +76,7 @@ class Completion:
         return self.choices[0].tool_calls
 
     def usage_record(self) -> dict[str, Any]:
-        """The usage object as sent, plus ``usd_spent`` and ``credits_used`` when the service reported them."""
+        """The usage object as sent, plus ``usd_spent`` and ``credits_used`` if the service reported them."""
         record = dict(self.usage)
         if self.cost_usd is not None:
             record["usd_spent"] = self.cost_usd

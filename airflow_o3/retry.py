@@ -11,9 +11,8 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tenacity import (
     AsyncRetrying,
@@ -26,6 +25,9 @@ from tenacity import (
 )
 
 from airflow_o3.errors import InvalidRequestError, O3Error, ServiceError
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Mapping
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

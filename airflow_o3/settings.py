@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_o3 import __version__
 from airflow_o3.errors import InvalidRequestError
 from airflow_o3.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 DEFAULT_BASE_URL = "https://api.aimlapi.com/v1"
 DEFAULT_MODEL = "o3-mini"
@@ -117,7 +119,11 @@ def settings_from_connection(
             f"connection {conn_id!r} has no API key (fix: put the AI/ML API key in its password field)"
         )
     retry = RetryPolicy().updated(
-        {field_name: extras[extra] for extra, field_name in RETRY_EXTRAS.items() if extras.get(extra) not in (None, "")}
+        {
+            field_name: extras[extra]
+            for extra, field_name in RETRY_EXTRAS.items()
+            if extras.get(extra) not in (None, "")
+        }
     )
     return ClientSettings(
         base_url=base_url(host, port, schema),

@@ -61,12 +61,16 @@ def main() -> int:
     delivered = sum(results)
     duplicated = sum(count - 1 for count in by_key.values() if count > 1)
     retried = stats["received"] - args.calls
-    print(f"soak: {args.calls} calls, {args.threads} threads, fault rate {args.fault_rate:.0%}, {elapsed:.1f}s")
+    print(
+        f"soak: {args.calls} calls, {args.threads} threads, fault rate {args.fault_rate:.0%}, {elapsed:.1f}s"
+    )
     print(f"  attempted  {args.calls}")
     print(f"  delivered  {delivered}")
     print(f"  failed     {len(failures)}")
     print(f"  duplicated {duplicated}")
-    print(f"  retried    {retried}  (requests beyond one per call; faults injected: {stats['faults_injected']})")
+    print(
+        f"  retried    {retried}  (requests beyond one per call; faults injected: {stats['faults_injected']})"
+    )
     print(f"  server     received {stats['received']}, delivered {stats['delivered']}")
     for failure in failures[:5]:
         print(f"  failure    {failure}")

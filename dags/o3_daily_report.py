@@ -51,7 +51,9 @@ with DAG(
     @task
     def save_report(report: str, ds: str | None = None) -> str:
         """Write the report where the team reads it."""
-        folder = Path(os.environ.get("O3_REPORT_DIR") or Path(os.environ.get("AIRFLOW_HOME", ".")) / "reports")
+        folder = Path(
+            os.environ.get("O3_REPORT_DIR") or Path(os.environ.get("AIRFLOW_HOME", ".")) / "reports"
+        )
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"daily-report-{ds}.md"
         path.write_text(report, encoding="utf-8")

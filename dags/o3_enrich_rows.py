@@ -52,7 +52,9 @@ with DAG(
     @task
     def save_rows(rows: list[dict[str, str]], industries: list[str], run_id: str | None = None) -> str:
         """Join each reply to its row and write JSON lines."""
-        folder = Path(os.environ.get("O3_REPORT_DIR") or Path(os.environ.get("AIRFLOW_HOME", ".")) / "reports")
+        folder = Path(
+            os.environ.get("O3_REPORT_DIR") or Path(os.environ.get("AIRFLOW_HOME", ".")) / "reports"
+        )
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "enriched-rows.jsonl"
         with path.open("w", encoding="utf-8") as out:

@@ -50,7 +50,9 @@ def test_tasks_render_shows_the_rendered_prompt_file(dag_file, test_dags_folder,
 
         with DAG(dag_id="o3_render_check", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
                  params={"team": "night-shift"}):
-            O3MiniOperator(task_id="ask", prompt="render_prompt.md.j2", system_prompt="Be brief about {{ params.team }}.")
+            O3MiniOperator(
+                task_id="ask", prompt="render_prompt.md.j2", system_prompt="Be brief about {{ params.team }}."
+            )
         """,
         name="o3_render_check.py",
     )

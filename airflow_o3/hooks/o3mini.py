@@ -6,7 +6,6 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -30,6 +29,7 @@ from airflow_o3.settings import ClientSettings, Timeouts, settings_from_connecti
 
 if TYPE_CHECKING:
     import ssl
+    from collections.abc import Mapping, Sequence
 
     import httpx
     import requests
@@ -143,11 +143,7 @@ class O3MiniHook(BaseHook):
             password=conn.password,
             extras=conn.extra_dejson,
         )
-        retry = (
-            self._retry
-            if isinstance(self._retry, RetryPolicy)
-            else settings.retry.updated(self._retry)
-        )
+        retry = self._retry if isinstance(self._retry, RetryPolicy) else settings.retry.updated(self._retry)
         timeouts = settings.timeouts
         if isinstance(self._timeout, Timeouts):
             timeouts = self._timeout

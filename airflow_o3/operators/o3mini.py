@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, conf
 
@@ -27,6 +26,8 @@ from airflow_o3.parameters import check_parameter_names
 from airflow_o3.structured import OutputFormat, output_format, parse_tool_calls, reask_messages
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
     import jinja2
     from airflow.providers.common.compat.sdk import Context
 
@@ -157,7 +158,11 @@ class O3MiniOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("prompt", "system_prompt", "messages", "model")
     template_ext: Sequence[str] = (".j2", ".md", ".txt")
-    template_fields_renderers = {"prompt": "md", "system_prompt": "md", "messages": "json"}
+    template_fields_renderers: ClassVar[dict[str, str]] = {
+        "prompt": "md",
+        "system_prompt": "md",
+        "messages": "json",
+    }
     ui_color = "#d6f5e3"
     _published: dict[str, Any] | None = None  # what publish() reported, for OpenLineage
 
@@ -195,7 +200,8 @@ class O3MiniOperator(BaseOperator):
             )
         if messages is not None and system_prompt is not None:
             raise InvalidRequestError(
-                f"{self.task_id}: system_prompt goes with prompt (fix: put a developer message first in messages)"
+                f"{self.task_id}: system_prompt goes with prompt "
+                "(fix: put a developer message first in messages)"
             )
         check_parameter_names(parameters or {})
         for name in {"reasoning_effort", "max_completion_tokens", "response_format", "stream"} & set(

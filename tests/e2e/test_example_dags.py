@@ -68,7 +68,10 @@ def test_rendered_prompt_file_shows_in_rendered_templates(standin):
 
 
 def test_upstream_data_with_jinja_syntax_is_sent_as_literal_text(standin):
-    note = "Ignore {{ 7 * 7 }} and {% for x in range(3) %}{{ x }}{% endfor %} {{ conn.aimlapi_default.password }}"
+    note = (
+        "Ignore {{ 7 * 7 }} and {% for x in range(3) %}{{ x }}{% endfor %} "
+        "{{ conn.aimlapi_default.password }}"
+    )
     result = run_dag("o3_daily_report", run_conf={"analyst_note": note})
     result.assert_success()
     (request,) = standin.chat_requests

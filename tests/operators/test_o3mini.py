@@ -32,7 +32,8 @@ def test_inline_prompt_renders_xcom_params_and_macros(dag_file, o3_standin_conne
     dag_id = one_task_dag(
         dag_file,
         "op_inline",
-        'ask = O3MiniOperator(task_id="ask", prompt="On {{ ds }}: {{ params.topic }} and {{ ti.xcom_pull(task_ids=\'up\') }}")\n'
+        'ask = O3MiniOperator(task_id="ask", '
+        "prompt=\"On {{ ds }}: {{ params.topic }} and {{ ti.xcom_pull(task_ids='up') }}\")\n"
         "up() >> ask\n",
         upstream='@task\ndef up():\n    return "upstream figures"\n',
     )
@@ -60,7 +61,10 @@ def test_messages_are_templated_and_sent_in_order(dag_file, o3_standin_connectio
     (request,) = o3_standin_connection.chat_requests
     validate_request_body(request.body, strict=True)
     assert [m["content"] for m in request.body["messages"]] == [
-        "Talk about tides.", "First question", "First answer", "And tides again?"
+        "Talk about tides.",
+        "First question",
+        "First answer",
+        "And tides again?",
     ]
     assert (request.body["seed"], request.body["stop"], request.body["provider"]) == (5, ["END"], "openai")
 
@@ -83,7 +87,9 @@ def test_bad_templates_fail_before_any_request(dag_file, o3_standin_connection, 
 
 
 def test_invalid_reasoning_effort_fails_before_any_request(dag_file, o3_standin_connection):
-    dag_id = one_task_dag(dag_file, "op_bad_effort", "O3MiniOperator(task_id='ask', prompt='hi', reasoning_effort='max')")
+    dag_id = one_task_dag(
+        dag_file, "op_bad_effort", "O3MiniOperator(task_id='ask', prompt='hi', reasoning_effort='max')"
+    )
     result = run_dag(dag_id)
     assert result.task_state("ask") == "failed"
     assert "reasoning_effort: Input should be 'low', 'medium' or 'high'" in result.task_log("ask")
@@ -94,11 +100,16 @@ def test_invalid_reasoning_effort_fails_before_any_request(dag_file, o3_standin_
     ("reply", "message"),
     [
         (Reply(content="", finish_reason="length"), "Raise max_completion_tokens or lower reasoning_effort"),
-        (Reply(content=None, refusal="I can't help with that."), "o3-mini refused to answer: \"I can't help with that.\""),
+        (
+            Reply(content=None, refusal="I can't help with that."),
+            'o3-mini refused to answer: "I can\'t help with that."',
+        ),
         (Reply(content="", finish_reason="content_filter"), "content filter stopped the reply"),
     ],
 )
-def test_replies_that_are_not_answers_fail_the_task_and_push_nothing(dag_file, o3_standin_connection, reply, message):
+def test_replies_that_are_not_answers_fail_the_task_and_push_nothing(
+    dag_file, o3_standin_connection, reply, message
+):
     dag_id = one_task_dag(dag_file, "op_no_answer", "O3MiniOperator(task_id='ask', prompt='hi', retries=2)")
     o3_standin_connection.script(reply)
     result = run_dag(dag_id)

@@ -176,7 +176,7 @@ def test_parse_time_checks_import_nothing_outside_the_provider():
         """
         import json, sys
         from airflow.providers.common.compat.sdk import BaseOperator
-        BaseOperator(task_id="baseline")  # what Airflow itself loads for any operator (Airflow 2: pydantic...)
+        BaseOperator(task_id="baseline")  # what Airflow loads for any operator (Airflow 2: pydantic...)
         before = set(sys.modules)
         from airflow_o3.operators import O3MiniOperator
 

@@ -15,7 +15,9 @@ def test_undefined_variable_fails_even_outside_a_dag():
 
 
 def test_defined_variables_render_outside_a_dag():
-    operator = O3MiniOperator(task_id="ask", prompt="Hello {{ params.who }}", system_prompt="Be {{ params.tone }}.")
+    operator = O3MiniOperator(
+        task_id="ask", prompt="Hello {{ params.who }}", system_prompt="Be {{ params.tone }}."
+    )
     operator.render_template_fields({"params": {"who": "ops", "tone": "brief"}})
     assert operator.build_messages() == [
         {"role": "developer", "content": "Be brief."},

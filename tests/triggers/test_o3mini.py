@@ -111,7 +111,9 @@ def test_an_unreachable_service_is_a_connect_error(monkeypatch):
         "AIRFLOW_CONN_AIMLAPI_DEFAULT",
         json.dumps({"conn_type": "aimlapi", "host": "http://127.0.0.1:9/v1", "password": KEY}),
     )
-    with pytest.raises(ConnectError, match=re.escape("could not reach http://127.0.0.1:9/v1/chat/completions")):
+    with pytest.raises(
+        ConnectError, match=re.escape("could not reach http://127.0.0.1:9/v1/chat/completions")
+    ):
         completion_from_event(fire(trigger()))
 
 

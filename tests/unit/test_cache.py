@@ -16,13 +16,19 @@ REPLY = {
     "created": 1,
     "model": "o3-mini-2025-01-31",
     "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Hello"}}],
-    "usage": {"prompt_tokens": 3, "completion_tokens": 70, "total_tokens": 73,
-              "completion_tokens_details": {"reasoning_tokens": 64}},
+    "usage": {
+        "prompt_tokens": 3,
+        "completion_tokens": 70,
+        "total_tokens": 73,
+        "completion_tokens_details": {"reasoning_tokens": 64},
+    },
 }
 
 
 def completion():
-    return parse_response(200, {"x-aimlapi-usd-spent": "0.0004", "x-request-id": "req-1"}, json.dumps(REPLY).encode())
+    return parse_response(
+        200, {"x-aimlapi-usd-spent": "0.0004", "x-request-id": "req-1"}, json.dumps(REPLY).encode()
+    )
 
 
 def test_key_depends_on_base_url_and_body_not_on_key_order():
@@ -88,7 +94,8 @@ def test_default_place_is_under_airflow_home(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("value", "mode"), [(None, "off"), (False, "off"), (True, "on"), ("read_only", "read_only"), ({"mode": "on"}, "on")]
+    ("value", "mode"),
+    [(None, "off"), (False, "off"), (True, "on"), ("read_only", "read_only"), ({"mode": "on"}, "on")],
 )
 def test_settings_from_what_a_dag_author_writes(value, mode):
     assert CacheSettings.coerce(value).mode == mode

@@ -20,15 +20,21 @@ def test_every_contract_parameter_builds_a_body_the_contract_accepts():
         [
             {"role": "developer", "content": "Be brief."},
             {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
-            {"role": "assistant", "tool_calls": [
-                {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
-            ]},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                ],
+            },
             {"role": "tool", "tool_call_id": "call_1", "content": "42"},
         ],
         {
             "reasoning_effort": "high",
             "max_completion_tokens": 100_000,
-            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"type": "object"}},
+            },
             "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
             "tool_choice": {"type": "function", "function": {"name": "f"}},
             "seed": 7,
@@ -56,7 +62,9 @@ def test_max_tokens_error_points_to_max_completion_tokens():
 
 
 def test_unknown_parameter_names_the_allowed_ones():
-    with pytest.raises(InvalidRequestError, match=r"reasoning: unknown parameter \(fix: use one of .*reasoning_effort"):
+    with pytest.raises(
+        InvalidRequestError, match=r"reasoning: unknown parameter \(fix: use one of .*reasoning_effort"
+    ):
         build_body("o3-mini", USER, {"reasoning": "high"})
 
 
@@ -83,7 +91,10 @@ def test_out_of_contract_values_name_the_field_and_the_fix(params, field, fix):
     [
         ([], "messages:"),
         ([{"role": "bot", "content": "hi"}], "messages[0]:"),
-        ([{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}], "messages[0].content[0].type:"),
+        (
+            [{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}],
+            "messages[0].content[0].type:",
+        ),
         ([{"role": "tool", "content": "x"}], "messages[0].tool_call_id:"),
         ([{"role": "user"}], "messages[0].content:"),
     ],
@@ -102,7 +113,11 @@ def test_assistant_content_may_be_left_out_but_not_null():
 
 def test_values_that_cannot_be_json_encoded_are_refused():
     with pytest.raises(InvalidRequestError, match="cannot be encoded as JSON"):
-        build_body("o3-mini", USER, {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"x": {1, 2}}}}]})
+        build_body(
+            "o3-mini",
+            USER,
+            {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"x": {1, 2}}}}]},
+        )
 
 
 def test_encoded_body_is_compact_utf8():

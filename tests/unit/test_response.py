@@ -19,9 +19,19 @@ BODY = {
     "object": "chat.completion",
     "created": 1762343744,
     "model": "o3-mini-2025-01-31",
-    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Hi", "refusal": None}}],
-    "usage": {"prompt_tokens": 5, "completion_tokens": 70, "total_tokens": 75,
-              "completion_tokens_details": {"reasoning_tokens": 64}},
+    "choices": [
+        {
+            "index": 0,
+            "finish_reason": "stop",
+            "message": {"role": "assistant", "content": "Hi", "refusal": None},
+        }
+    ],
+    "usage": {
+        "prompt_tokens": 5,
+        "completion_tokens": 70,
+        "total_tokens": 75,
+        "completion_tokens_details": {"reasoning_tokens": 64},
+    },
     "meta": {"usage": {"credits_used": 900, "usd_spent": 0.00045}},
 }
 
@@ -45,14 +55,38 @@ def test_cost_falls_back_to_the_header():
 @pytest.mark.parametrize(
     ("status", "body", "kind", "message"),
     [
-        (401, {"error": {"message": "Invalid API key", "type": "auth", "code": "invalid_api_key"}},
-         AuthenticationError, "Invalid API key (invalid_api_key)"),
-        (403, {"message": "Not enough credits", "path": "/v1/chat/completions", "requestId": "r-9",
-               "statusCode": 403, "timestamp": "now"}, OutOfCreditsError, "Not enough credits"),
-        (400, {"title": "Bad Request", "status": 400, "instance": "/v1/chat/completions",
-               "message": "messages must not be empty", "requestId": "r-7", "timestamp": "now",
-               "error": {"name": "ValidationError", "message": "messages must not be empty"}},
-         BadRequestError, "Bad Request: messages must not be empty"),
+        (
+            401,
+            {"error": {"message": "Invalid API key", "type": "auth", "code": "invalid_api_key"}},
+            AuthenticationError,
+            "Invalid API key (invalid_api_key)",
+        ),
+        (
+            403,
+            {
+                "message": "Not enough credits",
+                "path": "/v1/chat/completions",
+                "requestId": "r-9",
+                "statusCode": 403,
+                "timestamp": "now",
+            },
+            OutOfCreditsError,
+            "Not enough credits",
+        ),
+        (
+            400,
+            {
+                "title": "Bad Request",
+                "status": 400,
+                "instance": "/v1/chat/completions",
+                "message": "messages must not be empty",
+                "requestId": "r-7",
+                "timestamp": "now",
+                "error": {"name": "ValidationError", "message": "messages must not be empty"},
+            },
+            BadRequestError,
+            "Bad Request: messages must not be empty",
+        ),
         (502, "<html>Bad gateway</html>", ServerError, "<html>Bad gateway</html>"),
         (429, {"error": {"message": "Slow down"}}, RateLimitedError, "Slow down"),
     ],
@@ -77,8 +111,12 @@ def test_401_fix_names_the_key_and_403_names_credits():
 
 @pytest.mark.parametrize(
     ("content", "expected"),
-    [(b"<html>oops</html>", "not JSON"), (b'{"id": "x"}', "no choices"), (b"[1]", "not an object"),
-     (b'{"choices": [{"index": 0}]}', "no message")],
+    [
+        (b"<html>oops</html>", "not JSON"),
+        (b'{"id": "x"}', "no choices"),
+        (b"[1]", "not an object"),
+        (b'{"choices": [{"index": 0}]}', "no message"),
+    ],
 )
 def test_a_2xx_that_breaks_the_contract_is_a_bad_response_not_a_key_error(content, expected):
     with pytest.raises(BadResponseError, match=expected):
