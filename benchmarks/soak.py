@@ -37,6 +37,7 @@ def main() -> int:
             retry={"max_attempts": 10, "initial_backoff": 0.005, "max_backoff": 0.05},
             pool_size=args.threads,
         )
+        hook.call_log_level = logging.DEBUG  # 5,000 per-call summary lines would bury the figures
         failures: list[str] = []
 
         def call(index: int) -> bool:
