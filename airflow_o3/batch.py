@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from airflow_o3.budget import Budget, BudgetExceededError, Spend
 from airflow_o3.errors import AuthenticationError, InvalidRequestError, O3Error, OutOfCreditsError
+from airflow_o3.parameters import settings_from_mapping
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -76,11 +77,7 @@ class BatchLimits:
             return value
         if value is None:
             return cls()
-        try:
-            return cls(**value)
-        except TypeError:
-            known = "max_concurrency, requests_per_minute, tokens_per_minute"
-            raise InvalidRequestError(f"limits {dict(value)!r} (fix: use the keys {known})") from None
+        return settings_from_mapping(cls, value, "limits")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_o3.errors import InvalidRequestError, O3Error
+from airflow_o3.parameters import settings_from_mapping
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -74,11 +75,7 @@ class Budget:
             return value
         if value is None:
             return cls()
-        try:
-            return cls(**value)
-        except TypeError:
-            known = "max_total_tokens, max_cost_usd, on_exceeded"
-            raise InvalidRequestError(f"budget {dict(value)!r} (fix: use the keys {known})") from None
+        return settings_from_mapping(cls, value, "budget")
 
     @property
     def limited(self) -> bool:

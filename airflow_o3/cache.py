@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_o3.errors import InvalidRequestError
+from airflow_o3.parameters import settings_from_mapping
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -62,7 +63,7 @@ class CacheSettings:
             return cls(mode="on")
         if isinstance(value, str):
             return cls(mode=value)  # type: ignore[arg-type]
-        return cls(**value)
+        return settings_from_mapping(cls, value, "cache")
 
 
 def cache_key(base_url: str, body: Mapping[str, Any]) -> str:

@@ -1,10 +1,13 @@
-"""Names of the request parameters, light enough to check at DAG parse time."""
+"""Names of the request parameters and the settings dicts, light enough to check at DAG parse time."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_o3.errors import InvalidRequestError
+
+SettingsT = TypeVar("SettingsT")
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -55,3 +58,17 @@ def check_parameter_names(names: Iterable[str]) -> None:
             )
     if problems:
         raise InvalidRequestError("Request refused before sending: " + "; ".join(problems))
+
+
+def settings_from_mapping(cls: type[SettingsT], value: Mapping[str, Any], what: str) -> SettingsT:
+    """A settings dataclass from the dict a DAG author wrote, refusing unknown keys with the fix.
+
+    :param what: the argument's name as the DAG author knows it, e.g. ``budget``.
+    """
+    known = [field.name for field in fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise InvalidRequestError(
+            f"{what} has unknown key(s) {', '.join(unknown)} (fix: use the keys {', '.join(known)})"
+        )
+    return cls(**value)

@@ -104,3 +104,10 @@ def test_settings_from_what_a_dag_author_writes(value, mode):
 def test_unknown_mode_names_the_choices():
     with pytest.raises(InvalidRequestError, match="off, on, read_only"):
         CacheSettings.coerce("sometimes")
+
+
+def test_unknown_setting_names_the_known_keys():
+    with pytest.raises(
+        InvalidRequestError, match="cache has unknown key\\(s\\) folder \\(fix: use the keys mode, path\\)"
+    ):
+        CacheSettings.coerce({"mode": "on", "folder": "/tmp/x"})
