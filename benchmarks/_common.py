@@ -16,7 +16,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -71,26 +71,6 @@ def quiet() -> Iterator[None]:
         os.dup2(saved[1], 2)
         for fd in (*saved, devnull):
             os.close(fd)
-
-
-class StubTaskInstance:
-    """Just enough of a task instance for ``execute``: ids and ``xcom_push``."""
-
-    dag_id = "bench"
-    task_id = "bench"
-    run_id = "bench"
-    map_index = -1
-    try_number = 1
-
-    def __init__(self) -> None:
-        self.xcoms: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcoms[key] = value
-
-
-def stub_context() -> dict[str, Any]:
-    return {"ti": StubTaskInstance()}
 
 
 def median(values: list[float]) -> float:

@@ -41,7 +41,9 @@ os.environ.update(
     }
 )
 
-from _common import quiet, standin_process, stub_context, use_connection, verdict  # noqa: E402
+from _common import quiet, standin_process, use_connection, verdict  # noqa: E402
+
+from airflow_o3.testing.context import stub_context  # noqa: E402
 
 PROMPT = "Row {{ index }}: give the industry of {{ item.company }} in three words."
 

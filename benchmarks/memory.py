@@ -27,7 +27,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import psutil
-from _common import quiet, standin_process, stub_context, use_connection
+from _common import quiet, standin_process, use_connection
+
+from airflow_o3.testing.context import stub_context
 
 MB = 1024 * 1024
 

@@ -22,7 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import quiet, standin_process, stub_context, use_connection, verdict
+from _common import quiet, standin_process, use_connection, verdict
+
+from airflow_o3.testing.context import stub_context
 
 PROMPT = "Row {{ index }}: give the industry of {{ item.company }} in three words."
 

@@ -8,6 +8,7 @@ Standard library only: importing this package does not import Airflow or an HTTP
 
 from __future__ import annotations
 
+from airflow_o3.testing.context import StubTaskInstance, stub_context
 from airflow_o3.testing.faults import (
     Body,
     ConnectionReset,
@@ -41,7 +42,9 @@ __all__ = [
     "Stall",
     "StandInServer",
     "StreamCut",
+    "StubTaskInstance",
     "default_reply",
     "example_for_schema",
     "price",
+    "stub_context",
 ]

@@ -23,27 +23,6 @@ TICKET_SCHEMA: dict[str, Any] = {
 }
 
 
-class StubTaskInstance:
-    """Just enough of a task instance for ``O3MiniOperator.execute``: ids and ``xcom_push``."""
-
-    dag_id = "stub_dag"
-    task_id = "ask"
-    run_id = "manual__2026-01-01"
-    map_index = -1
-    try_number = 1
-
-    def __init__(self) -> None:
-        self.xcoms: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcoms[key] = value
-
-
-def stub_context() -> dict[str, Any]:
-    """A context holding only a :class:`StubTaskInstance` under ``ti``."""
-    return {"ti": StubTaskInstance()}
-
-
 DAG_HEADER = """\
 import pendulum
 from airflow.providers.common.compat.sdk import DAG, task

@@ -6,10 +6,10 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_o3.operators import O3MiniOperator
-from airflow_o3.testing import Reply
+from airflow_o3.testing import Reply, stub_context
 from tests.contract import validate_request_body
 from tests.dagrun import run_dag
-from tests.operators.helpers import TICKET_SCHEMA, dag_with, stub_context
+from tests.operators.helpers import TICKET_SCHEMA, dag_with
 
 EXAMPLE = {"label": "billing", "confidence": 0.5, "reason": "example"}
 

@@ -8,10 +8,11 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_o3.operators import O3MiniOperator
+from airflow_o3.testing import stub_context
 from airflow_o3.testing.pytest_plugin import STANDIN_API_KEY
 from tests.contract import validate_request_body
 from tests.dagrun import run_dag
-from tests.operators.helpers import TICKET_SCHEMA, dag_with, stub_context
+from tests.operators.helpers import TICKET_SCHEMA, dag_with
 
 ARGUMENTS = {
     "system_prompt": "Classify the support ticket.",

@@ -17,10 +17,10 @@ from pydantic import BaseModel, Field
 from airflow_o3.errors import InvalidRequestError, RefusalError, StructuredOutputError
 from airflow_o3.operators import O3MiniOperator
 from airflow_o3.structured import output_format, strict_schema
-from airflow_o3.testing import Reply, price
+from airflow_o3.testing import Reply, price, stub_context
 from tests.contract import validate_request_body
 from tests.dagrun import run_dag
-from tests.operators.helpers import FAST_RETRY, TICKET_SCHEMA, USER, dag_with, stub_context
+from tests.operators.helpers import FAST_RETRY, TICKET_SCHEMA, USER, dag_with
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,10 +7,10 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_o3.errors import InvalidRequestError, ToolCallError
 from airflow_o3.operators import O3MiniOperator
-from airflow_o3.testing import Reply
+from airflow_o3.testing import Reply, stub_context
 from tests.contract import validate_request_body
 from tests.dagrun import run_dag
-from tests.operators.helpers import FAST_RETRY, dag_with, stub_context
+from tests.operators.helpers import FAST_RETRY, dag_with
 
 WEATHER_TOOL = {
     "type": "function",

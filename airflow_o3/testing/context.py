@@ -1,0 +1,42 @@
+"""A stand-in task context for calling an operator's ``execute`` directly in a unit test.
+
+A ``MagicMock`` as ``ti`` breaks Airflow's sandboxed Jinja environment; this small class does not::
+
+    context = stub_context()
+    O3MiniOperator(task_id="ask", prompt="Hi").execute(context)
+    assert context["ti"].xcoms["usage"]["total_tokens"] > 0
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class StubTaskInstance:
+    """Just enough of a task instance for ``execute``: its ids, and an ``xcom_push`` that keeps values.
+
+    :ivar xcoms: what ``execute`` pushed, by key.
+    """
+
+    def __init__(
+        self,
+        dag_id: str = "stub_dag",
+        task_id: str = "ask",
+        run_id: str = "manual__2026-01-01",
+        map_index: int = -1,
+        try_number: int = 1,
+    ) -> None:
+        self.dag_id = dag_id
+        self.task_id = task_id
+        self.run_id = run_id
+        self.map_index = map_index
+        self.try_number = try_number
+        self.xcoms: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcoms[key] = value
+
+
+def stub_context(**ids: Any) -> dict[str, Any]:
+    """A context holding only a :class:`StubTaskInstance` (built with ``ids``) under ``ti``."""
+    return {"ti": StubTaskInstance(**ids)}
