@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from airflow_o3.budget import Budget, BudgetExceededError, Spend
 from airflow_o3.errors import AuthenticationError, InvalidRequestError, O3Error, OutOfCreditsError
-from airflow_o3.parameters import settings_from_mapping
+from airflow_o3.parameters import coerce_settings
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -73,11 +73,7 @@ class BatchLimits:
 
         :raises InvalidRequestError: an unknown key or a bad value, with the fix.
         """
-        if isinstance(value, BatchLimits):
-            return value
-        if value is None:
-            return cls()
-        return settings_from_mapping(cls, value, "limits")
+        return coerce_settings(cls, value, "limits")
 
 
 @dataclass(frozen=True)

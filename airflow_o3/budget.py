@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_o3.errors import InvalidRequestError, O3Error
-from airflow_o3.parameters import settings_from_mapping
+from airflow_o3.parameters import coerce_settings
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -71,11 +71,7 @@ class Budget:
 
         :raises InvalidRequestError: an unknown key or a bad value, with the fix.
         """
-        if isinstance(value, Budget):
-            return value
-        if value is None:
-            return cls()
-        return settings_from_mapping(cls, value, "budget")
+        return coerce_settings(cls, value, "budget")
 
     @property
     def limited(self) -> bool:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_o3.errors import InvalidRequestError
-from airflow_o3.parameters import settings_from_mapping
+from airflow_o3.parameters import coerce_settings
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -55,15 +55,13 @@ class CacheSettings:
     @classmethod
     def coerce(cls, value: CacheSettings | Mapping[str, Any] | str | bool | None) -> CacheSettings:
         """Settings from what a DAG author may write: ``True``, ``"read_only"``, a dict, or settings."""
-        if isinstance(value, CacheSettings):
-            return value
-        if value is None or value is False:
+        if value is False:
             return cls()
         if value is True:
             return cls(mode="on")
         if isinstance(value, str):
             return cls(mode=value)  # type: ignore[arg-type]
-        return settings_from_mapping(cls, value, "cache")
+        return coerce_settings(cls, value, "cache")
 
 
 def cache_key(base_url: str, body: Mapping[str, Any]) -> str:

@@ -60,15 +60,22 @@ def check_parameter_names(names: Iterable[str]) -> None:
         raise InvalidRequestError("Request refused before sending: " + "; ".join(problems))
 
 
-def settings_from_mapping(cls: type[SettingsT], value: Mapping[str, Any], what: str) -> SettingsT:
-    """A settings dataclass from the dict a DAG author wrote, refusing unknown keys with the fix.
+def coerce_settings(
+    cls: type[SettingsT], value: SettingsT | Mapping[str, Any] | None, what: str
+) -> SettingsT:
+    """Settings from what a DAG author wrote: ``None`` (the defaults), a dict, or the settings themselves.
 
     :param what: the argument's name as the DAG author knows it, e.g. ``budget``.
+    :raises InvalidRequestError: a key the settings do not have, naming the keys they do.
     """
+    if isinstance(value, cls):
+        return value
+    if value is None:
+        return cls()
     known = [field.name for field in fields(cls)]  # type: ignore[arg-type]
-    unknown = sorted(set(value) - set(known))
+    unknown = sorted(set(value) - set(known))  # type: ignore[arg-type]
     if unknown:
         raise InvalidRequestError(
             f"{what} has unknown key(s) {', '.join(unknown)} (fix: use the keys {', '.join(known)})"
         )
-    return cls(**value)
+    return cls(**value)  # type: ignore[arg-type]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from time import time
 from typing import Any
@@ -83,10 +83,6 @@ class Completion:
         if self.credits_used is not None:
             record["credits_used"] = self.credits_used
         return record
-
-    def cached(self) -> Completion:
-        """The same completion, marked as read from the response cache."""
-        return replace(self, from_cache=True)
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:

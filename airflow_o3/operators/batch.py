@@ -326,7 +326,6 @@ class _ItemTemplates:
         self.prompt = self._compile(operator.prompt)
         self.system_prompt = self._compile(operator.system_prompt)
         self.message_list = self._compile(operator.messages)
-        self._task_id = operator.task_id
 
     def _compile(self, value: Any) -> Any:
         if isinstance(value, str):

@@ -50,19 +50,12 @@ def client_request_id(context: Context) -> str:
     return _REQUEST_ID_UNSAFE.sub("_", ":".join(str(part) for part in parts))[-128:]
 
 
-def check_completion(completion: Completion) -> None:
-    """Refuse a reply that is not an answer, so an empty string never travels downstream.
-
-    Every choice is checked (there are several when the request asked for ``n`` > 1).
+def _check_choice(choice: Choice, completion: Completion) -> None:
+    """Refuse a choice that is not an answer, so an empty string never travels downstream.
 
     :raises CompletionError: the reasoning used the whole budget, the model refused, or the content
         filter stopped it; the message says what to change.
     """
-    for choice in completion.choices:
-        _check_choice(choice, completion)
-
-
-def _check_choice(choice: Choice, completion: Completion) -> None:
     if choice.refusal:
         raise CompletionError(f"o3-mini refused to answer: {choice.refusal!r}. Rephrase the prompt.")
     if choice.finish_reason == "content_filter":
@@ -85,7 +78,7 @@ def _check_choice(choice: Choice, completion: Completion) -> None:
 def reply_value(choice: Choice, completion: Completion, output: OutputFormat | None) -> Any:
     """What one choice hands downstream: its tool calls, its parsed JSON, or its text.
 
-    :raises CompletionError: the choice is no answer (see :func:`check_completion`); a refusal of
+    :raises CompletionError: the choice is no answer (see :func:`_check_choice`); a refusal of
         structured output is a :class:`RefusalError`, arguments that are not JSON a ``ToolCallError``,
         a reply that is not the JSON asked for a ``StructuredOutputError``.
     """

@@ -37,6 +37,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
+from airflow_o3.parameters import REJECTED_PARAMETERS  # the stand-in refuses them with 400, as o3-mini does
 from airflow_o3.testing.faults import (
     Body,
     ConnectionReset,
@@ -66,18 +67,6 @@ CREDITS_PER_USD = 2_000_000
 REASONING_TOKENS = {"low": 64, "medium": 192, "high": 512}
 """Hidden reasoning tokens the stand-in bills per choice, by ``reasoning_effort``."""
 
-REJECTED_PARAMETERS = (
-    "temperature",
-    "top_p",
-    "presence_penalty",
-    "frequency_penalty",
-    "logprobs",
-    "top_logprobs",
-    "logit_bias",
-    "max_tokens",
-    "parallel_tool_calls",
-)
-"""Parameters o3-mini rejects with 400 ``unsupported_parameter``; the stand-in does the same."""
 
 _RATE_LIMIT_MESSAGE = "Rate limit reached for requests. Please try again later."
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
