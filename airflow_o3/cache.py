@@ -1,15 +1,24 @@
-"""Never pay twice: a response cache keyed by the exact request.
+"""Never pay twice: a response cache keyed by the connection and the exact request.
 
 When a task's call succeeded but the task still failed (the worker died after the reply arrived, a
 later step raised), Airflow's retry of the task finds the stored reply and does not call again.
 Entries live under an ``ObjectStoragePath``: a local folder by default, or any fsspec URL such as
 ``s3://bucket/o3-cache`` when workers are spread over machines.
+
+The cache fails safe: an entry that cannot be read or makes no sense is a miss (with a warning), and
+a reply that cannot be stored is a warning, never an error: the reply was paid for, and failing the
+task would only make Airflow retry it and pay again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import hmac
 import json
+import logging
+import math
 import os
 import uuid
 from dataclasses import dataclass
@@ -23,9 +32,13 @@ if TYPE_CHECKING:
 
     from airflow_o3.response import Completion
 
+log = logging.getLogger(__name__)
+
 CacheMode = Literal["off", "on", "read_only"]
 CACHE_MODES: tuple[str, ...] = ("off", "on", "read_only")
-ENTRY_VERSION = 1
+ENTRY_VERSION = 2
+"""Bumped when the key changed to include the connection: entries of version 1 are never read."""
+_FINGERPRINT_LABEL = b"airflow-o3 connection fingerprint v1"
 
 
 def default_cache_root() -> str:
@@ -41,15 +54,27 @@ class CacheSettings:
     :param mode: ``off`` (no cache), ``on`` (read stored replies, store new ones) or ``read_only``
         (reuse stored replies, store nothing).
     :param path: a folder or fsspec URL (``s3://bucket/prefix``); defaults to ``$AIRFLOW_HOME/o3_cache``.
+    :param grace_period: with ``deferrable=True`` and the cache ``on``: seconds a trigger that is
+        cancelled (the triggerer stops, or moves the trigger) while its request is in flight keeps
+        waiting for the reply, to store it so that the trigger's next run does not pay again.
     """
 
     mode: CacheMode = "off"
     path: str | None = None
+    grace_period: float = 15.0
 
     def __post_init__(self) -> None:
         if self.mode not in CACHE_MODES:
             raise InvalidRequestError(
                 f"cache mode {self.mode!r} is not known (fix: use one of {', '.join(CACHE_MODES)})"
+            )
+        if isinstance(self.grace_period, bool) or not isinstance(self.grace_period, int | float):
+            raise InvalidRequestError(
+                f"cache grace_period {self.grace_period!r} is not a number (fix: use seconds, e.g. 15)"
+            )
+        if not 0 <= self.grace_period <= 600:
+            raise InvalidRequestError(
+                f"cache grace_period {self.grace_period!r} is out of range (fix: use 0 to 600 seconds)"
             )
 
     @classmethod
@@ -64,12 +89,34 @@ class CacheSettings:
         return coerce_settings(cls, value, "cache")
 
 
-def cache_key(base_url: str, body: Mapping[str, Any]) -> str:
-    """A digest of the canonical request: the base URL and the body with sorted keys."""
+def connection_fingerprint(base_url: str, api_key: str) -> str:
+    """Who pays for a reply: an HMAC of the base URL under the API key.
+
+    Two connections share entries only when both their base URL and their key are the same. The key
+    cannot be recovered from the fingerprint, so it may be stored and passed around (in a trigger's
+    arguments, say).
+    """
+    message = _FINGERPRINT_LABEL + b"\0" + base_url.rstrip("/").encode()
+    return hmac.new(api_key.encode(), message, hashlib.sha256).hexdigest()
+
+
+def cache_key(fingerprint: str, body: Mapping[str, Any]) -> str:
+    """The entry of a request: a digest of the connection's fingerprint and the body with sorted keys."""
     canonical = json.dumps(
-        {"base_url": base_url, "body": body}, sort_keys=True, ensure_ascii=False, separators=(",", ":")
+        {"connection": fingerprint, "body": body}, sort_keys=True, ensure_ascii=False, separators=(",", ":")
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"the entry holds {name}, which no reply contains")
+
+
+def _finite(value: str) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"the entry holds the number {value[:40]}, too large for a reply")
+    return number
 
 
 class ResponseCache:
@@ -92,40 +139,134 @@ class ResponseCache:
         return self.root / key[:2] / f"{key}.json"
 
     def get(self, key: str) -> Completion | None:
-        """The stored completion for a request, or ``None``; an unreadable entry counts as missing."""
-        from airflow_o3.response import completion_from_body
+        """The stored completion for a request, or ``None``.
 
+        An entry that cannot be read, is not JSON, or is not a stored reply counts as missing, with a
+        warning naming the entry; this never raises.
+        """
         if not self.enabled:
             return None
         entry = self._entry(key)
         try:
-            data = json.loads(entry.read_text())
-            if data.get("version") != ENTRY_VERSION:
-                return None
-            return completion_from_body(data["response"], data["headers"], from_cache=True)
-        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            text = entry.read_text()
+        except FileNotFoundError:
+            return None
+        except Exception as error:
+            log.warning(
+                "Response cache entry %s could not be read, so it counts as missing: %s", entry, _why(error)
+            )
+            return None
+        try:
+            return _completion_of(text)
+        except Exception as error:
+            log.warning(
+                "Response cache entry %s is not a stored reply, so it counts as missing: %s",
+                entry,
+                _why(error),
+            )
             return None
 
+    async def aget(self, key: str) -> Completion | None:
+        """:meth:`get` in a thread, so the storage I/O does not block an event loop (the triggerer's)."""
+        return await asyncio.to_thread(self.get, key)
+
     def put(self, key: str, completion: Completion) -> None:
-        """Store a completion (not in ``read_only`` mode); a crash mid-write leaves no half entry."""
+        """Store a completion (not in ``read_only`` mode); a crash mid-write leaves no half entry.
+
+        A local entry is written owner-only (files 0600, folders 0700, whatever the umask). A failed
+        write is a warning saying the reply was paid and not stored; this never raises.
+        """
         if self.settings.mode != "on":
             return
-        from airflow_o3.response import record_headers
-
-        data = json.dumps(
-            {
-                "version": ENTRY_VERSION,
-                "key": key,
-                "response": dict(completion.raw),
-                "headers": record_headers(completion),
-            },
-            ensure_ascii=False,
-        )
         entry = self._entry(key)
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        if entry.protocol in ("file", "local", ""):
-            temporary = entry.parent / f".{entry.name}.{uuid.uuid4().hex}.tmp"
-            temporary.write_text(data)
-            os.replace(temporary.path, entry.path)
+        try:
+            data = _entry_text(key, completion)
+            if entry.protocol in ("file", "local", ""):
+                _write_local(entry.path, data)
+            else:
+                entry.parent.mkdir(parents=True, exist_ok=True)
+                entry.write_text(data)
+        except Exception as error:
+            log.warning(
+                "The reply was paid for but NOT stored in the response cache (entry %s): %s. "
+                "A retry of this task will pay for it again; check that the cache path is writable",
+                entry,
+                _why(error),
+            )
+
+    async def aput(self, key: str, completion: Completion) -> None:
+        """:meth:`put` in a thread, so the storage I/O does not block an event loop (the triggerer's)."""
+        await asyncio.to_thread(self.put, key, completion)
+
+
+def _why(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"[:300]
+
+
+def _entry_text(key: str, completion: Completion) -> str:
+    from airflow_o3.response import record_headers
+
+    return json.dumps(
+        {
+            "version": ENTRY_VERSION,
+            "key": key,
+            "response": dict(completion.raw),
+            "headers": record_headers(completion),
+        },
+        ensure_ascii=False,
+        allow_nan=False,
+    )
+
+
+def _completion_of(text: str) -> Completion:
+    """The completion an entry's text holds.
+
+    :raises Exception: any problem with the entry (not JSON, another version, the wrong shape).
+    """
+    from airflow_o3.response import completion_from_body
+
+    data = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
+    if not isinstance(data, dict):
+        raise ValueError(f"the entry is a JSON {type(data).__name__}, not an object")
+    if data.get("version") != ENTRY_VERSION:
+        raise ValueError(f"the entry is of version {data.get('version')!r}, not {ENTRY_VERSION}")
+    headers = data.get("headers")
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        raise ValueError("the entry's headers are not an object of strings")
+    return completion_from_body(data.get("response"), headers, from_cache=True)
+
+
+def _write_local(path: str, data: str) -> None:
+    """Write ``data`` to ``path`` atomically, owner-only: folders 0700, the file 0600, whatever the umask."""
+    folder = os.path.dirname(path)
+    _make_private_folders(folder)
+    temporary = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(data)
+        os.chmod(temporary, 0o600)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _make_private_folders(folder: str) -> None:
+    """Create ``folder`` and its missing parents with mode 0700 (``os.makedirs`` applies the umask)."""
+    missing = []
+    while folder and not os.path.isdir(folder):
+        missing.append(folder)
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    for created in reversed(missing):
+        try:
+            os.mkdir(created, 0o700)
+        except FileExistsError:  # made meanwhile by a concurrent writer
+            if not os.path.isdir(created):
+                raise
         else:
-            entry.write_text(data)
+            os.chmod(created, 0o700)

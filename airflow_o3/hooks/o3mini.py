@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
-from airflow_o3.cache import ResponseCache, cache_key
+from airflow_o3.cache import ResponseCache, cache_key, connection_fingerprint
 from airflow_o3.errors import (
     ConnectError,
     HttpFailure,
@@ -221,7 +221,7 @@ class O3MiniHook(BaseHook):
         A streamed request (``stream: true`` in the body) is retried only while no reply text has
         arrived; ``on_text`` gets its text as it comes (a cached reply's text, all at once).
         """
-        key = cache_key(self.settings.base_url, prepared.body) if cache is not None else ""
+        key = self.cache_key(prepared) if cache is not None else ""
         if cache is not None and (stored := cache.get(key)) is not None:
             log.info("Reply read from the response cache (entry %s): nothing was paid for it", key[:16])
             if on_text is not None:
@@ -241,6 +241,15 @@ class O3MiniHook(BaseHook):
         if cache is not None:
             cache.put(key, completion)
         return completion
+
+    def cache_key(self, prepared: PreparedCall) -> str:
+        """The response cache's entry for a request sent through this hook's connection.
+
+        It covers the body and the connection's fingerprint (base URL and API key, the key not
+        recoverable from it), so one account's replies are never served to another connection.
+        """
+        settings = self.settings
+        return cache_key(connection_fingerprint(settings.base_url, settings.api_key), prepared.body)
 
     def _post(self, prepared: PreparedCall) -> Completion:
         response = self._open(prepared, stream=False)
@@ -301,8 +310,8 @@ class O3MiniHook(BaseHook):
     async def asend(self, prepared: PreparedCall, client: httpx.AsyncClient) -> Completion:
         """The async twin of :meth:`send`, for the triggerer: the same retry policy, the same typed errors.
 
-        The response cache is not read here: the operator reads it before deferring and stores the
-        reply when the task resumes, so no storage I/O blocks the triggerer's event loop.
+        The response cache is not read here: the trigger reads and writes it in threads, so no storage
+        I/O blocks the triggerer's event loop.
 
         :raises InvalidRequestError: a streamed request (``stream: true``), which this path does not read.
         :raises ServiceError: a subclass naming the status, the service's message and the fix.

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 
 import pytest
 
-from airflow_o3.cache import CacheSettings, ResponseCache, cache_key
+from airflow_o3.cache import ENTRY_VERSION, CacheSettings, ResponseCache, cache_key, connection_fingerprint
 from airflow_o3.errors import InvalidRequestError
 from airflow_o3.response import parse_response
 
@@ -31,11 +32,20 @@ def completion():
     )
 
 
-def test_key_depends_on_base_url_and_body_not_on_key_order():
-    key = cache_key("https://api.aimlapi.com/v1", BODY)
-    assert key == cache_key("https://api.aimlapi.com/v1", dict(reversed(list(BODY.items()))))
-    assert key != cache_key("http://127.0.0.1:1/v1", BODY)
-    assert key != cache_key("https://api.aimlapi.com/v1", {**BODY, "seed": 1})
+def test_key_depends_on_the_connection_and_the_body_not_on_key_order():
+    fingerprint = connection_fingerprint("https://api.aimlapi.com/v1", "key-a")
+    key = cache_key(fingerprint, BODY)
+    assert key == cache_key(fingerprint, dict(reversed(list(BODY.items()))))
+    assert key != cache_key(connection_fingerprint("http://127.0.0.1:1/v1", "key-a"), BODY)
+    assert key != cache_key(connection_fingerprint("https://api.aimlapi.com/v1", "key-b"), BODY)
+    assert key != cache_key(fingerprint, {**BODY, "seed": 1})
+
+
+def test_the_fingerprint_does_not_hold_the_api_key():
+    fingerprint = connection_fingerprint("https://api.aimlapi.com/v1", "sk-secret-key-123")
+    assert "sk-secret-key-123" not in fingerprint
+    assert len(fingerprint) == 64
+    assert fingerprint == connection_fingerprint("https://api.aimlapi.com/v1/", "sk-secret-key-123")
 
 
 def test_stored_reply_keeps_the_original_usage_and_cost(tmp_path):
@@ -108,6 +118,99 @@ def test_unknown_mode_names_the_choices():
 
 def test_unknown_setting_names_the_known_keys():
     with pytest.raises(
-        InvalidRequestError, match="cache has unknown key\\(s\\) folder \\(fix: use the keys mode, path\\)"
+        InvalidRequestError,
+        match="cache has unknown key\\(s\\) folder \\(fix: use the keys mode, path, grace_period\\)",
     ):
         CacheSettings.coerce({"mode": "on", "folder": "/tmp/x"})
+
+
+def cache_warnings(caplog) -> list[str]:
+    return [
+        r.getMessage() for r in caplog.records if r.name == "airflow_o3.cache" and r.levelname == "WARNING"
+    ]
+
+
+def stored_entry(tmp_path, text: str) -> tuple[ResponseCache, str]:
+    """A cache under ``tmp_path`` whose entry for ``BODY`` holds ``text``."""
+    cache = ResponseCache(CacheSettings(mode="on", path=str(tmp_path)))
+    key = cache_key("b", BODY)
+    cache.put(key, completion())
+    (entry,) = tmp_path.rglob("*.json")
+    entry.write_text(text)
+    return cache, key
+
+
+def test_a_corrupt_entry_is_a_miss_with_one_warning_naming_the_entry(tmp_path, caplog):
+    cache, key = stored_entry(tmp_path, '{"version": 2, "response": {"choi')
+    assert cache.get(key) is None
+    (warning,) = cache_warnings(caplog)
+    assert f"{key}.json" in warning
+    assert "counts as missing" in warning
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        pytest.param([], id="a-list"),
+        pytest.param({"version": ENTRY_VERSION, "response": [], "headers": {}}, id="response-a-list"),
+        pytest.param(
+            {"version": ENTRY_VERSION, "response": {"choices": "x"}, "headers": {}}, id="bad-choices"
+        ),
+        pytest.param({"version": ENTRY_VERSION, "response": REPLY, "headers": []}, id="headers-a-list"),
+        pytest.param(
+            {"version": ENTRY_VERSION, "response": {**REPLY, "created": "1e400"}, "headers": {}}, id="huge"
+        ),
+        pytest.param(
+            {"version": ENTRY_VERSION, "response": {**REPLY, "usage": "NaN"}, "headers": {}}, id="nan"
+        ),
+    ],
+)
+def test_an_entry_of_the_wrong_shape_is_a_miss_with_a_warning(tmp_path, caplog, entry):
+    # numbers are spliced in as JSON text: Python's json would write 1e400 as Infinity
+    text = json.dumps(entry).replace('"1e400"', "1e400").replace('"NaN"', '{"total_tokens": NaN}')
+    cache, key = stored_entry(tmp_path, text)
+    assert cache.get(key) is None
+    (warning,) = cache_warnings(caplog)
+    assert f"{key}.json" in warning
+
+
+def test_an_entry_that_cannot_be_read_is_a_miss_with_a_warning(tmp_path, caplog):
+    cache, key = stored_entry(tmp_path, "{}")
+    (entry,) = tmp_path.rglob("*.json")
+    entry.unlink()
+    entry.mkdir()  # a folder where the entry's file should be: reading it fails even as root
+    assert cache.get(key) is None
+    (warning,) = cache_warnings(caplog)
+    assert "could not be read" in warning
+
+
+def test_a_cache_root_under_a_regular_file_reads_as_missing_and_writes_with_a_warning(tmp_path, caplog):
+    (tmp_path / "file").write_text("not a folder")
+    cache = ResponseCache(CacheSettings(mode="on", path=str(tmp_path / "file" / "cache")))
+    key = cache_key("b", BODY)
+    cache.put(key, completion())
+    assert cache.get(key) is None
+    write_warning, read_warning = cache_warnings(caplog)
+    assert "paid for but NOT stored" in write_warning
+    assert f"{key}.json" in write_warning
+    assert "could not be read" in read_warning
+
+
+def test_entries_are_owner_only_whatever_the_umask(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        cache = ResponseCache(CacheSettings(mode="on", path=str(tmp_path / "o3" / "cache")))
+        key = cache_key("b", BODY)
+        cache.put(key, completion())
+    finally:
+        os.umask(previous)
+    entry = tmp_path / "o3" / "cache" / key[:2] / f"{key}.json"
+    assert stat.S_IMODE(entry.stat().st_mode) == 0o600
+    for folder in (entry.parent, tmp_path / "o3" / "cache", tmp_path / "o3"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    assert cache.get(key).text == "Hello"
+
+
+def test_an_entry_of_another_version_is_never_read(tmp_path, caplog):
+    cache, key = stored_entry(tmp_path, json.dumps({"version": 1, "response": REPLY, "headers": {}}))
+    assert cache.get(key) is None
