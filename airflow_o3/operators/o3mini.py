@@ -339,28 +339,18 @@ class O3MiniOperator(BaseOperator):
             messages = [*messages, *reask_messages(reply, error)]
 
     def defer_call(self, context: Context, messages: list[dict[str, Any]], parameters: dict[str, Any]) -> Any:
-        """Hand the checked request to the triggerer and free the worker slot; a reply already in the
-        response cache is published at once instead. The trigger gets no secret, only the conn_id."""
-        import time
+        """Hand the checked request to the triggerer and free the worker slot. The trigger gets no
+        secret: the conn_id, the cache settings and the request's cache entry (a digest)."""
         from dataclasses import asdict
 
-        from airflow_o3.cache import cache_key
+        from airflow_o3.cache import CacheSettings
         from airflow_o3.retry import RetryPolicy
         from airflow_o3.triggers.o3mini import O3MiniTrigger
 
         prepared = self.hook.prepare(
             messages, model=self.model, client_request_id=client_request_id(context), **parameters
         )
-        cache = self.response_cache()
-        if cache is not None:
-            started = time.monotonic()
-            key = cache_key(self.hook.settings.base_url, prepared.body)
-            if (stored := cache.get(key)) is not None:
-                from airflow_o3.observability import report_call
-
-                self.log.info("Reply read from the response cache (entry %s): not deferred", key[:16])
-                report_call(self.hook, prepared, stored, started)
-                return self.publish(context, stored)
+        cache = CacheSettings.coerce(self.cache)
         retry = asdict(self.retry) if isinstance(self.retry, RetryPolicy) else self.retry
         self.defer(
             trigger=O3MiniTrigger(
@@ -369,23 +359,26 @@ class O3MiniOperator(BaseOperator):
                 client_request_id=prepared.client_request_id,
                 retry=retry,
                 timeout=self.timeout,
+                cache=asdict(cache) if cache.mode != "off" else None,
+                cache_key=self.hook.cache_key(prepared) if cache.mode != "off" else None,
             ),
             method_name="execute_complete",
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        """Resume after the triggerer's call: store and publish its reply, or raise the error it met
-        (the same typed error, with the same message, as a call made in the worker)."""
-        from airflow_o3.cache import cache_key
+        """Resume after the triggerer's call: publish its reply, or raise the error it met (the same
+        typed error, with the same message, as a call made in the worker). The trigger has already
+        read or written the response cache."""
         from airflow_o3.triggers.o3mini import completion_from_event
 
         with _task_failure_on_final_errors():
             completion = completion_from_event(event)
-            cache = self.response_cache()
-            if cache is not None:
-                parameters = self.request_parameters()
-                prepared = self.hook.prepare(self.build_messages(), model=self.model, **parameters)
-                cache.put(cache_key(self.hook.settings.base_url, prepared.body), completion)
+        if event.get("cache_key"):
+            self.log.info(
+                "Reply %s the response cache (entry %s)",
+                "read from" if completion.from_cache else "handed by the triggerer to",
+                str(event["cache_key"])[:16],
+            )
         return self.publish(context, completion)
 
     def _log_reply_line(self, index: int, line: str) -> None:

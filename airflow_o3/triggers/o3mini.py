@@ -6,13 +6,27 @@ policy, and the task resumes in ``execute_complete`` with the reply, or with the
 (and the same message) a call in the worker would have raised. The trigger's serialized arguments
 hold no secret: it reads the API key from the connection when it runs.
 
-This module is imported by the triggerer; httpx and the hook are imported only when a trigger runs.
+With the response cache on, the trigger reads the cache before sending and stores the reply as soon
+as it arrives, so a trigger that runs again (the triggerer restarted) does not pay again. The request
+itself runs on an event loop of its own, in a thread of the triggerer process: the triggerer's
+shutdown cancels every task on its own loop at once, and a request there would be cut off unanswered
+after it was paid for. A cancelled trigger waits a bounded ``grace_period`` for its reply, stores
+it, then lets the cancellation through.
+
+This module is imported by the triggerer; the hook, httpx and the cache are imported in a thread when
+a trigger runs, so that nothing blocks the triggerer's event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
+import contextvars
+import threading
+import time
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -20,9 +34,13 @@ from airflow_o3 import errors
 from airflow_o3.errors import HttpFailure, O3Error, ServiceError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncIterator, Coroutine, Mapping
 
+    from airflow_o3.cache import ResponseCache
+    from airflow_o3.hooks.o3mini import O3MiniHook, PreparedCall
     from airflow_o3.response import Completion
+
+T = TypeVar("T")
 
 
 class O3MiniTrigger(BaseTrigger):
@@ -33,6 +51,10 @@ class O3MiniTrigger(BaseTrigger):
     :param client_request_id: sent as ``X-Client-Request-Id``, to trace the call at the service.
     :param retry: retry settings overriding the connection's, as a dict of ``RetryPolicy`` fields.
     :param timeout: read timeout in seconds, overriding the connection's.
+    :param cache: the response cache's settings (``mode``, ``path``, ``grace_period``), as a dict;
+        ``None`` for no cache.
+    :param cache_key: the request's cache entry, as the operator's hook computed it (a digest of the
+        connection's fingerprint and the body: it holds no secret).
     """
 
     def __init__(
@@ -43,6 +65,8 @@ class O3MiniTrigger(BaseTrigger):
         client_request_id: str | None = None,
         retry: Mapping[str, Any] | None = None,
         timeout: float | None = None,
+        cache: Mapping[str, Any] | None = None,
+        cache_key: str | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is not annotated
         self.conn_id = conn_id
@@ -50,6 +74,8 @@ class O3MiniTrigger(BaseTrigger):
         self.client_request_id = client_request_id
         self.retry = dict(retry) if retry else None
         self.timeout = timeout
+        self.cache = dict(cache) if cache else None
+        self.cache_key = cache_key
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -60,29 +86,161 @@ class O3MiniTrigger(BaseTrigger):
                 "client_request_id": self.client_request_id,
                 "retry": self.retry,
                 "timeout": self.timeout,
+                "cache": self.cache,
+                "cache_key": self.cache_key,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_o3.hooks.o3mini import O3MiniHook, PreparedCall
-
-        hook = O3MiniHook(conn_id=self.conn_id, retry=self.retry, timeout=self.timeout)
+        started = time.monotonic()
         try:
+            hook, cache = await asyncio.to_thread(self._hook_and_cache)
+            key = self.cache_key if cache is not None else None
+            if cache is not None and key and (stored := await cache.aget(key)) is not None:
+                self._report_cache_hit(hook, stored, key, started)
+                yield TriggerEvent(completion_event(stored, key))
+                return
             settings = await hook.aget_settings()
-            prepared = PreparedCall(settings.chat_url, self.body, self.client_request_id)
-            async with hook.async_client() as client:
-                completion = await hook.asend(prepared, client)
+            prepared = _prepared_call(settings.chat_url, self.body, self.client_request_id)
+            completion = await self._send(hook, prepared, cache, key)
         except O3Error as error:
             yield TriggerEvent(error_event(error))
             return
-        yield TriggerEvent(completion_event(completion))
+        yield TriggerEvent(completion_event(completion, key))
+
+    def _hook_and_cache(self) -> tuple[O3MiniHook, ResponseCache | None]:
+        """The hook and the cache (``None`` when off). Run in a thread: the first call imports them."""
+        from airflow_o3.cache import CacheSettings, ResponseCache
+        from airflow_o3.hooks.o3mini import O3MiniHook
+
+        hook = O3MiniHook(conn_id=self.conn_id, retry=self.retry, timeout=self.timeout)
+        settings = CacheSettings.coerce(self.cache)
+        return hook, ResponseCache(settings) if settings.mode != "off" else None
+
+    def _report_cache_hit(self, hook: O3MiniHook, stored: Completion, key: str, started: float) -> None:
+        from airflow_o3.observability import report_call
+
+        self.log.info("Reply read from the response cache (entry %s): nothing sent, nothing paid", key[:16])
+        report_call(hook, _prepared_call("", self.body, self.client_request_id), stored, started)
+
+    async def _send(
+        self, hook: O3MiniHook, prepared: PreparedCall, cache: ResponseCache | None, key: str | None
+    ) -> Completion:
+        """Send on the request loop and store the reply there as soon as it arrives.
+
+        Cancelled meanwhile (the triggerer stops, or the trigger moves), the trigger waits up to the
+        cache's ``grace_period`` for the reply to be stored, then lets the cancellation through.
+        """
+        storing = cache is not None and cache.settings.mode == "on" and key is not None
+        in_flight = _run_on_request_loop(_send_and_store(hook, prepared, cache if storing else None, key))
+        reply = asyncio.wrap_future(in_flight)
+        try:
+            return await asyncio.shield(reply)
+        except asyncio.CancelledError:
+            grace = cache.settings.grace_period if storing and cache is not None else 0.0
+            await self._finish_when_cancelled(reply, in_flight, grace)
+            raise
+
+    async def _finish_when_cancelled(
+        self,
+        reply: asyncio.Future[Completion],
+        in_flight: concurrent.futures.Future[Completion],
+        grace: float,
+    ) -> None:
+        if grace > 0:
+            self.log.warning(
+                "Trigger cancelled while its request is in flight: waiting up to %.0fs for the reply "
+                "to store it in the response cache, so that the next run of this trigger does not pay again",
+                grace,
+            )
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({reply}, timeout=grace)
+        if reply.done() and not reply.cancelled() and reply.exception() is None:
+            self.log.info("The reply arrived after the cancellation and went to the response cache")
+            return
+        if not reply.done():
+            in_flight.cancel()
+            self.log.warning(
+                "Trigger cancelled with its request in flight and no reply stored: the request may be "
+                "billed, and the next run of this trigger sends it again"
+            )
 
 
-def completion_event(completion: Completion) -> dict[str, Any]:
-    """The event for a reply: its body and the headers that carry its cost and request id."""
+def _prepared_call(url: str, body: Mapping[str, Any], client_request_id: str | None) -> PreparedCall:
+    from airflow_o3.hooks.o3mini import PreparedCall
+
+    return PreparedCall(url, body, client_request_id)
+
+
+async def _send_and_store(
+    hook: O3MiniHook, prepared: PreparedCall, cache: ResponseCache | None, key: str | None
+) -> Completion:
+    """Send the request; store the reply (in a thread) the moment it arrives, before anything else."""
+    async with hook.async_client() as client:
+        completion = await hook.asend(prepared, client)
+    if cache is not None and key:
+        await cache.aput(key, completion)
+    return completion
+
+
+_request_loop: asyncio.AbstractEventLoop | None = None
+_request_loop_lock = threading.Lock()
+
+
+def _request_loop_running() -> asyncio.AbstractEventLoop:
+    """The process's request loop, in a daemon thread, started on first use."""
+    global _request_loop
+    with _request_loop_lock:
+        if _request_loop is None:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="airflow-o3-requests", daemon=True).start()
+            _request_loop = loop
+        return _request_loop
+
+
+def _run_on_request_loop(coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    """Start ``coroutine`` on the request loop, in a copy of the caller's context (the triggerer routes
+    a trigger's log lines to its task's log by context variables); cancelling the future cancels it."""
+    loop = _request_loop_running()
+    context = contextvars.copy_context()
+    outcome: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def start() -> None:
+        if outcome.cancelled():
+            coroutine.close()
+            return
+        task = loop.create_task(coroutine, context=context)
+        task.add_done_callback(lambda done: _settle(outcome, done))
+        outcome.add_done_callback(
+            lambda future: future.cancelled() and loop.call_soon_threadsafe(task.cancel)
+        )
+
+    loop.call_soon_threadsafe(start)
+    return outcome
+
+
+def _settle(outcome: concurrent.futures.Future[T], task: asyncio.Task[T]) -> None:
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        if task.cancelled():
+            outcome.cancel()
+        elif (error := task.exception()) is not None:
+            outcome.set_exception(error)
+        else:
+            outcome.set_result(task.result())
+
+
+def completion_event(completion: Completion, cache_key: str | None = None) -> dict[str, Any]:
+    """The event for a reply: its body, the headers that carry its cost and request id, whether it
+    came from the response cache, and its cache entry (``None`` without the cache)."""
     from airflow_o3.response import record_headers
 
-    return {"status": "success", "response": dict(completion.raw), "headers": record_headers(completion)}
+    return {
+        "status": "success",
+        "response": dict(completion.raw),
+        "headers": record_headers(completion),
+        "from_cache": completion.from_cache,
+        "cache_key": cache_key,
+    }
 
 
 def error_event(error: O3Error) -> dict[str, Any]:
@@ -105,7 +263,9 @@ def completion_from_event(event: Mapping[str, Any]) -> Completion:
     from airflow_o3.response import completion_from_body
 
     if event.get("status") == "success":
-        return completion_from_body(event["response"], event["headers"])
+        return completion_from_body(
+            event["response"], event["headers"], from_cache=bool(event.get("from_cache"))
+        )
     raise error_from_event(event)
 
 

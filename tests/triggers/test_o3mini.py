@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
+import sys
+import time
 from typing import Any
 
 import pytest
 
+from airflow_o3.cache import CacheSettings, ResponseCache
 from airflow_o3.errors import (
     AuthenticationError,
     ConnectError,
@@ -49,6 +53,8 @@ def test_serialized_kwargs_round_trip_and_hold_no_secret(o3_standin_connection):
         "client_request_id": "dag:task:run:t1",
         "retry": FAST,
         "timeout": 30.0,
+        "cache": None,
+        "cache_key": None,
     }
     assert KEY not in json.dumps(kwargs)
     assert O3MiniTrigger(**kwargs).serialize() == (classpath, kwargs)
@@ -157,3 +163,124 @@ def test_asend_refuses_a_streamed_request(o3_standin_connection):
     with pytest.raises(InvalidRequestError, match="without stream"):
         asyncio.run(send())
     assert o3_standin_connection.chat_requests == []
+
+
+def cached_trigger(tmp_path, **cache: Any) -> O3MiniTrigger:
+    """A trigger with the response cache on under ``tmp_path``, its key computed as the operator does."""
+    hook = O3MiniHook()
+    settings = {"mode": "on", "path": str(tmp_path), **cache}
+    key = hook.cache_key(hook.prepare(BODY["messages"]))
+    return O3MiniTrigger(conn_id="aimlapi_default", body=BODY, retry=FAST, cache=settings, cache_key=key)
+
+
+def stored(trigger: O3MiniTrigger) -> Any:
+    return ResponseCache(CacheSettings.coerce(trigger.cache)).get(trigger.cache_key)
+
+
+def test_the_trigger_stores_the_reply_as_it_arrives_and_the_event_names_the_entry(
+    o3_standin_connection, tmp_path
+):
+    trigger = cached_trigger(tmp_path)
+    event = fire(trigger)
+    assert event["cache_key"] == trigger.cache_key
+    assert event["from_cache"] is False
+    assert stored(trigger).text == completion_from_event(event).text
+    assert KEY not in json.dumps(trigger.serialize()[1])
+
+
+def test_a_trigger_re_created_from_its_kwargs_is_answered_from_the_cache_without_a_request(
+    o3_standin_connection, tmp_path
+):
+    kwargs = cached_trigger(tmp_path).serialize()[1]
+    first = fire(O3MiniTrigger(**kwargs))
+    second = fire(O3MiniTrigger(**json.loads(json.dumps(kwargs))))
+    assert len(o3_standin_connection.chat_requests) == 1
+    assert second["from_cache"] is True
+    assert completion_from_event(second).from_cache
+    assert completion_from_event(second).text == completion_from_event(first).text
+
+
+async def _cancel_after(trigger: O3MiniTrigger, seconds: float, *, shutdown: bool) -> None:
+    """Run ``trigger`` and cancel it after ``seconds``: alone (the trigger is moved or the user acts),
+    or with every task of the loop as the triggerer's shutdown does (``asyncio.run`` ending)."""
+
+    async def first() -> Any:
+        return await anext(trigger.run())
+
+    task = asyncio.create_task(first())
+    await asyncio.sleep(seconds)
+    if shutdown:
+        return  # asyncio.run cancels every task still running, then waits for them
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+@pytest.mark.parametrize("shutdown", [True, False], ids=["triggerer-shutdown", "trigger-cancelled"])
+def test_a_trigger_cancelled_mid_request_stores_the_late_reply_and_its_next_run_sends_nothing(
+    o3_standin_connection, tmp_path, shutdown
+):
+    o3_standin_connection.script(Stall(1.0))
+    trigger = cached_trigger(tmp_path, grace_period=5)
+    started = time.monotonic()
+    asyncio.run(_cancel_after(trigger, 0.3, shutdown=shutdown))
+    assert 0.9 < time.monotonic() - started < 4
+    assert stored(trigger) is not None, "the reply that arrived during the grace period is stored"
+
+    again = fire(O3MiniTrigger(**trigger.serialize()[1]))
+    assert again["from_cache"] is True
+    assert len(o3_standin_connection.chat_requests) == 1
+
+
+def test_the_grace_period_bounds_the_wait_of_a_cancelled_trigger(o3_standin_connection, tmp_path):
+    o3_standin_connection.script(Stall(3.0))
+    trigger = cached_trigger(tmp_path, grace_period=0.3)
+    started = time.monotonic()
+    asyncio.run(_cancel_after(trigger, 0.2, shutdown=True))
+    assert time.monotonic() - started < 1.5
+    assert stored(trigger) is None
+
+
+LOOP_LAG_PROBE = """
+import asyncio, json, sys, time
+
+from airflow_o3.triggers.o3mini import O3MiniTrigger
+
+
+async def main():
+    lag = 0.0
+    running = True
+
+    async def heartbeat():
+        nonlocal lag
+        while running:
+            before = time.monotonic()
+            await asyncio.sleep(0.005)
+            lag = max(lag, time.monotonic() - before - 0.005)
+
+    beat = asyncio.create_task(heartbeat())
+    await asyncio.sleep(0.05)
+    events = []
+    for _ in range(2):  # a miss that sends and stores, then a hit
+        events.append((await anext(O3MiniTrigger(**json.loads(sys.argv[1])).run())).payload)
+    running = False
+    await beat
+    print(json.dumps({"lag": lag, "from_cache": [event.get("from_cache") for event in events]}))
+
+
+asyncio.run(main())
+"""
+
+
+def test_the_trigger_never_blocks_the_triggerers_event_loop(o3_standin_connection, tmp_path):
+    kwargs = cached_trigger(tmp_path).serialize()[1]
+    probe = subprocess.run(
+        [sys.executable, "-c", LOOP_LAG_PROBE, json.dumps(kwargs)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    measured = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert measured["from_cache"] == [False, True]
+    assert measured["lag"] < 0.1, f"the event loop was blocked for {measured['lag']:.3f}s"
