@@ -51,3 +51,39 @@ def test_without_the_cache_the_retry_pays_again(dag_file, o3_standin_connection)
     result = run_dag("o3_pay_twice")
     result.assert_success()
     assert len(o3_standin_connection.chat_requests) == 2
+
+
+UNWRITABLE_CACHE_DAG = """
+from datetime import timedelta
+
+import pendulum
+from airflow.providers.common.compat.sdk import DAG
+from airflow_o3.operators import O3MiniOperator
+
+with DAG(dag_id="{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+    O3MiniOperator(
+        task_id="ask",
+        prompt="Summarise the night's incidents.",
+        cache={{"mode": "on", "path": {path!r}}},
+        deferrable={deferrable!r},
+        retries=2,
+        retry_delay=timedelta(0),
+    )
+"""
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["in-worker", "deferred"])
+def test_a_cache_that_cannot_store_the_paid_reply_warns_and_the_task_succeeds_paying_once(
+    dag_file, o3_standin_connection, tmp_path, deferrable
+):
+    (tmp_path / "file").write_text("a regular file where the cache folder should be")
+    dag_id = f"o3_unwritable_cache_{'deferred' if deferrable else 'worker'}"
+    path = str(tmp_path / "file" / "o3_cache")
+    dag_file(UNWRITABLE_CACHE_DAG.format(dag_id=dag_id, path=path, deferrable=deferrable))
+    result = run_dag(dag_id)
+    result.assert_success()
+    assert result.try_number("ask") == 1
+    assert len(o3_standin_connection.chat_requests) == 1
+    assert result.xcom("ask").startswith("Stand-in reply to: Summarise")
+    assert "paid for but NOT stored in the response cache" in result.log
+    assert result.leaks("standin-test-key") == []
