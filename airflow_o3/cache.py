@@ -126,17 +126,20 @@ class ResponseCache:
     """
 
     def __init__(self, settings: CacheSettings) -> None:
-        from airflow.providers.common.compat.sdk import ObjectStoragePath
-
         self.settings = settings
-        self.root = ObjectStoragePath(settings.path or default_cache_root())
+        location = settings.path or default_cache_root()
+        self._folder = _local_folder(location)
+        self._root: Any = None if self._folder is not None else _object_storage(location)
 
     @property
     def enabled(self) -> bool:
         return self.settings.mode != "off"
 
     def _entry(self, key: str) -> Any:
-        return self.root / key[:2] / f"{key}.json"
+        """The entry's file: a local path, or an ``ObjectStoragePath`` on object storage."""
+        if self._folder is not None:
+            return os.path.join(self._folder, key[:2], f"{key}.json")
+        return self._root / key[:2] / f"{key}.json"
 
     def get(self, key: str) -> Completion | None:
         """The stored completion for a request, or ``None``.
@@ -148,7 +151,7 @@ class ResponseCache:
             return None
         entry = self._entry(key)
         try:
-            text = entry.read_text()
+            text = _read_local(entry) if isinstance(entry, str) else entry.read_text()
         except FileNotFoundError:
             return None
         except Exception as error:
@@ -181,8 +184,8 @@ class ResponseCache:
         entry = self._entry(key)
         try:
             data = _entry_text(key, completion)
-            if entry.protocol in ("file", "local", ""):
-                _write_local(entry.path, data)
+            if isinstance(entry, str):
+                _write_local(entry, data)
             else:
                 entry.parent.mkdir(parents=True, exist_ok=True)
                 entry.write_text(data)
@@ -197,6 +200,28 @@ class ResponseCache:
     async def aput(self, key: str, completion: Completion) -> None:
         """:meth:`put` in a thread, so the storage I/O does not block an event loop (the triggerer's)."""
         await asyncio.to_thread(self.put, key, completion)
+
+
+def _local_folder(location: str) -> str | None:
+    """The folder of a local cache (a path or a ``file://`` URL); ``None`` for object storage.
+
+    Local entries are read and written with plain file calls: Airflow's object storage layer would
+    load every provider's metadata at the first use, seconds of CPU in a triggerer.
+    """
+    if location.startswith("file://"):
+        return location[len("file://") :]
+    return None if "://" in location else location
+
+
+def _object_storage(location: str) -> Any:
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    return ObjectStoragePath(location)
+
+
+def _read_local(path: str) -> str:
+    with open(path, encoding="utf-8") as file:
+        return file.read()
 
 
 def _why(error: Exception) -> str:

@@ -36,6 +36,8 @@ from airflow_o3.errors import HttpFailure, O3Error, ServiceError
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Coroutine, Mapping
 
+    import httpx
+
     from airflow_o3.cache import ResponseCache
     from airflow_o3.hooks.o3mini import O3MiniHook, PreparedCall
     from airflow_o3.response import Completion
@@ -132,7 +134,10 @@ class O3MiniTrigger(BaseTrigger):
         cache's ``grace_period`` for the reply to be stored, then lets the cancellation through.
         """
         storing = cache is not None and cache.settings.mode == "on" and key is not None
-        in_flight = _run_on_request_loop(_send_and_store(hook, prepared, cache if storing else None, key))
+        client = await asyncio.to_thread(hook.async_client)  # imports the transport, reads the CA bundle
+        in_flight = _run_on_request_loop(
+            _send_and_store(hook, client, prepared, cache if storing else None, key)
+        )
         reply = asyncio.wrap_future(in_flight)
         try:
             return await asyncio.shield(reply)
@@ -173,10 +178,14 @@ def _prepared_call(url: str, body: Mapping[str, Any], client_request_id: str | N
 
 
 async def _send_and_store(
-    hook: O3MiniHook, prepared: PreparedCall, cache: ResponseCache | None, key: str | None
+    hook: O3MiniHook,
+    client: httpx.AsyncClient,
+    prepared: PreparedCall,
+    cache: ResponseCache | None,
+    key: str | None,
 ) -> Completion:
     """Send the request; store the reply (in a thread) the moment it arrives, before anything else."""
-    async with hook.async_client() as client:
+    async with client:
         completion = await hook.asend(prepared, client)
     if cache is not None and key:
         await cache.aput(key, completion)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -244,7 +246,13 @@ def test_the_grace_period_bounds_the_wait_of_a_cancelled_trigger(o3_standin_conn
 LOOP_LAG_PROBE = """
 import asyncio, json, sys, time
 
+# What a running triggerer has loaded before this trigger: its own modules, and Airflow's connection
+# machinery (on Airflow 2, the first connection read loads cryptography, ~70 ms holding the GIL).
+import airflow.jobs.triggerer_job_runner
+from airflow.providers.common.compat.sdk import BaseHook
 from airflow_o3.triggers.o3mini import O3MiniTrigger
+
+BaseHook.get_connection("aimlapi_default")
 
 
 async def main():
@@ -273,14 +281,20 @@ asyncio.run(main())
 
 
 def test_the_trigger_never_blocks_the_triggerers_event_loop(o3_standin_connection, tmp_path):
-    kwargs = cached_trigger(tmp_path).serialize()[1]
-    probe = subprocess.run(
-        [sys.executable, "-c", LOOP_LAG_PROBE, json.dumps(kwargs)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    kwargs = json.dumps(cached_trigger(tmp_path / "cache").serialize()[1])
+    # Bytecode compiled once, as in any installed deployment (this environment may forbid writing it).
+    environment = {**os.environ, "PYTHONPYCACHEPREFIX": str(tmp_path / "pycache")}
+    environment.pop("PYTHONDONTWRITEBYTECODE", None)
+    for _ in range(2):  # the first run compiles, the second measures
+        probe = subprocess.run(
+            [sys.executable, "-c", LOOP_LAG_PROBE, kwargs],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+            env=environment,
+        )
+        shutil.rmtree(tmp_path / "cache")
     measured = json.loads(probe.stdout.strip().splitlines()[-1])
     assert measured["from_cache"] == [False, True]
     assert measured["lag"] < 0.1, f"the event loop was blocked for {measured['lag']:.3f}s"
