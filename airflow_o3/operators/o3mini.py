@@ -140,13 +140,13 @@ class O3MiniOperator(BaseOperator):
     :param retry: retry settings overriding the connection's, e.g. ``{"max_attempts": 3}``.
     :param timeout: seconds to wait for the reply, overriding the connection's read timeout.
     :param cache: the response cache: ``"off"`` (default), ``"on"``, ``"read_only"``, or a dict
-        ``{"mode": "on", "path": "s3://bucket/o3-cache"}``. With it on, a retry of a task whose call
-        already succeeded reuses the stored reply instead of paying again.
+        ``{"mode": "on", "path": "s3://bucket/o3-cache", "grace_period": 15}``. With it on, a retry
+        of a task whose call already succeeded reuses the stored reply instead of paying again.
     :param deferrable: wait for the reply in the triggerer rather than in a worker slot (a reasoning
-        call can take minutes). The worker renders and checks the request (and answers from the
-        cache when it can), then defers; the result, the XComs and the errors are those of a call
-        made in the worker. Default: ``[operators] default_deferrable``. Not with ``stream`` or
-        ``json_retries``, which need the worker.
+        call can take minutes). The worker renders and checks the request, then defers; the
+        trigger answers from the cache when it can, and stores the reply as it arrives. The result,
+        the XComs and the errors are those of a call made in the worker. Default: ``[operators]
+        default_deferrable``. Not with ``stream`` or ``json_retries``, which need the worker.
     """
 
     template_fields: Sequence[str] = ("prompt", "system_prompt", "messages", "model")
@@ -373,11 +373,10 @@ class O3MiniOperator(BaseOperator):
 
         with _task_failure_on_final_errors():
             completion = completion_from_event(event)
-        if event.get("cache_key"):
+        if completion.from_cache:
             self.log.info(
-                "Reply %s the response cache (entry %s)",
-                "read from" if completion.from_cache else "handed by the triggerer to",
-                str(event["cache_key"])[:16],
+                "The triggerer read the reply from the response cache (entry %s): nothing was paid for it",
+                str(event.get("cache_key"))[:16],
             )
         return self.publish(context, completion)
 

@@ -154,7 +154,7 @@ class O3MiniTrigger(BaseTrigger):
     ) -> None:
         if grace > 0:
             self.log.warning(
-                "Trigger cancelled while its request is in flight: waiting up to %.0fs for the reply "
+                "Trigger cancelled while its request is in flight: waiting up to %gs for the reply "
                 "to store it in the response cache, so that the next run of this trigger does not pay again",
                 grace,
             )
