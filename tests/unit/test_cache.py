@@ -214,3 +214,9 @@ def test_entries_are_owner_only_whatever_the_umask(tmp_path):
 def test_an_entry_of_another_version_is_never_read(tmp_path, caplog):
     cache, key = stored_entry(tmp_path, json.dumps({"version": 1, "response": REPLY, "headers": {}}))
     assert cache.get(key) is None
+
+
+@pytest.mark.parametrize("grace_period", [-1, 601, "15", True])
+def test_a_grace_period_that_is_not_seconds_is_refused_naming_the_field(grace_period):
+    with pytest.raises(InvalidRequestError, match=r"cache grace_period .* \(fix: use"):
+        CacheSettings.coerce({"mode": "on", "grace_period": grace_period})
