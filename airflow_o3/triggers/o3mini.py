@@ -23,6 +23,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
+import os
 import threading
 import time
 from dataclasses import asdict
@@ -192,19 +193,21 @@ async def _send_and_store(
     return completion
 
 
-_request_loop: asyncio.AbstractEventLoop | None = None
+_request_loop: tuple[asyncio.AbstractEventLoop, threading.Thread, int] | None = None
 _request_loop_lock = threading.Lock()
 
 
 def _request_loop_running() -> asyncio.AbstractEventLoop:
-    """The process's request loop, in a daemon thread, started on first use."""
+    """The process's request loop, in a daemon thread, started on first use (and again in a forked
+    child, which inherits the loop but not its thread)."""
     global _request_loop
     with _request_loop_lock:
-        if _request_loop is None:
+        if _request_loop is None or _request_loop[2] != os.getpid() or not _request_loop[1].is_alive():
             loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="airflow-o3-requests", daemon=True).start()
-            _request_loop = loop
-        return _request_loop
+            thread = threading.Thread(target=loop.run_forever, name="airflow-o3-requests", daemon=True)
+            thread.start()
+            _request_loop = (loop, thread, os.getpid())
+        return _request_loop[0]
 
 
 def _run_on_request_loop(coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
