@@ -160,18 +160,24 @@ def test_the_generated_chunks_are_the_contracts():
         validate_stream_chunk(chunk, null_finish_reason_ok=False)
 
 
-@pytest.mark.parametrize(("label", "chunk"), CHUNKS, ids=_ids(CHUNKS))
-def test_every_chunk_the_contract_allows_is_assembled_and_handed_downstream(label, chunk):
+def _assembled(chunk: dict[str, Any]) -> Completion:
     stream = StreamAssembler(200, {})
     stream.feed(json.dumps(chunk))
     stream.feed("[DONE]")
+    return stream.completion()
+
+
+@pytest.mark.parametrize(("label", "chunk"), CHUNKS, ids=_ids(CHUNKS))
+def test_every_chunk_the_contract_allows_is_assembled_and_handed_downstream(label, chunk):
     try:
-        completion = stream.completion()
+        completion = _assembled(chunk)
     except BadResponseError:
         assert not chunk["choices"], "only a stream without choices may be refused"
         return
     _hand_downstream(completion)
-    _count_and_report([completion])
+    full = _assembled(example(stream_chunk_schema()))
+    _count_and_report([completion, full])
+    _count_and_report([full, completion])
     delta = chunk["choices"][0].get("delta") or {}
     assert completion.text == delta.get("content")
 
