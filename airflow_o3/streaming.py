@@ -22,7 +22,14 @@ from airflow_o3.errors import (
     ServiceError,
     StreamCutError,
 )
-from airflow_o3.response import Completion, completion_from_body, error_for, header, json_object
+from airflow_o3.response import (
+    Completion,
+    completion_from_body,
+    error_for,
+    header,
+    index_number,
+    json_object,
+)
 
 OnText = Callable[[int, str], None]
 """Called with (choice index, text) for each piece of reply text as it arrives."""
@@ -122,7 +129,7 @@ class StreamAssembler:
                 self._take(choice)
 
     def _take(self, choice: Mapping[str, Any]) -> None:
-        index = int(choice.get("index") or 0)
+        index = self._index(choice.get("index"), "a choice's index")
         state = self._choices.setdefault(index, _ChoiceState())
         delta = json_object(choice.get("delta"))
         if isinstance(delta.get("content"), str):
@@ -144,7 +151,7 @@ class StreamAssembler:
         if not isinstance(part, dict):
             return
         call = state.tool_calls.setdefault(
-            int(part.get("index", position)),
+            self._index(part.get("index"), "a tool call's index", default=position),
             {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
         )
         if part.get("id"):
@@ -155,6 +162,18 @@ class StreamAssembler:
         if function.get("arguments"):
             call["function"]["arguments"] += str(function["arguments"])
             self.characters += len(str(function["arguments"]))
+
+    def _index(self, value: Any, what: str, default: int = 0) -> int:
+        """A chunk's choice or tool-call index (``default`` when left out).
+
+        :raises BadResponseError: an index that is not a whole number from 0 (NaN, infinite,
+            negative): the pieces of the reply cannot be put together.
+        """
+        if value is None:
+            return default
+        if (index := index_number(value)) is None:
+            raise BadResponseError(self._failure(f"the stream breaks the contract: {what} is {value!r}"))
+        return index
 
     def body(self) -> dict[str, Any]:
         """The ``chat.completion`` body the stream adds up to (what a plain call would return)."""
