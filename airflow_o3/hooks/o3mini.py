@@ -11,7 +11,7 @@ import os
 import time
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
@@ -81,14 +81,27 @@ def _tls_failed(error: BaseException) -> bool:
     return False
 
 
-def _attempt_timed_out(url: str, timeouts: Timeouts) -> AttemptTimeoutError:
-    return AttemptTimeoutError(
-        HttpFailure(
-            None,
-            f"the reply from {url} was not complete within attempt_timeout={timeouts.attempt:g}s; "
-            "the attempt was cut",
+class _Deadline(NamedTuple):
+    """When one attempt must be over: ``at`` (a ``time.monotonic()`` value), ``seconds`` after it began."""
+
+    at: float
+    seconds: float
+
+    @classmethod
+    def after(cls, seconds: float) -> _Deadline:
+        return cls(time.monotonic() + seconds, seconds)
+
+    def left(self) -> float:
+        return self.at - time.monotonic()
+
+    def timed_out(self, url: str) -> AttemptTimeoutError:
+        return AttemptTimeoutError(
+            HttpFailure(
+                None,
+                f"the reply from {url} was not complete within attempt_timeout={self.seconds:g}s; "
+                "the attempt was cut",
+            )
         )
-    )
 
 
 def _too_large(url: str, status: int, limit: int) -> ReplyTooLargeError:
@@ -261,7 +274,8 @@ class O3MiniHook(BaseHook):
     def session(self) -> requests.Session:
         """One pooled HTTP session for every call this hook makes."""
         import requests
-        from requests.adapters import HTTPAdapter
+
+        from airflow_o3.hooks._deadline import DeadlineAdapter
 
         session = requests.Session()
         # Proxy and CA-bundle variables are read once here rather than at every request: requests
@@ -270,7 +284,7 @@ class O3MiniHook(BaseHook):
         session.proxies.update(requests.utils.get_environ_proxies(self.settings.base_url))
         session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
         session.trust_env = False
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self._pool_size)
+        adapter = DeadlineAdapter(pool_connections=1, pool_maxsize=self._pool_size)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         return session
@@ -349,8 +363,8 @@ class O3MiniHook(BaseHook):
         return completion
 
     def _post(self, prepared: PreparedCall) -> Completion:
-        deadline = time.monotonic() + self.settings.timeouts.attempt
-        with self._keyless(), self._open(prepared, stream=False) as response:
+        deadline = _Deadline.after(self.settings.timeouts.attempt)
+        with self._keyless(), self._open(prepared, deadline, stream=False) as response:
             content = b"".join(self._body(response, prepared.url, deadline))
             return parse_response(response.status_code, response.headers, content)
 
@@ -358,8 +372,8 @@ class O3MiniHook(BaseHook):
         from airflow_o3.streaming import NoProgress, StreamAssembler, sse_data, sse_lines
 
         settings = self.settings
-        deadline = time.monotonic() + settings.timeouts.attempt
-        with self._keyless(), self._open(prepared, stream=True) as response:
+        deadline = _Deadline.after(settings.timeouts.attempt)
+        with self._keyless(), self._open(prepared, deadline, stream=True) as response:
             body = self._body(response, prepared.url, deadline)
             content_type = response.headers.get("Content-Type", "")
             if not 200 <= response.status_code < 300 or "text/event-stream" not in content_type:
@@ -385,10 +399,11 @@ class O3MiniHook(BaseHook):
                 raise
             raise error.without(sorted({key, json.dumps(key)[1:-1], repr(key)[1:-1]})) from None
 
-    def _open(self, prepared: PreparedCall, *, stream: bool) -> requests.Response:
+    def _open(self, prepared: PreparedCall, deadline: _Deadline, *, stream: bool) -> requests.Response:
         """POST the body and wait for the reply's headers; a failure to connect or to get them, and a
         redirect, become typed errors. The body is left to :meth:`_body`.
 
+        :param deadline: when the attempt must be over.
         :param stream: ask for server-sent events.
         """
 
@@ -398,37 +413,49 @@ class O3MiniHook(BaseHook):
             headers["Accept"] = "text/event-stream"
         if self.rate_control is not None:
             self.rate_control.acquire()
-        response = self._request(
-            "POST", prepared.url, headers, read=settings.timeouts.read, data=prepared.content
-        )
+        response = self._request("POST", prepared.url, headers, deadline, data=prepared.content)
         if self.rate_control is not None:
             self.rate_control.observe(response.status_code, response.headers)
         return response
 
     def _request(
-        self, method: str, url: str, headers: Mapping[str, str], *, read: float, data: bytes | None = None
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        deadline: _Deadline,
+        *,
+        data: bytes | None = None,
     ) -> requests.Response:
-        """Send one request and wait for the reply's headers, without following a redirect.
+        """Send one request and wait for the reply's headers until ``deadline`` at the latest,
+        without following a redirect.
 
-        :raises RequestTimeoutError: no reply within ``read`` seconds.
+        :raises AttemptTimeoutError: the headers had not all arrived by ``deadline``.
+        :raises RequestTimeoutError: no byte within the read timeout.
         :raises ConnectError: the service could not be reached (:class:`TlsError`: TLS failed).
         :raises RedirectError: a 3xx answer.
         """
         import requests
 
+        from airflow_o3.hooks._deadline import deadline as headers_by
+
+        timeouts = self.settings.timeouts
         try:
-            response = self.session.request(
-                method,
-                url,
-                data=data,
-                headers=headers,
-                timeout=(self.settings.timeouts.connect, read),
-                stream=True,
-                allow_redirects=False,
-            )
-        except requests.Timeout as error:
-            raise _no_reply(url, error) from None
-        except requests.ConnectionError as error:
+            with headers_by(deadline.at):
+                response = self.session.request(
+                    method,
+                    url,
+                    data=data,
+                    headers=headers,
+                    timeout=(timeouts.connect, max(0.001, min(timeouts.read, deadline.left()))),
+                    stream=True,
+                    allow_redirects=False,
+                )
+        except (requests.Timeout, requests.ConnectionError) as error:
+            if deadline.left() <= 0:
+                raise deadline.timed_out(url) from None
+            if isinstance(error, requests.Timeout):
+                raise _no_reply(url, error) from None
             raise _unreachable(url, error) from None
         try:
             _refuse_redirect(response.status_code, response.headers, url, self.settings.base_url)
@@ -437,7 +464,7 @@ class O3MiniHook(BaseHook):
             raise
         return response
 
-    def _body(self, response: requests.Response, url: str, deadline: float) -> Iterator[bytes]:
+    def _body(self, response: requests.Response, url: str, deadline: _Deadline) -> Iterator[bytes]:
         """The reply's body, decoded, in pieces as they arrive.
 
         Each wait for bytes is bounded by the read timeout and by what is left of the attempt, and
@@ -451,15 +478,15 @@ class O3MiniHook(BaseHook):
         settings = self.settings
         received = 0
         while True:
-            wait = min(settings.timeouts.read, deadline - time.monotonic())
+            wait = min(settings.timeouts.read, deadline.left())
             if wait <= 0:
-                raise _attempt_timed_out(url, settings.timeouts)
+                raise deadline.timed_out(url)
             _limit_wait(response, wait)
             try:
                 chunk = response.raw.read1(_CHUNK_BYTES)
             except ReadTimeoutError as error:
-                if time.monotonic() >= deadline:
-                    raise _attempt_timed_out(url, settings.timeouts) from None
+                if deadline.left() <= 0:
+                    raise deadline.timed_out(url) from None
                 raise _no_reply(url, error) from None
             except (HTTPError, OSError) as error:
                 raise _unreachable(url, error) from None
@@ -505,7 +532,7 @@ class O3MiniHook(BaseHook):
                 async with asyncio.timeout(settings.timeouts.attempt):
                     status, headers, content = await self._aexchange(prepared, client)
         except TimeoutError:
-            raise _attempt_timed_out(prepared.url, settings.timeouts) from None
+            raise _Deadline(0.0, settings.timeouts.attempt).timed_out(prepared.url) from None
         except httpx.TimeoutException as error:
             raise _no_reply(prepared.url, error) from None
         except httpx.TransportError as error:
@@ -575,8 +602,8 @@ class O3MiniHook(BaseHook):
 
     def _get(self, url: str, headers: Mapping[str, str]) -> tuple[int, Mapping[str, str], bytes]:
         """GET ``url`` within 30 s, as a POST is sent: no redirect followed, the size limit kept."""
-        deadline = time.monotonic() + _TEST_SECONDS
-        with self._request("GET", url, headers, read=_TEST_SECONDS) as response:
+        deadline = _Deadline.after(_TEST_SECONDS)
+        with self._request("GET", url, headers, deadline) as response:
             return response.status_code, response.headers, b"".join(self._body(response, url, deadline))
 
     @classmethod

@@ -122,6 +122,17 @@ def trickle(server: Hostile, handler: BaseHTTPRequestHandler) -> None:
         handler.wfile.flush()
 
 
+def trickled_headers(server: Hostile, handler: BaseHTTPRequestHandler) -> None:
+    """A status line, then one byte of an endless header every 0.5 s; gives up after 8 s."""
+    handler.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+    handler.wfile.flush()
+    for _ in range(16):
+        if server.stop.wait(0.5):
+            return
+        handler.wfile.write(b"a")
+        handler.wfile.flush()
+
+
 def keep_alives(server: Hostile, handler: BaseHTTPRequestHandler) -> None:
     """An event stream of ``: keep-alive`` comments every 0.2 s and nothing else; ends after 8 s."""
     handler.send_response(200)
@@ -241,6 +252,16 @@ def test_a_reply_trickling_a_byte_every_half_second_is_cut_at_the_attempt_timeou
     assert "attempt_timeout=2s" in str(raised.value)
     assert "extra `attempt_timeout` of connection 'aimlapi_default'" in str(raised.value)
     assert raised.value.retryable
+
+
+@SYNC_AND_ASYNC
+def test_headers_trickling_a_byte_every_half_second_are_cut_at_the_attempt_timeout(monkeypatch, call):
+    with Hostile(trickled_headers) as server:
+        connect(monkeypatch, server.base_url, attempt_timeout=2, read_timeout=1, max_attempts=1)
+        started = time.monotonic()
+        with pytest.raises(errors.AttemptTimeoutError, match="attempt_timeout=2s"):
+            call(O3MiniHook())
+    assert time.monotonic() - started < 3.0
 
 
 def test_an_attempt_timeout_is_retried_within_the_retry_policy(monkeypatch):
