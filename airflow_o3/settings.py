@@ -194,7 +194,12 @@ def settings_from_connection(
         url = base_url(host, port, schema)
     except InvalidRequestError as error:
         raise InvalidRequestError(f"connection {conn_id!r}: {error}") from None
-    read = _number(extras, "read_timeout", Timeouts.read)
+    # Whichever of the two is set, the other's default follows it: the attempt is never shorter
+    # than one read; when both are set, Timeouts refuses an attempt shorter than a read.
+    attempt = _number(extras, "attempt_timeout", Timeouts.attempt)
+    read = _number(extras, "read_timeout", min(Timeouts.read, attempt))
+    if extras.get("attempt_timeout") in (None, ""):
+        attempt = max(attempt, read)
     return ClientSettings(
         base_url=url,
         api_key=password,
@@ -202,7 +207,7 @@ def settings_from_connection(
         timeouts=Timeouts(
             connect=_number(extras, "connect_timeout", Timeouts.connect),
             read=read,
-            attempt=_number(extras, "attempt_timeout", max(Timeouts.attempt, read)),
+            attempt=attempt,
         ),
         retry=retry,
         max_reply_bytes=_size(extras, "max_reply_bytes", DEFAULT_MAX_REPLY_BYTES),

@@ -225,6 +225,13 @@ def test_the_attempt_timeout_defaults_to_30_minutes_and_never_undercuts_the_read
     monkeypatch.setenv("AIRFLOW_CONN_AIMLAPI_DEFAULT", json.dumps(connection))
     assert O3MiniHook().settings.timeouts == Timeouts(connect=10.0, read=2400.0, attempt=2400.0)
     assert Timeouts().attempt == 1800.0
+    connection["extra"] = {"attempt_timeout": 300}
+    monkeypatch.setenv("AIRFLOW_CONN_AIMLAPI_DEFAULT", json.dumps(connection))
+    assert O3MiniHook().settings.timeouts == Timeouts(connect=10.0, read=300.0, attempt=300.0)
+    connection["extra"] = {"attempt_timeout": 300, "read_timeout": 600}
+    monkeypatch.setenv("AIRFLOW_CONN_AIMLAPI_DEFAULT", json.dumps(connection))
+    with pytest.raises(InvalidRequestError, match="attempt_timeout=300s is shorter than read_timeout=600s"):
+        O3MiniHook().chat([{"role": "user", "content": "hi"}])
     with pytest.raises(
         InvalidRequestError, match=r"attempt_timeout=5s is shorter than read_timeout=10s \(fix: "
     ):
