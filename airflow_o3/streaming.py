@@ -10,6 +10,7 @@ the same XCom values) as a plain one. A stream that ends before ``data: [DONE]``
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,25 +38,51 @@ OnText = Callable[[int, str], None]
 DONE = "[DONE]"
 
 
-def sse_data(lines: Iterable[bytes | str]) -> Iterator[str]:
+class NoProgress(Exception):
+    """No ``data`` line arrived for longer than the idle limit: only comments (keep-alives) or
+    other fields, which do not bring the reply any closer."""
+
+
+def sse_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The lines of a stream that arrives in pieces of any size, without their ``\\n``."""
+    pending = b""
+    for chunk in chunks:
+        *lines, pending = (pending + chunk).split(b"\n")
+        yield from lines
+    if pending:
+        yield pending
+
+
+def sse_data(
+    lines: Iterable[bytes | str],
+    *,
+    idle_timeout: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Iterator[str]:
     """The ``data`` of each server-sent event, from the stream's lines (without line endings).
 
     Several ``data:`` lines of one event are joined with newlines; comments and the ``event``,
     ``id`` and ``retry`` fields are skipped. An event the stream ends in the middle of is dropped
     (as the SSE standard says), except a final ``[DONE]``.
+
+    :param idle_timeout: seconds a stream may go without a ``data`` line; comments such as
+        ``: keep-alive`` do not count as progress.
+    :raises NoProgress: ``idle_timeout`` passed with no ``data`` line.
     """
     pending: list[str] = []
+    progress = clock()
     for raw in lines:
         line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         line = line.rstrip("\r\n")
-        if not line:
-            if pending:
-                yield "\n".join(pending)
-                pending = []
-            continue
         name, _, value = line.partition(":")
         if name == "data":
             pending.append(value.removeprefix(" "))
+            progress = clock()
+        elif idle_timeout is not None and clock() - progress > idle_timeout:
+            raise NoProgress(f"no data in {idle_timeout:g}s, only comments such as keep-alives")
+        elif not line and pending:
+            yield "\n".join(pending)
+            pending = []
     if pending == [DONE]:
         yield DONE
 
