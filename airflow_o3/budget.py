@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_o3.errors import InvalidRequestError, O3Error
 from airflow_o3.parameters import coerce_settings
+from airflow_o3.response import amount
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -79,16 +80,25 @@ class Budget:
 
 
 def cost_usd(completion: Completion) -> float:
-    """The service's cost figure for a call, or an estimate at the list price when it sent none."""
+    """The service's cost figure for a call, or an estimate at the list price when it sent none.
+
+    A figure that is no amount (NaN, infinite, negative) counts as 0, so a spend never goes down.
+    """
     if completion.cost_usd is not None:
-        return completion.cost_usd
+        return float(amount(completion.cost_usd) or 0)
     usage = completion.usage
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    prompt = _count(usage.get("prompt_tokens"))
+    cached = min(prompt, _count((usage.get("prompt_tokens_details") or {}).get("cached_tokens")))
     return float(
-        (usage.get("prompt_tokens", 0) - cached) * USD_PER_INPUT_TOKEN
+        (prompt - cached) * USD_PER_INPUT_TOKEN
         + cached * USD_PER_CACHED_INPUT_TOKEN
-        + usage.get("completion_tokens", 0) * USD_PER_OUTPUT_TOKEN
+        + _count(usage.get("completion_tokens")) * USD_PER_OUTPUT_TOKEN
     )
+
+
+def _count(value: Any) -> int | float:
+    """A reported token count, or 0 when it is missing or no count."""
+    return amount(value) or 0
 
 
 class Spend:
@@ -108,7 +118,7 @@ class Spend:
         """Count a reply; one read from the response cache was not paid for, and adds nothing."""
         if completion.from_cache:
             return
-        tokens = completion.usage.get("total_tokens") or 0
+        tokens = int(_count(completion.usage.get("total_tokens")))
         usd = cost_usd(completion)
         with self._lock:
             self.requests += 1

@@ -7,8 +7,28 @@ No message ever contains the API key: the hook never puts headers into an error.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import re
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+MAX_QUOTED_CHARACTERS = 500
+"""The most of a service's message an error or a log line quotes; the rest is cut."""
+
+_BEARER = re.compile(r"\b(bearer)\s+[^\s\"'<>,;]+", re.IGNORECASE)
+
+
+def quotable(text: str, limit: int = MAX_QUOTED_CHARACTERS) -> str:
+    """``text`` fit to quote in an error or a log line: every ``Bearer <token>`` replaced by
+    ``Bearer ***`` (a proxy may echo the request's Authorization header), then cut to ``limit``
+    characters in all, saying how many were left out (so doing it twice changes nothing)."""
+    text = _BEARER.sub(r"\1 ***", text)
+    if len(text) <= limit:
+        return text
+    keep = max(0, limit - len(f"... ({len(text)} more characters not shown)"))
+    return f"{text[:keep]}... ({len(text) - keep} more characters not shown)"
 
 
 class O3Error(Exception):
@@ -23,12 +43,30 @@ class InvalidRequestError(O3Error, ValueError):
 
 @dataclass(frozen=True)
 class HttpFailure:
-    """What the service said about a failed call."""
+    """What the service said about a failed call.
+
+    The message and the request id are made :func:`quotable` here, the one place every error of
+    every path passes through: no bearer token, and at most ~500 characters of the service's words.
+    """
 
     status: int | None
     message: str
     request_id: str | None = None
     retry_after: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", quotable(str(self.message)))
+        if self.request_id is not None:
+            object.__setattr__(self, "request_id", quotable(str(self.request_id), 128))
+
+    def without(self, secrets: Sequence[str]) -> HttpFailure:
+        """This failure with each of ``secrets`` (an API key in its plain, JSON and repr forms)
+        replaced by ``***`` wherever the service echoed it."""
+        message, request_id = self.message, self.request_id
+        for secret in secrets:
+            message = message.replace(secret, "***")
+            request_id = request_id.replace(secret, "***") if request_id else request_id
+        return replace(self, message=message, request_id=request_id)
 
 
 class ServiceError(O3Error):
@@ -71,11 +109,15 @@ class ServiceError(O3Error):
             parts.append("Fix: " + self.fix.format(connection=connection))
         return ". ".join(parts)
 
-    def _copy(self, **changes: Any) -> ServiceError:
+    def _copy(self, failure: HttpFailure | None = None, **changes: Any) -> ServiceError:
         settings = {"attempts": self.attempts, "elapsed": self.elapsed, "conn_id": self.conn_id, **changes}
-        error = type(self)(self.failure, **settings)
+        error = type(self)(failure or self.failure, **settings)
         error.fix = self.fix
         return error
+
+    def without(self, secrets: Sequence[str]) -> ServiceError:
+        """The same error, with each of ``secrets`` blanked out of the service's words."""
+        return self._copy(self.failure.without(secrets))
 
     def after_attempts(self, attempts: int, elapsed: float) -> ServiceError:
         """The same error, saying how many attempts were made over how long."""
@@ -125,6 +167,24 @@ class ConnectError(ServiceError):
     fix = "check the base URL of {connection} and the network path from the worker to the service"
 
 
+class RedirectError(ServiceError):
+    """A 3xx: the base URL points somewhere that redirects. Redirects are never followed, so the
+    prompt and the key are never sent to another address, and a redirect is not retried."""
+
+    fix = "set the base URL (host) of {connection} to the address the service answers at itself"
+
+
+class TlsError(ConnectError):
+    """The TLS handshake failed: a plain-HTTP server behind an ``https://`` base URL, or a
+    certificate the worker does not trust. Not retried: asking again would fail the same way."""
+
+    retryable = False
+    fix = (
+        "write http:// in the base URL of {connection} if the server speaks plain HTTP; otherwise "
+        "check the server's certificate, or point REQUESTS_CA_BUNDLE at the CA that signed it"
+    )
+
+
 class RequestTimeoutError(ServiceError):
     """No reply within the read timeout; a high reasoning effort can take minutes."""
 
@@ -132,10 +192,29 @@ class RequestTimeoutError(ServiceError):
     fix = "raise the read timeout (extra `read_timeout` of {connection}, or the operator's `timeout`)"
 
 
+class AttemptTimeoutError(RequestTimeoutError):
+    """One attempt outlasted the attempt timeout (bytes trickling in, or only keep-alive comments).
+
+    Retried like a read timeout, within the retry policy's ``max_elapsed``.
+    """
+
+    fix = (
+        "raise the attempt timeout (extra `attempt_timeout` of {connection}) if replies this slow "
+        "are expected; otherwise check the proxies between the worker and the service"
+    )
+
+
 class BadResponseError(ServiceError):
     """A 2xx whose body is not JSON, or breaks the contract (no `choices`, say)."""
 
     fix = "this is a fault of the service or of a proxy in between; report the request id to AI/ML API"
+
+
+class ReplyTooLargeError(BadResponseError):
+    """A reply larger than the size limit: it is not read further, and not asked for again (it may
+    have been paid for)."""
+
+    fix = "raise the extra `max_reply_bytes` of {connection} if replies this large are expected"
 
 
 class StreamCutError(BadResponseError):

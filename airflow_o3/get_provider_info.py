@@ -34,6 +34,17 @@ CONNECTION_TYPE: dict[str, Any] = {
             "description": "Seconds to wait for the reply; a high reasoning effort can take minutes.",
             "schema": {"type": ["number", "null"], "default": 600, "minimum": 0},
         },
+        "attempt_timeout": {
+            "label": "Attempt timeout (s)",
+            "description": "Seconds one attempt may take in all, however the reply trickles in; "
+            "never less than the read timeout.",
+            "schema": {"type": ["number", "null"], "default": 1800, "minimum": 1},
+        },
+        "max_reply_bytes": {
+            "label": "Max reply size (bytes)",
+            "description": "A larger reply is refused, and not asked for again (default 20 MB).",
+            "schema": {"type": ["integer", "null"], "default": 20971520, "minimum": 1},
+        },
         "max_attempts": {
             "label": "Max attempts",
             "description": "Requests sent at most per call when the service is rate limited or failing.",

@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from airflow.providers.common.compat.sdk import Stats
 
+from airflow_o3.response import amount
+
 if TYPE_CHECKING:
     from airflow_o3.response import Completion
 
@@ -83,12 +85,20 @@ def error_kind(error: BaseException) -> str:
 
 
 def _tokens(usage: Mapping[str, Any], *path: str) -> int | None:
+    """A token count of the usage, or ``None`` when it is missing or no count (NaN, negative...)."""
     node: Any = usage
     for name in path:
         if not isinstance(node, Mapping):
             return None
         node = node.get(name)
-    return node if isinstance(node, int) and not isinstance(node, bool) else None
+    count = amount(node)
+    return None if count is None else int(count)
+
+
+def _cost(completion: Completion) -> float | None:
+    """The call's cost figure, or ``None`` when it sent none or one that is no amount."""
+    cost = amount(completion.cost_usd)
+    return None if cost is None else float(cost)
 
 
 def _text(value: object) -> str:
@@ -100,8 +110,8 @@ def summary_line(completion: Completion, *, latency: float, client_request_id: s
     usage = completion.usage
     if completion.from_cache:
         cost = "0"
-    elif completion.cost_usd is not None:
-        cost = f"{completion.cost_usd:.6f}"
+    elif (figure := _cost(completion)) is not None:
+        cost = f"{figure:.6f}"
     else:
         cost = "unreported"
     fields = {
@@ -138,9 +148,9 @@ def record_completion(completion: Completion, *, latency: float, tags: Mapping[s
         count = _tokens(usage, *path)
         if count:
             Stats.incr(f"{PREFIX}.tokens.{metric}", count, tags=tags)
-    if completion.cost_usd is not None:
-        Stats.gauge(f"{PREFIX}.cost_usd", completion.cost_usd, tags=tags)
-        Stats.incr(f"{PREFIX}.cost_microusd", round(completion.cost_usd * 1_000_000), tags=tags)
+    if (cost := _cost(completion)) is not None:
+        Stats.gauge(f"{PREFIX}.cost_usd", cost, tags=tags)
+        Stats.incr(f"{PREFIX}.cost_microusd", round(cost * 1_000_000), tags=tags)
 
 
 def record_error(error: BaseException, *, tags: Mapping[str, str] | None = None) -> None:

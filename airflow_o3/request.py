@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -16,7 +17,7 @@ from airflow_o3.errors import InvalidRequestError
 from airflow_o3.parameters import check_parameter_names
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Sequence
 
 FIELD_FIXES: Mapping[str, str] = {
     "model": "name the model as a string, e.g. 'o3-mini'",
@@ -90,11 +91,15 @@ class _RefusalPart(_Strict):
 
 
 class _AssistantMessage(_Strict):
+    """Also a reply's message echoed back as it came (``annotations`` and ``audio`` included)."""
+
     role: Literal["assistant"]
     content: str | list[_TextPart | _RefusalPart] = ""
     refusal: str | None = None
     name: str | None = None
     tool_calls: list[_ToolCall] | None = None
+    annotations: list[dict[str, Any]] | None = None
+    audio: dict[str, Any] | None = None
 
 
 class _ToolMessage(_Strict):
@@ -112,7 +117,7 @@ _Message = Annotated[
 
 class _FunctionDefinition(_Strict):
     name: str
-    description: str | None = None
+    description: str = ""  # may be left out, never null
     parameters: dict[str, Any]
     strict: bool | None = None
 
@@ -141,9 +146,9 @@ class _JsonObjectFormat(_Strict):
 
 class _JsonSchema(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")  # may be left out, never null
     strict: bool | None = None
-    description: str | None = None
+    description: str = ""  # may be left out, never null
 
 
 class _JsonSchemaFormat(_Strict):
@@ -210,7 +215,9 @@ def build_body(
     """The JSON body for one chat completion, checked against the contract.
 
     :param model: the model to call, e.g. ``o3-mini``.
-    :param messages: role/content dicts.
+    :param messages: role/content dicts. A key set to ``None`` is left out (null and absent mean the
+        same there, and the service refuses null for most keys), so a reply's message can be echoed
+        back as it came, ``tool_calls: None`` and all.
     :param params: optional contract parameters; those set to ``None`` are left out. A streamed
         request (``stream=True``) asks for the final usage chunk (``stream_options.include_usage``)
         unless ``stream_options`` is given, so streamed calls report their tokens and cost too.
@@ -218,7 +225,7 @@ def build_body(
         the contract; the message names each field and the fix.
     """
     check_parameter_names(params)
-    body: dict[str, Any] = {"model": model, "messages": [dict(message) for message in messages]}
+    body: dict[str, Any] = {"model": model, "messages": _without_nulls(messages)}
     body.update((name, value) for name, value in params.items() if value is not None)
     if body.get("stream") is True and "stream_options" not in body:
         body["stream_options"] = {"include_usage": True}
@@ -228,6 +235,19 @@ def build_body(
         raise InvalidRequestError("Request refused before sending: " + _describe(error)) from None
     _check_json(body)
     return body
+
+
+def _without_nulls(messages: Any) -> Any:
+    """The messages without their keys set to ``None``; anything but a list of dicts is left as it
+    is, for the check to refuse."""
+    if not isinstance(messages, list | tuple):
+        return messages
+    return [
+        {name: value for name, value in message.items() if value is not None}
+        if isinstance(message, Mapping)
+        else message
+        for message in messages
+    ]
 
 
 def _check_json(body: Mapping[str, Any]) -> None:

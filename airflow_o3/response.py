@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -12,14 +14,28 @@ from typing import Any
 
 from airflow_o3.errors import BadResponseError, HttpFailure, ServiceError, error_class_for_status
 
+log = logging.getLogger(__name__)
+
+MAX_AMOUNT = 2**53
+"""The largest token count or cost taken from a reply: above it a figure is a fault, not a measurement
+(and a float no longer holds it exactly)."""
+
+LATEST_CREATED = 253_402_300_799
+"""The last second of the year 9999: a ``created`` timestamp after it is a fault."""
+
 
 @dataclass(frozen=True)
 class ToolCall:
-    """A function call the model asks for; ``arguments`` is the JSON text as the model wrote it."""
+    """A tool call the model asks for.
+
+    :ivar type: ``function`` (``arguments`` is the JSON text as the model wrote it) or ``custom`` (a
+        custom tool's call: ``arguments`` is its free-form ``input`` text).
+    """
 
     id: str
     name: str
     arguments: str
+    type: str = "function"
 
 
 @dataclass(frozen=True)
@@ -38,7 +54,8 @@ class Completion:
     """The result of one chat completion call.
 
     :ivar usage: the response's usage object as the service sent it (reasoning tokens are in
-        ``completion_tokens_details.reasoning_tokens``).
+        ``completion_tokens_details.reasoning_tokens``), less any figure that is no count (NaN,
+        infinite, negative: ignored with a warning).
     :ivar cost_usd: the service's own cost figure for the call, when it reported one.
     :ivar credits_used: the AI/ML API credits the call used, when reported.
     :ivar from_cache: the reply was read from the response cache: nothing was paid for it this time.
@@ -105,28 +122,54 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def duration_seconds(value: str) -> float | None:
-    """Seconds in an OpenAI-style duration such as ``1s``, ``12ms`` or ``6m0s``."""
+    """Seconds in an OpenAI-style duration such as ``1s``, ``12ms`` or ``6m0s``; ``None`` if it is
+    not one, or too long to be a finite number."""
     parts = _DURATION_PART.findall(value.strip())
     if not parts or "".join(n + u for n, u in parts) != value.strip():
         return None
-    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+    return _finite_wait(sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts))
+
+
+def _finite_wait(seconds: float) -> float | None:
+    """``seconds``, at least 0, or ``None`` when it is NaN or infinite (no usable wait)."""
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _seconds(text: str) -> float | None:
+    try:
+        return _finite_wait(float(text))
+    except ValueError:
+        return None
+
+
+def _milliseconds(text: str) -> float | None:
+    """``retry-after-ms``: a number of milliseconds, in seconds."""
+    seconds = _seconds(text)
+    return None if seconds is None else seconds / 1000
+
+
+def _http_date_wait(text: str) -> float | None:
+    try:
+        return _finite_wait(parsedate_to_datetime(text).timestamp() - time())
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _retry_after_value(text: str) -> float | None:
+    """``Retry-After``: seconds, or an HTTP date."""
+    seconds = _seconds(text)
+    return seconds if seconds is not None else _http_date_wait(text)
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds the service asks to wait: ``retry-after-ms``, ``retry-after`` or ``x-ratelimit-reset-*``."""
-    if (value := header(headers, "retry-after-ms")) is not None:
-        try:
-            return max(0.0, float(value) / 1000)
-        except ValueError:
-            pass
-    if (value := header(headers, "retry-after")) is not None:
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            try:
-                return max(0.0, parsedate_to_datetime(value).timestamp() - time())
-            except (TypeError, ValueError):
-                pass
+    """Seconds the service asks to wait: ``retry-after-ms``, ``retry-after`` or ``x-ratelimit-reset-*``.
+
+    The first header that holds a finite wait wins, as given (at least 0; the caller bounds it by its
+    policy); NaN, infinite and unreadable values are skipped, so the result is never one of them.
+    """
+    for name, read in (("retry-after-ms", _milliseconds), ("retry-after", _retry_after_value)):
+        if (value := header(headers, name)) is not None and (wait := read(value)) is not None:
+            return wait
     resets = [
         seconds
         for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")
@@ -185,62 +228,194 @@ def json_object(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _float(value: Any) -> float | None:
-    try:
-        return None if value is None else float(value)
-    except (TypeError, ValueError):
+def amount(value: Any) -> int | float | None:
+    """``value`` if it is a finite number from 0 to :data:`MAX_AMOUNT` (a token count, a cost), else
+    ``None``; ``True`` and ``False`` are not numbers here."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value if 0 <= value <= MAX_AMOUNT else None
+
+
+def _reported(value: Any) -> int | float | None:
+    """:func:`amount` of a figure sent as a JSON number or as header text."""
+    if isinstance(value, str):
+        try:
+            return amount(float(value))
+        except ValueError:
+            return None
+    return amount(value)
+
+
+def _figure(*candidates: tuple[str, Any]) -> float | None:
+    """The first of the reported ``(where, value)`` figures that is an amount; a figure that is
+    there but is none (NaN, infinite, negative, text) is ignored with a warning."""
+    for where, value in candidates:
+        if value is None:
+            continue
+        if (number := _reported(value)) is not None:
+            return float(number)
+        log.warning("The reply's %s is %r, which is not an amount; it is ignored", where, value)
+    return None
+
+
+def _checked_counts(node: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """``node`` without the figures that are no amount: NaN, infinite, negative or huge numbers,
+    and anything but a number or null under a ``*_tokens`` name. Each one dropped is logged."""
+    checked: dict[str, Any] = {}
+    for name, value in node.items():
+        if isinstance(value, Mapping):
+            checked[name] = _checked_counts(value, f"{path}.{name}")
+            continue
+        if value is None or amount(value) is not None or not (_is_number(value) or name.endswith("_tokens")):
+            checked[name] = value
+        else:
+            log.warning("The reply's %s.%s is %r, which is not a count; it is ignored", path, name, value)
+    return checked
+
+
+def _created(value: Any) -> int | None:
+    """The ``created`` timestamp as whole seconds; one that is no time (NaN, negative, after the year
+    9999) is ignored with a warning."""
+    if value is None:
+        return None
+    if (number := amount(value)) is None or number > LATEST_CREATED:
+        log.warning("The reply's created is %r, which is not a time; it is ignored", value)
+        return None
+    return int(number)
+
+
+def index_number(value: Any) -> int | None:
+    """``value`` as an index (of a choice, of a tool call) if it is a whole number from 0, else
+    ``None`` (NaN, infinite, negative, 1.5, text)."""
+    number = amount(value)
+    return None if number is None or number != int(number) else int(number)
+
+
+def _index(position: int, data: Mapping[str, Any]) -> int:
+    """A choice's ``index``: its position when the reply leaves it out.
+
+    :raises ValueError: an index that is not a whole number from 0.
+    """
+    value = data.get("index")
+    if value is None:
+        return position
+    if (index := index_number(value)) is None:
+        raise ValueError(f"choices[{position}].index is {value!r}, not a whole number from 0")
+    return index
+
+
+def _optional_text(message: Mapping[str, Any], name: str, position: int) -> str | None:
+    value = message.get(name)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"choices[{position}].message.{name} is {type(value).__name__}, not text")
+    return value
+
+
+def _tool_call(where: str, call: Any) -> ToolCall:
+    """One entry of ``message.tool_calls``: a ``function`` call, or a ``custom`` tool's call (a call
+    without a name keeps ``""``: reading the reply's calls refuses it).
+
+    :raises ValueError: the entry is of another type.
+    """
+    data = json_object(call)
+    kind = data.get("type") or "function"
+    if kind not in ("function", "custom"):
+        raise ValueError(f"{where}.type is {kind!r}, not 'function' or 'custom'")
+    details = json_object(data.get(kind))
+    name = details.get("name")
+    text = details.get("arguments" if kind == "function" else "input")
+    return ToolCall(
+        id=str(data.get("id") or ""),
+        name=name if isinstance(name, str) else "",
+        arguments=text if isinstance(text, str) else "",
+        type=kind,
+    )
 
 
 def _choice(position: int, data: Any) -> Choice:
     if not isinstance(data, dict) or not isinstance(data.get("message"), dict):
         raise ValueError(f"choices[{position}] has no message object")
     message = data["message"]
-    calls = tuple(
-        ToolCall(
-            id=str(call.get("id", "")),
-            name=str(call.get("function", {}).get("name", "")),
-            arguments=str(call.get("function", {}).get("arguments", "")),
-        )
-        for call in message.get("tool_calls") or ()
-        if isinstance(call, dict)
-    )
+    calls = message.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise ValueError(f"choices[{position}].message.tool_calls is {type(calls).__name__}, not a list")
     return Choice(
-        index=int(data.get("index", position)),
-        text=message.get("content"),
-        finish_reason=data.get("finish_reason"),
-        refusal=message.get("refusal"),
-        tool_calls=calls,
+        index=_index(position, data),
+        text=_optional_text(message, "content", position),
+        finish_reason=None if data.get("finish_reason") is None else str(data["finish_reason"]),
+        refusal=_optional_text(message, "refusal", position),
+        tool_calls=tuple(
+            _tool_call(f"choices[{position}].message.tool_calls[{number}]", call)
+            for number, call in enumerate(calls)
+        ),
     )
+
+
+def _checked_body(body: dict[str, Any], usage: dict[str, Any], created: int | None) -> dict[str, Any]:
+    """``body`` with the figures :func:`completion_from_body` ignored left out, so what is kept (a
+    cache entry, a trigger's event) holds no NaN or infinity."""
+    checked = {**body, "created": created} if "created" in body else dict(body)
+    if isinstance(body.get("usage"), Mapping):
+        checked["usage"] = usage
+    meta = body.get("meta")
+    if isinstance(meta, Mapping) and isinstance(meta.get("usage"), Mapping):
+        figures = {
+            name: value
+            for name, value in meta["usage"].items()
+            if not _is_number(value) or amount(value) is not None
+        }
+        checked["meta"] = {**meta, "usage": figures}
+    return checked
 
 
 def completion_from_body(
     body: Any, headers: Mapping[str, str], *, status: int = 200, from_cache: bool = False
 ) -> Completion:
-    """A :class:`Completion` from a decoded ``chat.completion`` body (also used for cache entries)."""
+    """A :class:`Completion` from a decoded ``chat.completion`` body (also used for cache entries).
+
+    Every reply the contract allows is read; a figure that is no amount (a NaN, infinite or
+    negative token count, cost or ``created``) is ignored with a warning, since the text is paid for.
+
+    :raises BadResponseError: the body is no completion: no choices, a choice without a message, a
+        choice ``index`` that is not a whole number from 0, content that is not text.
+    """
     if not isinstance(body, dict):
-        raise _bad(status, headers, f"the reply is JSON but not an object: {json.dumps(body)[:200]}")
+        raise _bad(status, headers, f"the reply is JSON but not an object: {_start(body)}")
     choices = body.get("choices")
     if not isinstance(choices, list) or not choices:
-        raise _bad(status, headers, f"the reply has no choices: {json.dumps(body)[:200]}")
+        raise _bad(status, headers, f"the reply has no choices: {_start(body)}")
     try:
         parsed = tuple(_choice(position, data) for position, data in enumerate(choices))
     except (ValueError, TypeError, AttributeError) as error:
         raise _bad(status, headers, f"the reply breaks the contract: {error}") from None
     meta_usage = json_object(json_object(body.get("meta")).get("usage"))
-    usage = json_object(body.get("usage"))
+    usage = _checked_counts(json_object(body.get("usage")), "usage")
+    created = _created(body.get("created"))
     return Completion(
         id=str(body.get("id", "")),
         model=str(body.get("model", "")),
-        created=int(body["created"]) if isinstance(body.get("created"), int | float) else None,
+        created=created,
         choices=parsed,
         usage=usage,
-        cost_usd=_float(meta_usage.get("usd_spent", header(headers, "x-aimlapi-usd-spent"))),
-        credits_used=_float(meta_usage.get("credits_used", header(headers, "x-aimlapi-credits-used"))),
+        cost_usd=_figure(
+            ("meta.usage.usd_spent", meta_usage.get("usd_spent")),
+            ("x-aimlapi-usd-spent header", header(headers, "x-aimlapi-usd-spent")),
+        ),
+        credits_used=_figure(
+            ("meta.usage.credits_used", meta_usage.get("credits_used")),
+            ("x-aimlapi-credits-used header", header(headers, "x-aimlapi-credits-used")),
+        ),
         request_id=_request_id(headers),
         from_cache=from_cache,
-        raw=body,
+        raw=_checked_body(body, usage, created),
     )
+
+
+def _start(body: Any) -> str:
+    """The start of a JSON value for a message (NaN and infinity written as Python writes them)."""
+    return json.dumps(body)[:200]
 
 
 def parse_response(status: int, headers: Mapping[str, str], content: bytes) -> Completion:
@@ -287,11 +462,20 @@ def usage_over(completions: Sequence[Completion]) -> dict[str, Any]:
 
 
 def _add(total: dict[str, Any], record: Mapping[str, Any]) -> None:
+    """Add ``record`` into ``total``: numbers are summed, objects added field by field (``null`` in
+    one and an object in another, as the contract allows for the details, gives the object)."""
     for name, value in record.items():
+        current = total.get(name)
         if isinstance(value, Mapping):
-            _add(total.setdefault(name, {}), value)
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            added = total.get(name, 0) + value
+            if not isinstance(current, dict):
+                current = total[name] = {}
+            _add(current, value)
+        elif amount(value) is not None:
+            added = (current if amount(current) is not None else 0) + value
             total[name] = round(added, 9) if isinstance(added, float) else added
-        elif name not in total:
+        elif name not in total and not _is_number(value):
             total[name] = value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

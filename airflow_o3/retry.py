@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import time
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -53,11 +54,22 @@ class RetryPolicy:
     max_retry_after: float = 120.0
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise InvalidRequestError(f"max_attempts is {self.max_attempts} (fix: use 1 or more)")
+        if (
+            isinstance(self.max_attempts, bool)
+            or not isinstance(self.max_attempts, int)
+            or self.max_attempts < 1
+        ):
+            raise InvalidRequestError(
+                f"retry setting max_attempts is {self.max_attempts!r}: not a whole number of 1 or more "
+                "(fix: use e.g. 5; 1 means no retry)"
+            )
         for name in ("max_elapsed", "initial_backoff", "max_backoff", "max_retry_after"):
-            if getattr(self, name) < 0:
-                raise InvalidRequestError(f"{name} is {getattr(self, name)} (fix: use 0 or more seconds)")
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise InvalidRequestError(
+                    f"retry setting {_extra_name(name)} is {value!r}: not a finite number of 0 or more "
+                    f"seconds (fix: use e.g. {getattr(RetryPolicy, name):g})"
+                )
 
     def updated(self, overrides: Mapping[str, Any] | None) -> RetryPolicy:
         """This policy with some settings replaced (from connection extras or an operator argument).
@@ -73,15 +85,23 @@ class RetryPolicy:
             raise InvalidRequestError(
                 f"unknown retry setting(s) {', '.join(unknown)} (fix: use {', '.join(sorted(known))})"
             )
-        values: dict[str, Any] = {}
-        try:
-            for name, value in overrides.items():
-                values[name] = int(value) if name == "max_attempts" else float(value)
-        except (TypeError, ValueError) as error:
-            raise InvalidRequestError(
-                f"retry settings {dict(overrides)}: {error} (fix: use numbers)"
-            ) from None
-        return replace(self, **values)
+        return replace(self, **{name: _number(name, value) for name, value in overrides.items()})
+
+
+def _number(name: str, value: Any) -> Any:
+    """A retry setting's value as a number; ``__post_init__`` then checks its range."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value  # refused, with the setting's name and the value as given, by __post_init__
+    if not math.isfinite(number) or (name == "max_attempts" and not number.is_integer()):
+        return value
+    return int(number) if name == "max_attempts" else number
+
+
+def _extra_name(name: str) -> str:
+    aliases = {setting: extra for extra, setting in SETTING_ALIASES.items()}
+    return aliases.get(name, name)
 
 
 SETTING_ALIASES: Mapping[str, str] = {"max_retry_seconds": "max_elapsed"}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from airflow_o3 import __version__
 from airflow_o3.errors import InvalidRequestError
@@ -15,6 +17,7 @@ if TYPE_CHECKING:
 DEFAULT_BASE_URL = "https://api.aimlapi.com/v1"
 DEFAULT_MODEL = "o3-mini"
 USER_AGENT = f"airflow-o3/{__version__}"
+DEFAULT_MAX_REPLY_BYTES = 20 * 1024 * 1024
 
 RETRY_EXTRAS: Mapping[str, str] = {
     "max_attempts": "max_attempts",
@@ -33,14 +36,31 @@ class Timeouts:
     :param connect: to open the connection.
     :param read: between two bytes of the reply; a high reasoning effort can think for minutes
         before the first byte, so the default is generous.
+    :param attempt: for the whole of one attempt, first byte to last: a reply trickling in byte by
+        byte, or a stream of keep-alive comments, is cut here. At least ``read``.
     """
 
     connect: float = 10.0
     read: float = 600.0
+    attempt: float = 1800.0
 
     def __post_init__(self) -> None:
-        if self.connect <= 0 or self.read <= 0:
-            raise InvalidRequestError(f"timeouts {self} (fix: use seconds greater than 0)")
+        for name, extra in (
+            ("connect", "connect_timeout"),
+            ("read", "read_timeout"),
+            ("attempt", "attempt_timeout"),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+                raise InvalidRequestError(
+                    f"{extra}={value!r} is not a finite number of seconds above 0 (fix: set it to "
+                    f"seconds, e.g. {getattr(Timeouts, name):g})"
+                )
+        if self.attempt < self.read:
+            raise InvalidRequestError(
+                f"attempt_timeout={self.attempt:g}s is shorter than read_timeout={self.read:g}s (fix: "
+                "raise the connection extra attempt_timeout, or lower the read timeout)"
+            )
 
 
 @dataclass(frozen=True)
@@ -52,6 +72,7 @@ class ClientSettings:
     model: str = DEFAULT_MODEL
     timeouts: Timeouts = Timeouts()
     retry: RetryPolicy = RetryPolicy()
+    max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
 
     @property
     def chat_url(self) -> str:
@@ -79,14 +100,37 @@ def base_url(host: str | None, port: int | None, schema: str | None) -> str:
 
     A host with a scheme (``http://127.0.0.1:8765/v1``) is the base URL as it stands; a bare host
     (``api.aimlapi.com``) becomes ``https://<host>[:port]/<schema or v1>``; no host means the service.
+
+    :raises InvalidRequestError: a host with credentials before ``@``, a query string or a fragment;
+        the message never repeats the credentials or the query.
     """
     host = (host or "").strip().rstrip("/")
     if not host:
         return DEFAULT_BASE_URL
     if "://" in host:
-        return host
-    netloc = f"{host}:{port}" if port else host
-    return f"https://{netloc}/{(schema or 'v1').strip('/')}"
+        url = host
+    else:
+        netloc = f"{host}:{port}" if port else host
+        url = f"https://{netloc}/{(schema or 'v1').strip('/')}"
+    _check_base_url(url)
+    return url
+
+
+def _check_base_url(url: str) -> None:
+    if "@" in url:  # before anything else: the message must not show what is around it
+        raise InvalidRequestError(
+            "the connection's host has an '@': credentials in a URL ('user:password@host') would be "
+            "sent to the server and shown in logs (fix: remove them from the host, which is not "
+            "repeated here; the API key belongs in the password field)"
+        )
+    parts = urlsplit(url)
+    bare = f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
+    for mark, what in (("?", "a query string ('?...')"), ("#", "a fragment ('#...')")):
+        if mark in url:
+            raise InvalidRequestError(
+                f"the connection's host {bare} is followed by {what}, which would mangle the "
+                f"request URL (fix: set the host to the base URL alone, e.g. {bare})"
+            )
 
 
 def _number(extras: Mapping[str, Any], name: str, default: float) -> float:
@@ -94,11 +138,31 @@ def _number(extras: Mapping[str, Any], name: str, default: float) -> float:
     if value in (None, ""):
         return default
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number <= 0:
         raise InvalidRequestError(
-            f"connection extra {name}={value!r} is not a number (fix: set it to seconds, e.g. 600)"
-        ) from None
+            f"connection extra {name}={value!r} is not a finite number above 0 (fix: set it to a "
+            f"number of seconds, e.g. {default:g})"
+        )
+    return number
+
+
+def _size(extras: Mapping[str, Any], name: str, default: int) -> int:
+    value = extras.get(name)
+    if value in (None, ""):
+        return default
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        number = 0
+    if number <= 0 or (isinstance(value, float) and not value.is_integer()):
+        raise InvalidRequestError(
+            f"connection extra {name}={value!r} is not a whole number of bytes above 0 (fix: set it "
+            f"to bytes, e.g. {default} for 20 MB)"
+        )
+    return number
 
 
 def settings_from_connection(
@@ -112,7 +176,8 @@ def settings_from_connection(
 ) -> ClientSettings:
     """:class:`ClientSettings` from the fields of an ``aimlapi`` connection.
 
-    :raises InvalidRequestError: no API key, or an extra that is not a number.
+    :raises InvalidRequestError: no API key, an extra that is not a finite number, or a host with
+        credentials, a query string or a fragment.
     """
     if not password:
         raise InvalidRequestError(
@@ -125,13 +190,25 @@ def settings_from_connection(
             if extras.get(extra) not in (None, "")
         }
     )
+    try:
+        url = base_url(host, port, schema)
+    except InvalidRequestError as error:
+        raise InvalidRequestError(f"connection {conn_id!r}: {error}") from None
+    # Whichever of the two is set, the other's default follows it: the attempt is never shorter
+    # than one read; when both are set, Timeouts refuses an attempt shorter than a read.
+    attempt = _number(extras, "attempt_timeout", Timeouts.attempt)
+    read = _number(extras, "read_timeout", min(Timeouts.read, attempt))
+    if extras.get("attempt_timeout") in (None, ""):
+        attempt = max(attempt, read)
     return ClientSettings(
-        base_url=base_url(host, port, schema),
+        base_url=url,
         api_key=password,
         model=str(extras.get("model") or DEFAULT_MODEL),
         timeouts=Timeouts(
             connect=_number(extras, "connect_timeout", Timeouts.connect),
-            read=_number(extras, "read_timeout", Timeouts.read),
+            read=read,
+            attempt=attempt,
         ),
         retry=retry,
+        max_reply_bytes=_size(extras, "max_reply_bytes", DEFAULT_MAX_REPLY_BYTES),
     )

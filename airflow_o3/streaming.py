@@ -10,6 +10,7 @@ the same XCom values) as a plain one. A stream that ends before ``data: [DONE]``
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,14 @@ from airflow_o3.errors import (
     ServiceError,
     StreamCutError,
 )
-from airflow_o3.response import Completion, completion_from_body, error_for, header, json_object
+from airflow_o3.response import (
+    Completion,
+    completion_from_body,
+    error_for,
+    header,
+    index_number,
+    json_object,
+)
 
 OnText = Callable[[int, str], None]
 """Called with (choice index, text) for each piece of reply text as it arrives."""
@@ -30,25 +38,51 @@ OnText = Callable[[int, str], None]
 DONE = "[DONE]"
 
 
-def sse_data(lines: Iterable[bytes | str]) -> Iterator[str]:
+class NoProgress(Exception):
+    """No ``data`` line arrived for longer than the idle limit: only comments (keep-alives) or
+    other fields, which do not bring the reply any closer."""
+
+
+def sse_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The lines of a stream that arrives in pieces of any size, without their ``\\n``."""
+    pending = b""
+    for chunk in chunks:
+        *lines, pending = (pending + chunk).split(b"\n")
+        yield from lines
+    if pending:
+        yield pending
+
+
+def sse_data(
+    lines: Iterable[bytes | str],
+    *,
+    idle_timeout: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Iterator[str]:
     """The ``data`` of each server-sent event, from the stream's lines (without line endings).
 
     Several ``data:`` lines of one event are joined with newlines; comments and the ``event``,
     ``id`` and ``retry`` fields are skipped. An event the stream ends in the middle of is dropped
     (as the SSE standard says), except a final ``[DONE]``.
+
+    :param idle_timeout: seconds a stream may go without a ``data`` line; comments such as
+        ``: keep-alive`` do not count as progress.
+    :raises NoProgress: ``idle_timeout`` passed with no ``data`` line.
     """
     pending: list[str] = []
+    progress = clock()
     for raw in lines:
         line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         line = line.rstrip("\r\n")
-        if not line:
-            if pending:
-                yield "\n".join(pending)
-                pending = []
-            continue
         name, _, value = line.partition(":")
         if name == "data":
             pending.append(value.removeprefix(" "))
+            progress = clock()
+        elif idle_timeout is not None and clock() - progress > idle_timeout:
+            raise NoProgress(f"no data in {idle_timeout:g}s, only comments such as keep-alives")
+        elif not line and pending:
+            yield "\n".join(pending)
+            pending = []
     if pending == [DONE]:
         yield DONE
 
@@ -122,7 +156,7 @@ class StreamAssembler:
                 self._take(choice)
 
     def _take(self, choice: Mapping[str, Any]) -> None:
-        index = int(choice.get("index") or 0)
+        index = self._index(choice.get("index"), "a choice's index")
         state = self._choices.setdefault(index, _ChoiceState())
         delta = json_object(choice.get("delta"))
         if isinstance(delta.get("content"), str):
@@ -144,7 +178,7 @@ class StreamAssembler:
         if not isinstance(part, dict):
             return
         call = state.tool_calls.setdefault(
-            int(part.get("index", position)),
+            self._index(part.get("index"), "a tool call's index", default=position),
             {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
         )
         if part.get("id"):
@@ -155,6 +189,18 @@ class StreamAssembler:
         if function.get("arguments"):
             call["function"]["arguments"] += str(function["arguments"])
             self.characters += len(str(function["arguments"]))
+
+    def _index(self, value: Any, what: str, default: int = 0) -> int:
+        """A chunk's choice or tool-call index (``default`` when left out).
+
+        :raises BadResponseError: an index that is not a whole number from 0 (NaN, infinite,
+            negative): the pieces of the reply cannot be put together.
+        """
+        if value is None:
+            return default
+        if (index := index_number(value)) is None:
+            raise BadResponseError(self._failure(f"the stream breaks the contract: {what} is {value!r}"))
+        return index
 
     def body(self) -> dict[str, Any]:
         """The ``chat.completion`` body the stream adds up to (what a plain call would return)."""

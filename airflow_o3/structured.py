@@ -261,14 +261,23 @@ def _resolve(root: Mapping[str, Any], ref: str, path: str) -> Mapping[str, Any]:
 
 
 def parse_tool_calls(calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
-    """The model's tool calls as ``{"id", "name", "arguments"}`` dicts, the arguments parsed.
+    """The model's tool calls as ``{"id", "name", "arguments"}`` dicts, the arguments parsed; a custom
+    tool's call as ``{"id", "type": "custom", "name", "input"}``, its free-form input as written.
 
-    :raises ToolCallError: naming every call whose arguments are not valid JSON, with the start of
-        what the model wrote.
+    :raises ToolCallError: a call without a tool name; naming every function call whose arguments are
+        not valid JSON, with the start of what the model wrote.
     """
-    parsed = []
+    if nameless := [call.id for call in calls if not call.name]:
+        raise ToolCallError(
+            f"the model called a tool without naming it (tool call id(s) {', '.join(nameless)}); "
+            "there is nothing to call. This is a fault of the service: report it to AI/ML API if it recurs"
+        )
+    parsed: list[dict[str, Any]] = []
     problems = []
     for call in calls:
+        if call.type == "custom":
+            parsed.append({"id": call.id, "type": "custom", "name": call.name, "input": call.arguments})
+            continue
         try:
             arguments = json.loads(call.arguments or "{}", parse_constant=_not_json)
         except ValueError as error:

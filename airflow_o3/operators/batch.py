@@ -57,9 +57,10 @@ class O3MiniBatchOperator(O3MiniOperator):
     A progress line (items done, rate, ETA, spend) is logged every ``progress_interval`` seconds; the
     per-call summary lines are logged at DEBUG level.
 
-    In the UI's Rendered Templates view and in ``airflow tasks render``, ``prompt``, ``system_prompt``
-    and ``messages`` show the request of the first item (item 0), which is what is actually sent; when
-    the items are not known yet (an upstream XCom not pushed) they show the template itself.
+    The batch renders its prompt itself, once per item, whether it is mapped
+    (``.partial(prompt=...).expand(items=...)``) or not. So the UI's Rendered Templates view and
+    ``airflow tasks render`` show ``prompt``, ``system_prompt`` and ``messages`` as written, beside the
+    rendered ``items`` and ``model``; ``dry_run=True`` logs and returns every item's exact request.
 
     The batch runs in the worker (``deferrable`` does not apply); ``stream`` and ``json_retries`` are
     not available. All other arguments are those of :class:`O3MiniOperator`.
@@ -132,28 +133,27 @@ class O3MiniBatchOperator(O3MiniOperator):
         self.items = items
         self.on_item_error = on_item_error
         self.progress_interval = progress_interval
-        self._item_templates: _ItemTemplates | None = None
 
-    def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
-        """Render ``model`` and ``items``; compile the per-item templates, and show item 0's request.
+    def render_template(
+        self,
+        content: Any,
+        context: Context,
+        jinja_env: jinja2.Environment | None = None,
+        seen_oids: set[int] | None = None,
+    ) -> Any:
+        """Airflow's rendering, except for what is rendered per item or is data.
 
-        ``items`` is rendered only when it is a template string or an upstream output: a list given
-        as it is stays as it is, so the strings inside its items are never rendered (they are data).
+        Airflow renders every template field through this method, on the mapped path too (which goes
+        around ``render_template_fields``). ``prompt``, ``system_prompt`` and ``messages`` are left as
+        written: :meth:`execute` renders them once per item, with ``item`` and ``index``. ``items``
+        given as a list is data and is left as it is; an upstream output or a template string is
+        resolved by Airflow, and its values are not rendered either.
         """
-        jinja_env = jinja_env or self.get_template_env()
-        if self._item_templates is None:
-            self._item_templates = _ItemTemplates(self, jinja_env)
-        shared = [name for name in self.template_fields if name not in (*PER_ITEM_FIELDS, "items")]
-        if _is_rendered(self.items):
-            shared.append("items")
-        self._do_render_template_fields(self, shared, context, jinja_env, set())
-        if _is_list(self.items) and self.items:
-            try:
-                self.prompt, self.system_prompt, self.messages = self._item_templates.fields(
-                    dict(context), self.items[0], 0
-                )
-            except Exception:  # shown as the template; execute() reports the item's error
-                self.log.debug("Item 0 does not render; Rendered Templates shows the template", exc_info=True)
+        if content is self.items and _is_list(content):
+            return content
+        if any(content is getattr(self, name) for name in PER_ITEM_FIELDS):
+            return content
+        return super().render_template(content, context, jinja_env, seen_oids)
 
     def execute(self, context: Context) -> list[Any]:
         from airflow_o3.batch import run_batch
@@ -209,7 +209,7 @@ class O3MiniBatchOperator(O3MiniOperator):
         With ``on_item_error="fail"`` the first item whose request cannot be built fails the task
         (nothing has been paid); with ``"continue"`` it is recorded and not sent.
         """
-        templates = self._item_templates or _ItemTemplates(self, self.get_template_env())
+        templates = _ItemTemplates(self, self.get_template_env())
         parameters = self.request_parameters()
         base = dict(context)
         request_id = client_request_id(context)

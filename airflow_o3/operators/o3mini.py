@@ -64,7 +64,7 @@ def _check_choice(choice: Choice, completion: Completion) -> None:
             "review the prompt and the upstream data it includes"
         )
     if choice.finish_reason == "length" and not choice.text and not choice.tool_calls:
-        reasoning = completion.usage.get("completion_tokens_details", {}).get("reasoning_tokens")
+        reasoning = (completion.usage.get("completion_tokens_details") or {}).get("reasoning_tokens")
         raise CompletionError(
             f"the reply is empty: reasoning used the whole token budget ({reasoning} reasoning tokens, "
             "finish_reason length). Raise max_completion_tokens or lower reasoning_effort"

@@ -74,13 +74,15 @@ def test_batch_enriches_an_upstream_list_in_order(dag_file, o3_standin_connectio
     assert result.leaks(KEY) == []
 
 
-def test_rendered_templates_show_the_request_of_the_first_item(dag_file, o3_standin_connection):
+def test_rendered_templates_show_the_per_item_templates_and_the_upstream_items(
+    dag_file, o3_standin_connection
+):
     dag_file(dag_source("o3_batch_rendered"))
     result = run_dag("o3_batch_rendered")
     result.assert_success()
     rendered = result.rendered_fields("enrich")
-    assert rendered["prompt"] == "Row 0: the industry of Company 0 ({{ not a template }})"
-    assert rendered["system_prompt"] == "Answer in three words."
+    assert rendered["prompt"] == "Row {{ index }}: the industry of {{ item.company }} ({{ item.note }})"
+    assert rendered["system_prompt"] == "Answer in {{ params.style }}."
     assert "Company 19" in str(rendered["items"])
 
 
@@ -138,10 +140,12 @@ def test_items_given_as_a_list_or_a_template_are_data_never_rendered(dag_file, o
     sent = sorted(request.body["messages"][0]["content"] for request in o3_standin_connection.chat_requests)
     expected = ["Note: {{ 7 * 6 }} as typed"] + (["Note: {{ 6 * 7 }} from params"] if native else [])
     assert sent == sorted(expected)
-    assert result.rendered_fields("literal")["prompt"] == "Note: {{ 7 * 6 }} as typed"
+    assert result.rendered_fields("literal")["items"] == [{"note": "{{ 7 * 6 }} as typed"}]
 
 
-def test_airflow_tasks_render_shows_the_first_items_prompt(dag_file, test_dags_folder, o3_standin_connection):
+def test_airflow_tasks_render_shows_the_template_and_the_items(
+    dag_file, test_dags_folder, o3_standin_connection
+):
     dag_file(
         """
         import pendulum
@@ -160,7 +164,8 @@ def test_airflow_tasks_render_shows_the_first_items_prompt(dag_file, test_dags_f
     run_dag("o3_batch_render").assert_success()
     subdir = () if AIRFLOW_3 else ("--subdir", str(test_dags_folder))
     out = airflow_cli("tasks", "render", "o3_batch_render", "enrich", "2026-03-04", *subdir)
-    assert "Industry of Acme, row 0, run of 2026-03-04?" in out
+    assert "Industry of {{ item.name }}, row {{ index }}, run of {{ ds }}?" in out
+    assert "Globex" in out
 
 
 def test_the_example_dag_enriches_320_rows_and_writes_them_in_order(

@@ -202,6 +202,8 @@ def test_connection_extras_set_model_timeouts_and_retries(monkeypatch):
                     "read_timeout": "900",
                     "max_attempts": 2,
                     "max_retry_seconds": 60,
+                    "attempt_timeout": "1200",
+                    "max_reply_bytes": 1_000_000,
                 },
             }
         ),
@@ -209,11 +211,33 @@ def test_connection_extras_set_model_timeouts_and_retries(monkeypatch):
     settings = O3MiniHook().settings
     assert settings.base_url == DEFAULT_BASE_URL
     assert settings.model == "o3-mini-2025-01-31"
-    assert settings.timeouts == Timeouts(connect=3.0, read=900.0)
+    assert settings.timeouts == Timeouts(connect=3.0, read=900.0, attempt=1200.0)
+    assert settings.max_reply_bytes == 1_000_000
     assert (settings.retry.max_attempts, settings.retry.max_elapsed) == (2, 60.0)
     overridden = O3MiniHook(retry={"max_attempts": 7}, timeout=30).settings
     assert (overridden.retry.max_attempts, overridden.retry.max_elapsed) == (7, 60.0)
-    assert overridden.timeouts == Timeouts(connect=3.0, read=30.0)
+    assert overridden.timeouts == Timeouts(connect=3.0, read=30.0, attempt=1200.0)
+    assert O3MiniHook(timeout=3600).settings.timeouts.attempt == 3600.0
+
+
+def test_the_attempt_timeout_defaults_to_30_minutes_and_never_undercuts_the_read_timeout(monkeypatch):
+    connection = {"conn_type": "aimlapi", "password": "k", "extra": {"read_timeout": 2400}}
+    monkeypatch.setenv("AIRFLOW_CONN_AIMLAPI_DEFAULT", json.dumps(connection))
+    assert O3MiniHook().settings.timeouts == Timeouts(connect=10.0, read=2400.0, attempt=2400.0)
+    assert Timeouts().attempt == 1800.0
+    connection["extra"] = {"attempt_timeout": 300}
+    monkeypatch.setenv("AIRFLOW_CONN_AIMLAPI_DEFAULT", json.dumps(connection))
+    assert O3MiniHook().settings.timeouts == Timeouts(connect=10.0, read=300.0, attempt=300.0)
+    connection["extra"] = {"attempt_timeout": 300, "read_timeout": 600}
+    monkeypatch.setenv("AIRFLOW_CONN_AIMLAPI_DEFAULT", json.dumps(connection))
+    with pytest.raises(InvalidRequestError, match="attempt_timeout=300s is shorter than read_timeout=600s"):
+        O3MiniHook().chat([{"role": "user", "content": "hi"}])
+    with pytest.raises(
+        InvalidRequestError, match=r"attempt_timeout=5s is shorter than read_timeout=10s \(fix: "
+    ):
+        Timeouts(read=10, attempt=5)
+    with pytest.raises(InvalidRequestError, match=r"read_timeout=nan is not a finite number .*\(fix: "):
+        Timeouts(read=float("nan"))
 
 
 def test_uri_form_connection_with_encoded_base_url(monkeypatch, o3_standin):

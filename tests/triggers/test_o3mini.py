@@ -298,3 +298,56 @@ def test_the_trigger_never_blocks_the_triggerers_event_loop(o3_standin_connectio
     measured = json.loads(probe.stdout.strip().splitlines()[-1])
     assert measured["from_cache"] == [False, True]
     assert measured["lag"] < 0.1, f"the event loop was blocked for {measured['lag']:.3f}s"
+
+
+def test_a_reply_trickling_into_the_triggerer_is_cut_at_the_attempt_timeout_and_comes_back_typed(monkeypatch):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    stop = threading.Event()
+
+    class Trickle(BaseHTTPRequestHandler):
+        disable_nagle_algorithm = True
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            while not stop.wait(0.5):
+                try:
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                except OSError:
+                    return
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        connection = {
+            "conn_type": "aimlapi",
+            "host": f"http://127.0.0.1:{server.server_address[1]}/v1",
+            "password": KEY,
+            "extra": {"attempt_timeout": 1.5},
+        }
+        monkeypatch.setenv("AIRFLOW_CONN_AIMLAPI_DEFAULT", json.dumps(connection))
+        started = time.monotonic()
+        event = fire(
+            O3MiniTrigger(conn_id="aimlapi_default", body=BODY, retry={"max_attempts": 1}, timeout=1)
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+    assert elapsed < 2.5
+    assert event["error"] == "AttemptTimeoutError"
+    with pytest.raises(RequestTimeoutError, match=r"attempt_timeout=1\.5s") as raised:
+        completion_from_event(event)
+    assert type(raised.value).__name__ == "AttemptTimeoutError"
+    assert KEY not in json.dumps(event)

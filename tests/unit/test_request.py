@@ -105,10 +105,64 @@ def test_roles_and_content_parts_outside_the_contract_are_refused(messages, path
     assert path in str(raised.value)
 
 
-def test_assistant_content_may_be_left_out_but_not_null():
+def test_assistant_content_may_be_left_out_and_null_is_not_sent():
     build_body("o3-mini", [*USER, {"role": "assistant", "refusal": None, "tool_calls": []}], {})
-    with pytest.raises(InvalidRequestError, match=r"messages\[1\].content"):
-        build_body("o3-mini", [*USER, {"role": "assistant", "content": None}], {})
+    body = build_body("o3-mini", [*USER, {"role": "assistant", "content": None}], {})
+    assert body["messages"][1] == {"role": "assistant"}
+
+
+def test_a_replys_message_echoed_back_with_nulls_is_sent_without_them():
+    echoed = {
+        "role": "assistant",
+        "content": None,
+        "refusal": None,
+        "name": None,
+        "annotations": [],
+        "audio": None,
+        "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+    }
+    tool = {"role": "tool", "tool_call_id": "call_1", "content": "42", "name": None}
+    body = build_body("o3-mini", [*USER, echoed, tool], {})
+    assert body["messages"][1:] == [
+        {"role": "assistant", "annotations": [], "tool_calls": echoed["tool_calls"]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "42"},
+    ]
+    validate_request_body(body)
+
+
+def test_a_message_with_tool_calls_null_or_name_null_is_sent_without_them():
+    body = build_body(
+        "o3-mini",
+        [
+            {"role": "user", "content": "hi", "name": None},
+            {"role": "assistant", "content": "Hi", "tool_calls": None},
+        ],
+        {},
+    )
+    assert body["messages"] == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hi"}]
+
+
+@pytest.mark.parametrize(
+    ("tool", "field"),
+    [
+        (
+            {"type": "function", "function": {"name": "f", "parameters": {}, "description": None}},
+            "description",
+        ),
+        ({"type": "function", "function": {"name": None, "parameters": {}}}, "name"),
+    ],
+)
+def test_a_null_in_a_tool_definition_is_refused_naming_the_field(tool, field):
+    with pytest.raises(InvalidRequestError, match=rf"tools\[0\]\.function\.{field}: .*Fix: tools: "):
+        build_body("o3-mini", USER, {"tools": [tool]})
+
+
+def test_a_null_json_schema_is_refused_naming_the_field():
+    response_format = {"type": "json_schema", "json_schema": {"name": "answer", "schema": None}}
+    with pytest.raises(
+        InvalidRequestError, match=r"response_format\.json_schema\.schema: .*Fix: response_format"
+    ):
+        build_body("o3-mini", USER, {"response_format": response_format})
 
 
 def test_values_that_cannot_be_json_encoded_are_refused():

@@ -78,3 +78,33 @@ def test_policy_overrides_are_checked():
 def test_the_connection_extras_name_max_retry_seconds_works_in_retry_overrides_too():
     policy = RetryPolicy().updated({"max_attempts": "3", "max_retry_seconds": 120})
     assert (policy.max_attempts, policy.max_elapsed) == (3, 120.0)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("max_retry_after", "inf"),
+        ("max_retry_seconds", "nan"),
+        ("initial_backoff", float("-inf")),
+        ("max_backoff", "soon"),
+        ("max_attempts", "nan"),
+        ("max_attempts", "inf"),
+        ("max_attempts", 2.5),
+    ],
+)
+def test_a_retry_setting_that_is_not_a_finite_number_is_refused_naming_it_and_the_fix(setting, value):
+    with pytest.raises(InvalidRequestError) as raised:
+        RetryPolicy().updated({setting: value})
+    assert str(raised.value).startswith(f"retry setting {setting} is {value!r}: not a ")
+    assert "(fix: use e.g. " in str(raised.value)
+
+
+def test_a_policy_built_directly_refuses_nan_and_infinity_too():
+    with pytest.raises(
+        InvalidRequestError, match=r"retry setting max_retry_seconds is nan: .*fix: use e\.g\. 900"
+    ):
+        RetryPolicy(max_elapsed=float("nan"))
+    with pytest.raises(
+        InvalidRequestError, match=r"retry setting max_retry_after is inf: .*fix: use e\.g\. 120"
+    ):
+        RetryPolicy(max_retry_after=float("inf"))
