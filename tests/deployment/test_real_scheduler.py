@@ -159,7 +159,13 @@ class Deployment:
 
     def start(self, name: str) -> None:
         """Start ``airflow <name>`` in a new process group."""
-        args = {"api-server": ["--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]}
+        args = {
+            "api-server": ["--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
+            # Their log servers listen on every interface at fixed ports; the api-server reads the
+            # task logs from the shared home instead.
+            "scheduler": ["--skip-serve-logs"],
+            "triggerer": ["--skip-serve-logs"],
+        }
         log = self.home / f"{name}.{len(self.stopped)}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
@@ -373,7 +379,7 @@ def deployment(standin: StandInServer, slow_standin: StandInServer) -> Iterator[
         yield deployment
     finally:
         deployment.stop_all()
-        if os.environ.get("AIRFLOW_O3_KEEP_TEST_HOME") != "1":
+        if not os.environ.get("AIRFLOW_O3_KEEP_TEST_HOME"):
             shutil.rmtree(home, ignore_errors=True)
 
 
