@@ -445,6 +445,27 @@ def test_every_example_dag_succeeds_when_triggered_through_the_rest_api(deployme
     assert report.name == f"daily-report-{day}.md"
 
 
+def _utc_day() -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime())
+
+
+def test_the_daily_report_runs_from_airflow_dags_test(deployment):
+    days = {_utc_day()}
+    done = subprocess.run(
+        [AIRFLOW, "dags", "test", "o3_daily_report"],
+        env=deployment.env,
+        cwd=deployment.home,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "state=success" in done.stdout + done.stderr, done.stdout[-3000:]
+    days.add(_utc_day())
+    assert any((deployment.home / "reports" / f"daily-report-{day}.md").is_file() for day in days)
+
+
 # ------------------------------------------------------------------------------------------------
 # Deferrable calls in the triggerer
 # ------------------------------------------------------------------------------------------------
