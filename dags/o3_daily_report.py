@@ -2,13 +2,16 @@
 writes the report, and the last task saves it to a file.
 
 Runs on the real service with an ``aimlapi_default`` connection holding your key, or on the stand-in
-server (``python -m airflow_o3.testing`` prints the connection to export).
+server (``python -m airflow_o3.testing`` prints the connection to export). It runs from its schedule,
+from ``airflow dags test`` and from a manual trigger: Airflow 3 gives a manual run no logical date (so
+no ``ds``), and the report is then dated by the day the run was triggered (``dag_run.run_after``).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pendulum
 from airflow.providers.common.compat.sdk import DAG, task
@@ -28,11 +31,15 @@ with DAG(
 ) as dag:
 
     @task
-    def collect_figures(ds: str | None = None, dag_run: object = None) -> dict[str, object]:
-        """Yesterday's figures; a real DAG would query a warehouse here."""
+    def collect_figures(ds: str | None = None, dag_run: Any = None) -> dict[str, object]:
+        """The day's figures; a real DAG would query a warehouse here.
+
+        ``date`` is the run's logical date, or for a manual run without one the day it was triggered;
+        the prompt and the report's file name both use it.
+        """
         conf = getattr(dag_run, "conf", None) or {}
         return {
-            "date": ds,
+            "date": ds or f"{dag_run.run_after:%Y-%m-%d}",
             "orders": 1284,
             "revenue_eur": 53210.40,
             "refunds": 17,
@@ -49,15 +56,16 @@ with DAG(
     )
 
     @task
-    def save_report(report: str, ds: str | None = None) -> str:
-        """Write the report where the team reads it."""
+    def save_report(report: str, figures: dict[str, Any]) -> str:
+        """Write the report where the team reads it, named by the day it is for."""
         folder = Path(
             os.environ.get("O3_REPORT_DIR") or Path(os.environ.get("AIRFLOW_HOME", ".")) / "reports"
         )
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"daily-report-{ds}.md"
+        path = folder / f"daily-report-{figures['date']}.md"
         path.write_text(report, encoding="utf-8")
         return str(path)
 
-    collect_figures() >> write_report
-    save_report(write_report.output)
+    figures = collect_figures()
+    figures >> write_report
+    save_report(write_report.output, figures)

@@ -359,7 +359,7 @@ def run_dag(
     dag_or_dag_id: DAG | str,
     *,
     run_conf: dict[str, Any] | None = None,
-    logical_date: datetime | None = None,
+    logical_date: datetime | None = _MISSING,
     **test_kwargs: Any,
 ) -> DagRunResult:
     """Run one DAG run with ``dag.test()`` and return a :class:`DagRunResult` snapshot.
@@ -368,6 +368,9 @@ def run_dag(
         registered in the metadata DB first).
     :param run_conf: the run's ``conf`` (``{{ dag_run.conf }}`` / ``params`` overrides).
     :param logical_date: defaults to now. Re-using a logical date replaces the earlier run of that DAG.
+        ``None`` makes a run without one, as a manual trigger (UI, REST API, ``airflow dags trigger``)
+        does in Airflow 3: no ``ds`` in the context, only ``dag_run.run_after``. Airflow 2 gives every
+        run a logical date, so there ``None`` means now.
     :param test_kwargs: passed on to ``dag.test()``: ``run_after``, ``conn_file_path``,
         ``variable_file_path``, ``mark_success_pattern``.
     """
@@ -383,7 +386,7 @@ def run_dag(
     kwargs: dict[str, Any] = dict(test_kwargs)
     if run_conf is not None:
         kwargs["run_conf"] = run_conf
-    if logical_date is not None:
+    if logical_date is not _MISSING and (logical_date is not None or AIRFLOW_3):
         kwargs["logical_date" if AIRFLOW_3 else "execution_date"] = logical_date
 
     buffer = io.StringIO()

@@ -151,10 +151,11 @@ def test_the_installed_script_and_python_m_both_run(command):
 
 
 def test_an_undefined_variable_exits_1_naming_it_and_the_fix(capsys):
-    status, out, err = render(capsys, DAILY_REPORT, "--vars", json.dumps({"params": {"audience": "x"}}))
+    variables = {"xcom": {"collect_figures": FIGURES}}
+    status, out, err = render(capsys, DAILY_REPORT, "--vars", json.dumps(variables))
     assert (status, out) == (1, "")
     assert err.startswith("airflow-o3-render: error: ")
-    assert "'ds' is undefined (fix: add the variable to --vars)" in err
+    assert "'params' is undefined (fix: add the variable to --vars)" in err
 
 
 def test_a_missing_xcom_value_names_the_task_and_how_to_add_it(capsys):

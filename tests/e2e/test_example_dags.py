@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,37 @@ def test_api_key_appears_in_no_log_xcom_or_rendered_field(standin, capfd):
     captured = capfd.readouterr()
     assert CANARY_KEY not in captured.out
     assert CANARY_KEY not in captured.err
+
+
+def _utc_day() -> str:
+    return f"{datetime.now(UTC):%Y-%m-%d}"
+
+
+def test_daily_report_triggered_by_hand_is_dated_by_its_trigger_day(standin, tmp_path):
+    days = {_utc_day()}
+    result = run_dag("o3_daily_report", logical_date=None)  # what the UI's trigger button makes in Airflow 3
+    days.add(_utc_day())
+    result.assert_success()
+
+    (request,) = standin.chat_requests
+    sent = request.body["messages"][1]["content"]
+    day = next((day for day in sorted(days) if f"report for {day}, for the operations team." in sent), None)
+    assert day is not None, f"no trigger day {sorted(days)} in the prompt: {sent[:120]!r}"
+    report = Path(result.xcom("save_report"))
+    assert report.name == f"daily-report-{day}.md"
+    assert report.read_text(encoding="utf-8") == result.xcom("write_report")
+
+
+def test_daily_report_on_a_scheduled_date_keeps_that_date(standin):
+    result = run_dag("o3_daily_report", logical_date=datetime(2026, 3, 14, tzinfo=UTC))
+    result.assert_success()
+    (request,) = standin.chat_requests
+    assert "report for 2026-03-14, for" in request.body["messages"][1]["content"]
+    assert Path(result.xcom("save_report")).name == "daily-report-2026-03-14.md"
+
+
+@pytest.mark.parametrize("dag_id", ["o3_enrich_rows", "o3_batch_enrich", "o3_classify_tickets"])
+def test_example_dag_triggered_by_hand_succeeds(standin, dag_id):
+    result = run_dag(dag_id, logical_date=None)
+    result.assert_success()
+    assert standin.chat_requests
