@@ -495,7 +495,6 @@ def test_a_deferrable_call_waits_in_the_triggerer_and_completes(deployment, slow
     assert deployment.xcom(DEFERRED_DAG, run_id, "ask").startswith("Stand-in reply to: In one sentence: ")
 
 
-@pytest.mark.xfail(strict=True, reason="needs the trigger grace period + cache (trust item 7)")
 def test_restarting_the_triggerer_mid_call_sends_the_request_once(deployment, slow_standin):
     topic = "triggerer restart"
     run_id = deployment.trigger(DEFERRED_DAG, {"topic": topic})
