@@ -276,11 +276,12 @@ class _Run:
         elapsed = time.monotonic() - started
         rate = done / elapsed if elapsed else 0.0
         eta = f"{(total - done - not_sent) / rate:.0f}s" if rate else "unknown"
+        counts = [f"{failed:,} failed"]
+        counts += [f"{not_sent:,} not sent"] if not_sent else []
+        counts += [f"{from_cache:,} from cache"] if from_cache else []
         return (
-            f"{label}: {done:,}/{total:,} items done ({failed:,} failed"
-            f"{f', {not_sent:,} not sent' if not_sent else ''}, {from_cache:,} from cache), "
-            f"{rate:.1f} items/s, ETA {eta}; {self.spend.summary()}; "
-            f"{self.control.rate_limited:,} rate limited (429)"
+            f"{label}: {done:,}/{total:,} items done ({', '.join(counts)}), {rate:.1f} items/s, "
+            f"ETA {eta}; {self.spend.summary()}; {self.control.rate_limited:,} rate limited (429)"
         )
 
 
