@@ -55,8 +55,13 @@ class O3MiniBatchOperator(O3MiniOperator):
       (``elapsed_s``, ``items_per_s``), ``rate_limited`` (429s met), ``spend`` (what this try paid:
       ``requests``, ``total_tokens``, ``usd``) and ``budget_reached``.
 
-    A progress line (items done, rate, ETA, spend) is logged every ``progress_interval`` seconds; the
-    per-call summary lines are logged at DEBUG level.
+    A progress line (items done, failed, not sent, read from the cache, rate, ETA, spend) is logged
+    every ``progress_interval`` seconds; the per-call summary and cache lines are logged at DEBUG
+    level. The last line counts as the ``batch`` XCom does.
+
+    Killing the task (``on_kill``) or reaching its ``execution_timeout`` stops the batch at once: no
+    request starts any more and the workers waiting for their turn leave. A 429's wait is capped by
+    the retry settings (``max_retry_after``, ``max_retry_seconds``), whatever the service asks.
 
     In the UI's Rendered Templates view and in ``airflow tasks render``, ``prompt``, ``system_prompt``
     and ``messages`` show the request of the first item (item 0), which is what is actually sent; when
