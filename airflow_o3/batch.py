@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from airflow_o3.budget import Budget, BudgetExceededError, Spend
 from airflow_o3.errors import AuthenticationError, InvalidRequestError, O3Error, OutOfCreditsError
 from airflow_o3.parameters import coerce_settings
+from airflow_o3.ratecontrol import StoppedError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -38,6 +39,9 @@ MAX_CONCURRENCY = 512
 
 ACCOUNT_ERRORS = (AuthenticationError, OutOfCreditsError)
 """Errors no item can avoid (a wrong key, no credits): they stop the batch whatever the policy."""
+
+STOP_POLL = 0.1
+"""Seconds between two looks at whether the batch was stopped from outside (task kill)."""
 
 
 @dataclass(frozen=True)
@@ -97,13 +101,24 @@ class BatchItemError(O3Error):
     """An item failed and the batch stopped (policy ``fail``, or an account error every item would hit).
 
     Retryable when the item's error is (a 429 or 5xx that outlived the retries): a task retry may
-    succeed, and with the response cache on it pays only for the items that had not completed.
+    succeed, and with the response cache on it pays only for the items that had not completed. Final
+    otherwise (a 400, a wrong key): a retry would meet the same error.
     """
 
     def __init__(self, failure: ItemFailure, message: str) -> None:
         self.failure = failure
         self.retryable = failure.error.retryable
         super().__init__(message)
+
+
+class BatchStoppedError(O3Error):
+    """The batch was stopped from outside (the task was killed) before every item was done.
+
+    Retryable: whether the task tries again is Airflow's decision (a worker shutting down, say); with
+    the response cache on, a retry pays only for the items that had not completed.
+    """
+
+    retryable = True
 
 
 @dataclass
@@ -146,7 +161,7 @@ class BatchOutcome:
 
 
 def _not_sent(failure: ItemFailure) -> bool:
-    return isinstance(failure.error, BudgetExceededError)
+    return isinstance(failure.error, BudgetExceededError | StoppedError)
 
 
 class _Run:
@@ -174,11 +189,13 @@ class _Run:
         self.outcome = BatchOutcome(
             values=[None] * len(calls), completions=[None] * len(calls), failures=dict(failures), spend=spend
         )
-        self.stop = threading.Event()
+        self.stop = control.stopping
+        self.halted = False
         self.finished = threading.Event()
         self.lock = threading.Lock()
         self.next = 0
-        self.done = len(failures)
+        self.succeeded = 0
+        self.from_cache = 0
         self.workers = 0
         self.stopping_failure: ItemFailure | None = None
         self.crash: BaseException | None = None
@@ -192,7 +209,7 @@ class _Run:
                 return None
             if (reached := self.spend.reached()) is not None:
                 self.outcome.budget_reached = reached
-                self.stop.set()
+                self.halt()
                 return None
             index = self.next
             self.next += 1
@@ -204,7 +221,7 @@ class _Run:
                 self.one(index)
         except BaseException as error:  # a bug, not an item's failure: stop and raise it in the task
             self.crash = error
-            self.stop.set()
+            self.halt()
         finally:
             with self.lock:
                 self.workers -= 1
@@ -226,28 +243,44 @@ class _Run:
             with self.lock:
                 self.outcome.values[index] = value
                 self.outcome.completions[index] = replace(completion, raw={})
-                self.done += 1
+                self.succeeded += 1
+                self.from_cache += completion.from_cache
 
     def failed(self, failure: ItemFailure) -> None:
         with self.lock:
             self.outcome.failures[failure.index] = failure
-            self.done += 1
             if isinstance(failure.error, BudgetExceededError):
                 self.outcome.budget_reached = self.outcome.budget_reached or self.spend.reached()
-                self.stop.set()
+                self.halt()
+            elif isinstance(failure.error, StoppedError):
+                return
             elif self.on_item_error == "fail" or isinstance(failure.error, ACCOUNT_ERRORS):
                 self.stopping_failure = self.stopping_failure or failure
-                self.stop.set()
+                self.halt()
 
-    def progress(self, started: float) -> str:
+    def halt(self) -> None:
+        """Stop the batch from inside (budget, failed item, crash): no request starts any more."""
+        self.halted = True
+        self.stop.set()
+
+    def killed(self) -> bool:
+        """The batch was stopped from outside (:meth:`RateController.stop`, by the task's ``on_kill``)."""
+        return self.stop.is_set() and not self.halted
+
+    def progress(self, started: float, label: str = "Batch progress") -> str:
+        """The progress line; its counts are those of the ``batch`` XCom (done = succeeded + failed)."""
         with self.lock:
-            done, total = self.done, len(self.calls)
-            failed = len(self.outcome.failures)
+            failed = sum(1 for failure in self.outcome.failures.values() if not _not_sent(failure))
+            not_sent = len(self.outcome.failures) - failed
+            done, total, from_cache = self.succeeded + failed, len(self.calls), self.from_cache
         elapsed = time.monotonic() - started
         rate = done / elapsed if elapsed else 0.0
-        eta = f"{(total - done) / rate:.0f}s" if rate else "unknown"
+        eta = f"{(total - done - not_sent) / rate:.0f}s" if rate else "unknown"
+        counts = [f"{failed:,} failed"]
+        counts += [f"{not_sent:,} not sent"] if not_sent else []
+        counts += [f"{from_cache:,} from cache"] if from_cache else []
         return (
-            f"Batch progress: {done:,}/{total:,} items done ({failed:,} failed), {rate:.1f} items/s, "
+            f"{label}: {done:,}/{total:,} items done ({', '.join(counts)}), {rate:.1f} items/s, "
             f"ETA {eta}; {self.spend.summary()}; {self.control.rate_limited:,} rate limited (429)"
         )
 
@@ -276,6 +309,8 @@ def run_batch(
     :param spend: the task's spend and budget, which ``control`` checks before every request.
     :raises BatchItemError: an item failed and the policy (or an account error) stopped the batch.
     :raises BudgetExceededError: the budget was reached and its ``on_exceeded`` is ``fail``.
+    :raises BatchStoppedError: ``control`` was stopped (the task killed); this returns within
+        :data:`STOP_POLL` seconds, without waiting for the requests in flight.
     """
     run = _Run(
         hook,
@@ -295,28 +330,35 @@ def run_batch(
     for number in range(workers):
         threading.Thread(target=run.work, name=f"o3-batch-{number}", daemon=True).start()
     try:
-        while not run.finished.wait(progress_interval):
-            log.info("%s", run.progress(started))
-    except BaseException:  # the task is being stopped: let no worker start another request
-        run.stop.set()
+        _wait_for_workers(run, log, started, progress_interval)
+    except BaseException:  # the task is being stopped (execution_timeout): every worker leaves
+        run.halt()
+        log.info("%s", run.progress(started, "Batch stopped"))
         raise
+    if run.killed():
+        log.info("%s", run.progress(started, "Batch stopped"))
+        raise BatchStoppedError(
+            f"the batch was stopped (the task was killed) after {run.succeeded:,} of {len(calls):,} "
+            f"items completed; {_resume(cache is not None)}"
+        )
     outcome = run.outcome
     outcome.elapsed = time.monotonic() - started
     outcome.rate_limited = control.rate_limited
-    log.info("%s", run.progress(started).replace("Batch progress", "Batch finished"))
+    if outcome.budget_reached is not None and run.stopping_failure is None and run.crash is None:
+        for index in range(run.next, len(calls)):
+            outcome.failures.setdefault(
+                index,
+                ItemFailure(
+                    index, BudgetExceededError("not sent: the task's budget was reached before this item")
+                ),
+            )
+    log.info("%s", run.progress(started, "Batch finished"))
     if run.crash is not None:
         raise run.crash
     if run.stopping_failure is not None:
         raise _stopped_by(run.stopping_failure, outcome, cache is not None)
     if outcome.budget_reached is None:
         return outcome
-    for index in range(run.next, len(calls)):
-        outcome.failures.setdefault(
-            index,
-            ItemFailure(
-                index, BudgetExceededError("not sent: the task's budget was reached before this item")
-            ),
-        )
     if spend.budget.on_exceeded == "fail":
         done = sum(1 for completion in outcome.completions if completion is not None)
         raise BudgetExceededError(
@@ -326,13 +368,35 @@ def run_batch(
     return outcome
 
 
-def _stopped_by(failure: ItemFailure, outcome: BatchOutcome, cached: bool) -> BatchItemError:
-    done = sum(1 for completion in outcome.completions if completion is not None)
-    resume = (
+def _wait_for_workers(run: _Run, log: ProgressLog, started: float, interval: float) -> None:
+    """Log a progress line every ``interval`` seconds until the workers are done or the batch is
+    stopped from outside (then at once: the requests in flight are not waited for)."""
+    next_line = time.monotonic() + interval
+    while not run.finished.wait(max(0.0, min(STOP_POLL, next_line - time.monotonic()))):
+        if run.killed():
+            return
+        if time.monotonic() >= next_line:
+            log.info("%s", run.progress(started))
+            next_line = time.monotonic() + interval
+
+
+def _resume(cached: bool) -> str:
+    return (
         "with the response cache on, a retry of the task pays only for the items that did not complete"
         if cached
         else "turn the response cache on (cache='on') so that a retry pays only for the items that did "
         "not complete"
+    )
+
+
+def _stopped_by(failure: ItemFailure, outcome: BatchOutcome, cached: bool) -> BatchItemError:
+    done = sum(1 for completion in outcome.completions if completion is not None)
+    resume = (
+        _resume(cached)
+        if failure.error.retryable
+        else "a retry of the task would not help (it would meet the same error), so the task fails "
+        "without retrying: fix the cause"
+        + (", and a new run pays only for the items that did not complete" if cached else "")
     )
     why = (
         "an error every item would meet"

@@ -8,14 +8,18 @@ thread-safe) and decides when the next request may start:
   the service announces in OpenAI-style ``x-ratelimit-limit-*`` / ``-remaining-*`` / ``-reset-*``
   headers (a token bucket refills at ``(limit - remaining) / reset`` per second);
 - on a 429 every worker waits out the ``Retry-After`` (or ``retry-after-ms``, or
-  ``x-ratelimit-reset-*``) the service names; the pace drops to the rate the service announces when it
+  ``x-ratelimit-reset-*``) the service names, never longer than the retry policy's
+  ``max_retry_after`` nor its ``max_elapsed`` (a wait that is not a finite number counts as no
+  hint); the pace drops to the rate the service announces when it
   was above it, else it is cut (multiplicative decrease); each success raises it again a little
   (additive increase), up to the caps;
 - it keeps billed tokens under a ``tokens_per_minute`` cap (or the service's token limit): each reply's
   tokens are paid for by delaying the next start.
 
-The hook calls :meth:`RateController.acquire` right before each POST (retries included) and
-:meth:`RateController.observe` with each answer's status and headers.
+The hook calls :meth:`RateController.acquire` right before each POST (retries included),
+:meth:`RateController.observe` with each answer's status and headers, and waits between retries with
+:meth:`RateController.sleep`. Every wait ends early when the batch stops (:meth:`RateController.stop`,
+on task kill or timeout): a waiting request then raises :class:`StoppedError` instead of starting.
 """
 
 from __future__ import annotations
@@ -26,8 +30,12 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
+from airflow_o3.errors import O3Error
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+
+    from airflow_o3.retry import RetryPolicy
 
 SERVICE_RATE_SHARE = 0.95
 """Pace at this share of the rate the service announces, to stay clear of its refusals."""
@@ -46,6 +54,11 @@ MIN_RATE = 0.05
 
 PAUSE_WITHOUT_HINT = 0.5
 """Seconds every worker waits after a 429 that names no wait."""
+
+
+class StoppedError(O3Error):
+    """The batch stopped (task killed or timed out, a budget or a failed item) before this request
+    started: nothing was sent for it, nothing was paid."""
 
 
 def _number(value: str | None) -> float | None:
@@ -86,8 +99,10 @@ class RateController:
     :param tokens_per_minute: a fixed cap on the tokens billed per minute (prompt plus completion,
         hidden reasoning included), held over time: the tokens of each reply delay the next start.
     :param admit: called before every request; it raises to refuse one (the batch's budget check).
+    :param retry: the retry policy of the batch's calls: a 429's wait is capped at its
+        ``max_retry_after`` and its ``max_elapsed`` (the defaults of :class:`RetryPolicy` without one).
     :param clock: the monotonic clock, in seconds.
-    :param sleep: how to wait, in seconds.
+    :param sleep: how to wait, in seconds; by default a wait that :meth:`stop` ends at once.
     """
 
     def __init__(
@@ -96,14 +111,22 @@ class RateController:
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
         admit: Callable[[], None] | None = None,
+        retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
+        if retry is None:
+            from airflow_o3.retry import RetryPolicy
+
+            retry = RetryPolicy()
+        self._max_pause = min(retry.max_retry_after, retry.max_elapsed)
+        self.stopping = threading.Event()
+        """Set when the batch stops: every wait ends, and no request starts any more."""
         self._request_cap = requests_per_minute / 60 if requests_per_minute else math.inf
         self._token_cap = tokens_per_minute / 60 if tokens_per_minute else math.inf
         self._admit = admit
         self._clock = clock
-        self._sleep = sleep
+        self._sleep = sleep or self.sleep
         self._lock = threading.Lock()
         self._service_requests = math.inf
         self._service_tokens = math.inf
@@ -130,11 +153,28 @@ class RateController:
     def _token_rate(self) -> float:
         return min(self._token_cap, self._service_tokens * SERVICE_RATE_SHARE)
 
+    def stop(self) -> None:
+        """Stop the batch: waiting workers wake, and no request starts any more (thread-safe)."""
+        self.stopping.set()
+
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if the batch stops meanwhile (the wait between two retries)."""
+        self.stopping.wait(seconds)
+
+    def _check(self) -> None:
+        if self._admit is not None:
+            self._admit()
+        if self.stopping.is_set():
+            raise StoppedError("not sent: the batch stopped before this request started")
+
     def acquire(self) -> None:
-        """Wait for this request's turn. Raises whatever ``admit`` raises, before waiting and after."""
+        """Wait for this request's turn.
+
+        :raises StoppedError: the batch stopped, before the wait or during it.
+        Raises whatever ``admit`` raises too, before waiting and after.
+        """
         while True:
-            if self._admit is not None:
-                self._admit()
+            self._check()
             with self._lock:
                 now = self._clock()
                 start = max(now, self._next_start, self._paused_until, self._tokens_paid_until)
@@ -150,8 +190,7 @@ class RateController:
                 if self._pauses == pauses or self._paused_until <= now:
                     self._started(now)
                     break
-        if self._admit is not None:
-            self._admit()
+        self._check()
 
     def _started(self, now: float) -> None:
         self._recent_starts.append(now)
@@ -165,7 +204,7 @@ class RateController:
         limits = rate_limit_headers(headers)
         requests_rate = announced_rate(limits, "requests") if limits else None
         tokens_rate = announced_rate(limits, "tokens") if limits else None
-        wait = retry_after(headers) if status == 429 else None
+        wait = self._pause_for(retry_after(headers)) if status == 429 else 0.0
         with self._lock:
             now = self._clock()
             if requests_rate is not None:
@@ -175,8 +214,7 @@ class RateController:
             ceiling = self._ceiling()
             if status == 429:
                 self.rate_limited += 1
-                pause = PAUSE_WITHOUT_HINT if wait is None else wait
-                self._paused_until = max(self._paused_until, now + pause)
+                self._paused_until = max(self._paused_until, now + wait)
                 self._pauses += 1
                 if now - self._last_decrease >= DECREASE_EVERY:
                     self._last_decrease = now
@@ -189,6 +227,13 @@ class RateController:
                 self._rate = min(ceiling, self._rate + INCREASE_PER_SECOND / self._rate)
             if self._rate > ceiling:
                 self._rate = ceiling
+
+    def _pause_for(self, hint: float | None) -> float:
+        """A 429's pause: the service's hint capped by the policy; a hint that is no finite number of
+        seconds (``inf``, ``nan``, negative) counts as none."""
+        if hint is None or not math.isfinite(hint) or hint < 0:
+            hint = PAUSE_WITHOUT_HINT
+        return min(hint, self._max_pause)
 
     def paid(self, tokens: int) -> None:
         """Count the tokens a reply was billed for against the token pace."""

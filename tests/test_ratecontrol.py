@@ -4,12 +4,21 @@ import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import pytest
 
 from airflow_o3.budget import BudgetExceededError
 from airflow_o3.hooks import O3MiniHook
-from airflow_o3.ratecontrol import DECREASE, RateController, announced_rate, rate_limit_headers
+from airflow_o3.ratecontrol import (
+    DECREASE,
+    RateController,
+    StoppedError,
+    announced_rate,
+    rate_limit_headers,
+)
+from airflow_o3.retry import RetryPolicy
 from airflow_o3.testing import StandInServer
 
 USER = [{"role": "user", "content": "Name three prime numbers."}]
@@ -68,6 +77,74 @@ def test_429_without_a_hint_still_pauses_briefly(clock):
     control.observe(429, {})
     control.acquire()
     assert clock.now > 100.0
+
+
+A_MONTH_AHEAD = format_datetime(datetime.now(UTC) + timedelta(days=30), usegmt=True)
+HUGE_WAITS = [
+    {"retry-after": "99999"},
+    {"retry-after": A_MONTH_AHEAD},
+    {"retry-after-ms": "inf"},
+    {"retry-after-ms": "nan"},
+    {"x-ratelimit-reset-requests": "99999s"},
+]
+
+
+HUGE_WAIT_IDS = ["retry-after-99999", "retry-after-a-month-ahead", "ms-inf", "ms-nan", "reset-99999s"]
+
+
+@pytest.mark.parametrize("headers", HUGE_WAITS, ids=HUGE_WAIT_IDS)
+def test_a_429s_wait_is_capped_by_the_retry_policy(clock, headers):
+    policy = RetryPolicy(max_retry_after=1, max_elapsed=5)
+    control = controller(clock, retry=policy)
+    control.observe(429, headers)
+    control.acquire()
+    assert clock.now - 100.0 <= 1.0
+
+
+def test_a_429s_wait_never_outlasts_the_policys_max_elapsed(clock):
+    control = controller(clock, retry=RetryPolicy(max_retry_after=120, max_elapsed=3))
+    control.observe(429, {"retry-after": "60"})
+    control.acquire()
+    assert clock.now == pytest.approx(103.0)
+
+
+def test_without_a_policy_a_429s_wait_is_capped_at_the_default_max_retry_after(clock):
+    control = controller(clock)
+    control.observe(429, {"retry-after": "99999"})
+    control.acquire()
+    assert clock.now - 100.0 == pytest.approx(RetryPolicy().max_retry_after)
+
+
+def test_stop_wakes_a_worker_waiting_out_a_pause_and_it_sends_nothing():
+    control = RateController(retry=RetryPolicy(max_retry_after=3600, max_elapsed=3600))
+    control.observe(429, {"retry-after": "3600"})
+    raised: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            control.acquire()
+        except StoppedError as error:
+            raised.append(error)
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    time.sleep(0.2)
+    stopped = time.monotonic()
+    control.stop()
+    thread.join(2)
+    assert not thread.is_alive()
+    assert time.monotonic() - stopped < 0.5
+    assert len(raised) == 1 and "not sent" in str(raised[0])
+
+
+def test_a_stopped_controller_starts_no_request_and_cuts_sleeps_short():
+    control = RateController()
+    control.stop()
+    started = time.monotonic()
+    control.sleep(60)
+    assert time.monotonic() - started < 0.5
+    with pytest.raises(StoppedError):
+        control.acquire()
 
 
 def test_429_cuts_the_pace_and_successes_raise_it_again(clock):

@@ -206,7 +206,8 @@ class O3MiniHook(BaseHook):
         timeout stretches the attempt timeout to match.
     :param pool_size: connections kept open to the service; raise it for concurrent callers.
     :param rate_control: a controller shared by concurrent callers (a batch's workers): every request
-        waits for its turn there, and every answer's status and rate-limit headers are reported to it.
+        waits for its turn there, every answer's status and rate-limit headers are reported to it,
+        and the waits between retries end early when it is stopped.
     """
 
     conn_name_attr = "conn_id"
@@ -343,19 +344,24 @@ class O3MiniHook(BaseHook):
         """
         key = self.cache_key(prepared) if cache is not None else ""
         if cache is not None and (stored := cache.get(key)) is not None:
-            log.info("Reply read from the response cache (entry %s): nothing was paid for it", key[:16])
+            log.log(
+                self.call_log_level,
+                "Reply read from the response cache (entry %s): nothing was paid for it",
+                key[:16],
+            )
             if on_text is not None:
                 for choice in stored.choices:
                     if choice.text:
                         on_text(choice.index, choice.text)
             return stored
+        sleep = self.rate_control.sleep if self.rate_control is not None else time.sleep
         try:
             if prepared.body.get("stream"):
                 completion = call_with_retries(
-                    self.settings.retry, lambda: self._post_stream(prepared, on_text)
+                    self.settings.retry, lambda: self._post_stream(prepared, on_text), sleep=sleep
                 )
             else:
-                completion = call_with_retries(self.settings.retry, lambda: self._post(prepared))
+                completion = call_with_retries(self.settings.retry, lambda: self._post(prepared), sleep=sleep)
         except ServiceError as error:
             raise error.for_connection(self.conn_id) from error.__cause__
         if cache is not None:

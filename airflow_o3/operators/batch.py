@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from airflow_o3.batch import BatchOutcome, ItemErrorPolicy
     from airflow_o3.hooks.o3mini import O3MiniHook, PreparedCall
+    from airflow_o3.ratecontrol import RateController
     from airflow_o3.response import Completion
 
 PER_ITEM_FIELDS: tuple[str, ...] = ("prompt", "system_prompt", "messages")
@@ -54,8 +55,13 @@ class O3MiniBatchOperator(O3MiniOperator):
       (``elapsed_s``, ``items_per_s``), ``rate_limited`` (429s met), ``spend`` (what this try paid:
       ``requests``, ``total_tokens``, ``usd``) and ``budget_reached``.
 
-    A progress line (items done, rate, ETA, spend) is logged every ``progress_interval`` seconds; the
-    per-call summary lines are logged at DEBUG level.
+    A progress line (items done, failed, not sent, read from the cache, rate, ETA, spend) is logged
+    every ``progress_interval`` seconds; the per-call summary and cache lines are logged at DEBUG
+    level. The last line counts as the ``batch`` XCom does.
+
+    Killing the task (``on_kill``) or reaching its ``execution_timeout`` stops the batch at once: no
+    request starts any more and the workers waiting for their turn leave. A 429's wait is capped by
+    the retry settings (``max_retry_after``, ``max_retry_seconds``), whatever the service asks.
 
     The batch renders its prompt itself, once per item, whether it is mapped
     (``.partial(prompt=...).expand(items=...)``) or not. So the UI's Rendered Templates view and
@@ -92,6 +98,8 @@ class O3MiniBatchOperator(O3MiniOperator):
         "items": "json",
     }
     ui_color = "#c2ecd5"
+    _rate_control: RateController | None = None
+    """The running batch's controller, which :meth:`on_kill` stops."""
 
     def __init__(
         self,
@@ -164,19 +172,20 @@ class O3MiniBatchOperator(O3MiniOperator):
         with _task_failure_on_final_errors():
             items = self._item_list()
             spend = Spend(self.budget)
-            control = RateController(
-                requests_per_minute=self.limits.requests_per_minute,
-                tokens_per_minute=self.limits.tokens_per_minute,
-                admit=spend.check if self.budget.limited else None,
-            )
             hook = O3MiniHook(
                 conn_id=self.conn_id,
                 retry=self.retry,
                 timeout=self.timeout,
                 pool_size=self.limits.max_concurrency,
-                rate_control=control,
             )
             hook.call_log_level = logging.DEBUG
+            control = RateController(
+                requests_per_minute=self.limits.requests_per_minute,
+                tokens_per_minute=self.limits.tokens_per_minute,
+                admit=spend.check if self.budget.limited else None,
+                retry=hook.settings.retry,
+            )
+            hook.rate_control = self._rate_control = control
             calls, failures = self.prepare_items(hook, items, context)
             if self.dry_run_only:
                 return self._dry_run(calls, failures)
@@ -200,6 +209,12 @@ class O3MiniBatchOperator(O3MiniOperator):
                 progress_interval=self.progress_interval,
             )
         return self.publish_batch(context, outcome)
+
+    def on_kill(self) -> None:
+        """Stop the batch when the task is killed (SIGTERM) or times out: no request starts any more,
+        the workers waiting for their turn leave, and ``execute`` ends at once with the task."""
+        if self._rate_control is not None:
+            self._rate_control.stop()
 
     def prepare_items(
         self, hook: O3MiniHook, items: Sequence[Any], context: Context

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import re
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from airflow_o3.batch import BatchItemError
+from airflow_o3.batch import BatchItemError, BatchStoppedError
 from airflow_o3.errors import InvalidRequestError, ServerError
 from airflow_o3.operators import O3MiniBatchOperator
-from airflow_o3.testing import HttpError, RateLimited, Reply, Stall, stub_context
+from airflow_o3.testing import HttpError, RateLimited, Reply, Stall, StandInServer, stub_context
 from tests.contract import validate_request_body
 from tests.operators.helpers import FAST_RETRY
 
@@ -279,3 +286,112 @@ def test_items_that_are_not_a_list_fail_with_the_fix(o3_standin_connection, item
 def test_bad_settings_fail_at_dag_parse_with_the_fix(arguments, fragment):
     with pytest.raises(InvalidRequestError, match=fragment):
         batch(**arguments)
+
+
+A_MONTH_AHEAD = format_datetime(datetime.now(UTC) + timedelta(days=30), usegmt=True)
+CAPPED_RETRY = {**FAST_RETRY, "max_retry_after": 1, "max_retry_seconds": 5}
+
+
+def batch_workers() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name.startswith("o3-batch-")]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Retry-After": "99999"},
+        {"Retry-After": A_MONTH_AHEAD},
+        {"retry-after-ms": "inf"},
+        {"retry-after-ms": "nan"},
+        {"x-ratelimit-reset-requests": "99999s"},
+    ],
+    ids=["retry-after-99999", "retry-after-a-month-ahead", "ms-inf", "ms-nan", "reset-99999s"],
+)
+def test_a_huge_or_endless_retry_after_is_capped_by_the_retry_policy(o3_standin_connection, headers):
+    o3_standin_connection.script(*[HttpError(429, "slow down", headers=headers)] * 2)
+    started = time.monotonic()
+    result, xcoms = run(batch(items=ROWS[:4], retry=CAPPED_RETRY, limits={"max_concurrency": 2}))
+    assert time.monotonic() - started < 8, "each wait is at most max_retry_after (1 s)"
+    assert result == [expected_reply(index) for index in range(4)]
+    assert xcoms["batch"]["rate_limited"] == 2
+
+
+def kill_when_waiting(
+    operator: O3MiniBatchOperator, server: StandInServer, kills: list[tuple[float, int]]
+) -> None:
+    """From another thread: once the workers wait out a 429, call ``on_kill()`` as Airflow does, and
+    note when and how many requests had been sent."""
+
+    def kill() -> None:
+        deadline = time.monotonic() + 20
+        while not server.chat_requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # every worker now waits out the pause, or the retry after its own 429
+        kills.append((time.monotonic(), len(server.chat_requests)))
+        operator.on_kill()
+
+    threading.Thread(target=kill, daemon=True).start()
+
+
+@pytest.mark.timeout(60)
+def test_on_kill_stops_a_batch_paused_on_an_endless_retry_after_within_two_seconds(o3_standin_connection):
+    endless = HttpError(429, "slow down", headers={"Retry-After": "99999"})
+    o3_standin_connection.script(*[endless] * 20)
+    operator = batch(retry={"max_attempts": 10, "max_retry_after": 3600, "max_retry_seconds": 86400})
+    kills: list[tuple[float, int]] = []
+    kill_when_waiting(operator, o3_standin_connection, kills)
+    with pytest.raises(BatchStoppedError, match="the task was killed") as raised:
+        run(operator)
+    killed, sent = kills[0]
+    assert time.monotonic() - killed < 2
+    assert raised.value.retryable, "whether a killed task tries again is Airflow's decision"
+    while batch_workers() and time.monotonic() < killed + 2:
+        time.sleep(0.05)
+    assert batch_workers() == [], "the waiting workers wake and leave"
+    assert len(o3_standin_connection.chat_requests) == sent, "no request starts after the kill"
+
+
+def test_after_a_budget_stop_the_last_progress_line_agrees_with_the_batch_xcom(
+    o3_standin_connection, one_call, capsys
+):
+    # the second item waits for its turn (two starts a second) while the first reply crosses the budget
+    _, xcoms = run(
+        batch(
+            limits={"max_concurrency": 2, "requests_per_minute": 120},
+            budget={"max_total_tokens": one_call, "on_exceeded": "stop"},
+        )
+    )
+    summary = xcoms["batch"]
+    assert summary["succeeded"] == 1 and summary["not_sent"] == len(ROWS) - 1
+    finished = re.search(
+        r"Batch finished: (\d+)/(\d+) items done \((\d+) failed, (\d+) not sent", capsys.readouterr().out
+    )
+    assert finished is not None
+    done, total, failed, not_sent = map(int, finished.groups())
+    assert (done, total) == (summary["succeeded"] + summary["failed"], summary["items"])
+    assert (failed, not_sent) == (summary["failed"], summary["not_sent"])
+
+
+def test_cache_hits_in_a_batch_are_counted_in_the_progress_line_not_logged_one_by_one(
+    o3_standin_connection, tmp_path, capsys, caplog
+):
+    cache = {"mode": "on", "path": str(tmp_path)}
+    run(batch(cache=cache))
+    capsys.readouterr()
+    caplog.set_level(logging.INFO)
+    _, xcoms = run(batch(cache=cache))
+    assert xcoms["batch"]["from_cache"] == len(ROWS)
+    cache_lines = [record for record in caplog.records if "response cache" in record.getMessage()]
+    assert [record for record in cache_lines if record.levelno >= logging.INFO] == []
+    out = capsys.readouterr().out
+    assert "Reply read from the response cache" not in out
+    assert f"Batch finished: {len(ROWS)}/{len(ROWS)} items done (0 failed, {len(ROWS)} from cache)" in out
+
+
+def test_a_400_on_one_item_says_a_task_retry_would_not_help(o3_standin_connection, tmp_path):
+    o3_standin_connection.script(HttpError(400, "this row is too long"))
+    with pytest.raises(AirflowFailException, match=r"a retry of the task would not help") as raised:
+        run(batch(limits={"max_concurrency": 1}, cache={"mode": "on", "path": str(tmp_path)}))
+    assert "so that a retry pays only" not in str(raised.value)
+    assert len(o3_standin_connection.chat_requests) == 1
