@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from airflow_o3.errors import InvalidRequestError
-from airflow_o3.parameters import check_parameter_names
+from airflow_o3.parameters import VALUE_RULES, check_parameter_names, check_parameter_values
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -25,22 +25,14 @@ FIELD_FIXES: Mapping[str, str] = {
         "send a non-empty list of {role, content} dicts; roles are user, developer, system, assistant "
         "and tool, and content is text (a string or a list of {'type': 'text', 'text': ...} parts)"
     ),
-    "reasoning_effort": "use 'low', 'medium' or 'high'",
-    "max_completion_tokens": (
-        "use a whole number from 1 to 100000; it covers hidden reasoning plus the visible reply"
-    ),
-    "n": "use a whole number of 1 or more",
-    "seed": "use a whole number of 1 or more",
-    "stop": "use a string or a list of at most 4 strings",
     "tools": "use at most 128 {'type': 'function', 'function': {name, parameters}} entries",
-    "tool_choice": "use 'none', 'auto', 'required' or {'type': 'function', 'function': {'name': ...}}",
     "response_format": (
         "use {'type': 'text'}, {'type': 'json_object'} or "
         "{'type': 'json_schema', 'json_schema': {'name': ..., 'schema': {...}}}; the name is 1 to 64 "
         "of a-z, A-Z, 0-9, _ and -"
     ),
     "stream_options": "use {'include_usage': true}",
-    "provider": "name an upstream such as 'openai', or 'auto'",
+    **{name: rule.fix for name, rule in VALUE_RULES.items()},
 }
 
 
@@ -225,6 +217,7 @@ def build_body(
         the contract; the message names each field and the fix.
     """
     check_parameter_names(params)
+    check_parameter_values(params)
     body: dict[str, Any] = {"model": model, "messages": _without_nulls(messages)}
     body.update((name, value) for name, value in params.items() if value is not None)
     if body.get("stream") is True and "stream_options" not in body:

@@ -201,8 +201,13 @@ def test_a_schema_file_is_sent_in_strict_form(capsys, tmp_path):
         (["--parameters", '{"reasoning_effort": "low"}'], "pass reasoning_effort as its own option"),
         (
             ["--max-completion-tokens", "0"],
-            "max_completion_tokens: Input should be greater than or equal to 1",
+            "max_completion_tokens: got 0 (fix: use a whole number from 1 to 100000",
         ),
+        (
+            ["--parameters", '{"stop": ["a", "b", "c", "d", "e"]}'],
+            "stop: got ['a', 'b', 'c', 'd', 'e'] (fix: use a string or a list of at most 4 strings)",
+        ),
+        (["--parameters", '{"n": 0}'], "n: got 0 (fix: use a whole number of 1 or more)"),
         (["--response-format", "nope.json"], "is neither 'json_object', 'text' nor a file"),
         (["--parameters", "{seed: 1}"], "--parameters is not valid JSON"),
     ],
@@ -211,6 +216,7 @@ def test_requests_the_operator_would_refuse_exit_1_with_the_field_and_fix(capsys
     status, out, err = render(capsys, DAILY_REPORT, "--vars", json.dumps(VARIABLES), *options)
     assert (status, out) == (1, "")
     assert message in err
+    assert "Input should be" not in err, "the allowed values are said once, in the fix"
 
 
 def test_usage_errors_exit_2(capsys):

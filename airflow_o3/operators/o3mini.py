@@ -22,11 +22,16 @@ from airflow_o3.errors import (
     StreamCutError,
     StructuredOutputError,
 )
-from airflow_o3.parameters import check_parameter_names
+from airflow_o3.parameters import (
+    CONTRACT_PARAMETERS,
+    REJECTED_PARAMETERS,
+    parameter_name_problem,
+    parameter_value_problems,
+)
 from airflow_o3.structured import OutputFormat, output_format, parse_tool_calls, reask_messages
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
 
     import jinja2
     from airflow.providers.common.compat.sdk import Context
@@ -38,6 +43,9 @@ if TYPE_CHECKING:
     from airflow_o3.retry import RetryPolicy
 
 _REQUEST_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]+")
+OWN_PARAMETERS = ("reasoning_effort", "max_completion_tokens", "response_format", "stream")
+"""Contract parameters that are arguments of the operator, never entries of ``parameters``."""
+_JINJA_MARKERS = ("{{", "{%")
 
 
 def client_request_id(context: Context) -> str:
@@ -48,6 +56,63 @@ def client_request_id(context: Context) -> str:
         parts.append(f"m{ti.map_index}")
     parts.append(f"t{ti.try_number}")
     return _REQUEST_ID_UNSAFE.sub("_", ":".join(str(part) for part in parts))[-128:]
+
+
+def is_literal(value: Any) -> bool:
+    """Whether a value is written out in the DAG file, so it can be checked when the DAG is parsed.
+
+    A Jinja template (a string holding ``{{`` or ``{%``) or an upstream output (an ``XComArg``) is
+    known only when the task runs, and is checked then.
+    """
+    if value is None or isinstance(value, bool | int | float):
+        return True
+    if isinstance(value, str):
+        return not any(marker in value for marker in _JINJA_MARKERS)
+    if isinstance(value, list | tuple):
+        return all(is_literal(item) for item in value)
+    if isinstance(value, dict):
+        return all(is_literal(item) for item in value.values())
+    return False
+
+
+def _argument_name_problem(name: str) -> str | None:
+    """What is wrong with a request parameter given as an argument of the operator, if it is one."""
+    if name in REJECTED_PARAMETERS:
+        return parameter_name_problem(name)
+    if name in CONTRACT_PARAMETERS and name not in OWN_PARAMETERS:
+        return f"{name} is a request parameter, not an argument (fix: parameters={{{name!r}: ...}})"
+    return None
+
+
+def _parameters_problems(parameters: Mapping[str, Any]) -> list[str]:
+    problems = [problem for name in parameters if (problem := parameter_name_problem(name))]
+    problems += [
+        f"pass {name} as its own argument, not in parameters" for name in OWN_PARAMETERS if name in parameters
+    ]
+    literal = {name: value for name, value in parameters.items() if is_literal(value)}
+    return problems + parameter_value_problems(literal, "parameters[{name!r}]")
+
+
+def check_arguments(task_id: str | None, arguments: Mapping[str, Any]) -> None:
+    """Refuse, when the DAG is parsed, the request arguments the service would refuse.
+
+    Checked: request parameters given as operator arguments (``max_tokens=``, ``temperature=``,
+    ``seed=``); ``parameters`` that o3-mini refuses or the contract does not know; the values of
+    ``reasoning_effort``, ``max_completion_tokens`` and ``parameters`` written out in the DAG file
+    (templates and upstream outputs are checked when the task runs).
+
+    :param task_id: the task, named in the message.
+    :param arguments: the operator's keyword arguments as the DAG file gives them.
+    :raises InvalidRequestError: naming the task, each wrong argument and its fix.
+    """
+    problems = [problem for name in arguments if (problem := _argument_name_problem(name))]
+    own = {name: arguments.get(name) for name in ("reasoning_effort", "max_completion_tokens")}
+    problems += parameter_value_problems({name: value for name, value in own.items() if is_literal(value)})
+    parameters = arguments.get("parameters")
+    if isinstance(parameters, dict):
+        problems += _parameters_problems(parameters)
+    if problems:
+        raise InvalidRequestError(f"{task_id}: " + "; ".join(problems))
 
 
 def _check_choice(choice: Choice, completion: Completion) -> None:
@@ -180,6 +245,15 @@ class O3MiniOperator(BaseOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
+        check_arguments(
+            kwargs.get("task_id"),
+            {
+                **kwargs,
+                "reasoning_effort": reasoning_effort,
+                "max_completion_tokens": max_completion_tokens,
+                "parameters": parameters,
+            },
+        )
         super().__init__(**kwargs)
         if deferrable and (stream or json_retries):
             raise InvalidRequestError(
@@ -196,11 +270,6 @@ class O3MiniOperator(BaseOperator):
                 f"{self.task_id}: system_prompt goes with prompt "
                 "(fix: put a developer message first in messages)"
             )
-        check_parameter_names(parameters or {})
-        for name in {"reasoning_effort", "max_completion_tokens", "response_format", "stream"} & set(
-            parameters or {}
-        ):
-            raise InvalidRequestError(f"{self.task_id}: pass {name} as its own argument, not in parameters")
         try:
             self.output_format = output_format(response_format)
         except InvalidRequestError as error:
@@ -247,6 +316,13 @@ class O3MiniOperator(BaseOperator):
 
             env.undefined = jinja2.StrictUndefined
         return env
+
+    @classmethod
+    def partial(cls, **kwargs: Any) -> Any:
+        """Airflow's ``partial`` for dynamic task mapping, with the operator's checks of the arguments
+        given there, so a mistake fails at DAG parse as it does without mapping."""
+        check_arguments(kwargs.get("task_id"), kwargs)
+        return super().partial(**kwargs)
 
     def build_messages(self) -> list[dict[str, Any]]:
         """The rendered conversation; an empty prompt is refused before anything is sent."""

@@ -43,3 +43,23 @@ def dag_with(dag_file: Callable[..., Path], dag_id: str, body: str) -> str:
     indented = textwrap.indent(textwrap.dedent(body).strip() + "\n", "    ")
     dag_file(DAG_HEADER.format(dag_id=dag_id, schema=TICKET_SCHEMA) + indented)
     return dag_id
+
+
+def import_error(path: Path) -> str:
+    """Parse one DAG file as Airflow's DAG processor does; return its import error ("" when none)."""
+    from tests.dagrun import AIRFLOW_3
+
+    if AIRFLOW_3:
+        from airflow.dag_processing.dagbag import DagBag
+
+        bag = DagBag(dag_folder=path, bundle_path=path.parent, bundle_name="test-dags")
+    else:
+        from airflow.models.dagbag import DagBag as DagBag2
+
+        bag = DagBag2(dag_folder=str(path), include_examples=False)
+    return "\n".join(bag.import_errors.values())
+
+
+def error_line(import_error_text: str) -> str:
+    """The exception's own line of an import error (its traceback's last non-empty line)."""
+    return [line for line in import_error_text.splitlines() if line.strip()][-1]
