@@ -46,6 +46,7 @@ _REQUEST_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]+")
 OWN_PARAMETERS = ("reasoning_effort", "max_completion_tokens", "response_format", "stream")
 """Contract parameters that are arguments of the operator, never entries of ``parameters``."""
 _JINJA_MARKERS = ("{{", "{%")
+_FILE_SUFFIX = re.compile(r"\.[A-Za-z][A-Za-z0-9]{0,7}$")
 
 
 def client_request_id(context: Context) -> str:
@@ -113,6 +114,60 @@ def check_arguments(task_id: str | None, arguments: Mapping[str, Any]) -> None:
         problems += _parameters_problems(parameters)
     if problems:
         raise InvalidRequestError(f"{task_id}: " + "; ".join(problems))
+
+
+def names_template_file(text: str, template_ext: Sequence[str]) -> bool:
+    """Whether a prompt is the path of a template file rather than the prompt itself.
+
+    It is when it is one word (no space or line break, no Jinja) ending in a template extension;
+    ``"Summarise the changes in CHANGELOG.md"`` is inline text.
+    """
+    return _is_one_word(text) and text.endswith(tuple(template_ext))
+
+
+def _is_one_word(text: str) -> bool:
+    return bool(text) and not any(c.isspace() for c in text) and not any(m in text for m in _JINJA_MARKERS)
+
+
+def _looks_like_other_file(text: str, template_ext: Sequence[str]) -> bool:
+    """A one-word prompt that looks like the path of a file that is no template (``prompts/ask.tpl``)."""
+    if not _is_one_word(text) or text.endswith(tuple(template_ext)):
+        return False
+    return "/" in text or _FILE_SUFFIX.search(text) is not None
+
+
+def _prompt_texts(prompt: Any, system_prompt: Any, messages: Any) -> Iterator[tuple[str, str]]:
+    """``(field, text)`` for each prompt text an author wrote, ``messages[i].content`` for messages."""
+    for field, value in (("prompt", prompt), ("system_prompt", system_prompt)):
+        if isinstance(value, str):
+            yield field, value
+    if isinstance(messages, list):
+        for position, message in enumerate(messages):
+            if isinstance(message, dict) and isinstance(message.get("content"), str):
+                yield f"messages[{position}].content", message["content"]
+
+
+def template_source(env: jinja2.Environment, name: str, where: str) -> str:
+    """The text of the template file ``name``, found the way Airflow finds it (the DAG's folder, then
+    ``template_searchpath``).
+
+    :param where: the task and field, for the message.
+    :raises InvalidRequestError: the file is not there, listing where it was looked for.
+    """
+    import jinja2
+
+    folders = [str(folder) for folder in getattr(env.loader, "searchpath", [])]
+    try:
+        if env.loader is None:
+            raise jinja2.TemplateNotFound(name)
+        return env.loader.get_source(env, name)[0]
+    except jinja2.TemplateNotFound:
+        looked = ", ".join(folders) if folders else "nowhere: the operator is in no DAG"
+        raise InvalidRequestError(
+            f"{where} names the template file {name!r}, which is not there (looked in: {looked}). "
+            "Fix: create it, give its path relative to the DAG's folder or a template_searchpath "
+            "folder, or write the prompt inline"
+        ) from None
 
 
 def _check_choice(choice: Choice, completion: Completion) -> None:
@@ -215,7 +270,7 @@ class O3MiniOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("prompt", "system_prompt", "messages", "model")
-    template_ext: Sequence[str] = (".j2", ".md", ".txt")
+    template_ext: Sequence[str] = (".j2", ".jinja", ".jinja2", ".md", ".txt")
     template_fields_renderers: ClassVar[dict[str, str]] = {
         "prompt": "md",
         "system_prompt": "md",
@@ -270,6 +325,13 @@ class O3MiniOperator(BaseOperator):
                 f"{self.task_id}: system_prompt goes with prompt "
                 "(fix: put a developer message first in messages)"
             )
+        for field, text in _prompt_texts(prompt, system_prompt, messages):
+            if _looks_like_other_file(text, self.template_ext):
+                raise InvalidRequestError(
+                    f"{self.task_id}: {field} {text!r} looks like the path of a file, but only files ending "
+                    f"{', '.join(self.template_ext)} are read as templates, so it would be sent as it is "
+                    "(fix: rename the file to one of those extensions, or write the prompt inline)"
+                )
         try:
             self.output_format = output_format(response_format)
         except InvalidRequestError as error:
@@ -323,6 +385,52 @@ class O3MiniOperator(BaseOperator):
         given there, so a mistake fails at DAG parse as it does without mapping."""
         check_arguments(kwargs.get("task_id"), kwargs)
         return super().partial(**kwargs)
+
+    def resolve_template_files(self) -> None:
+        """Read the prompt template files, when the DAG is parsed.
+
+        A ``prompt``, ``system_prompt`` or message content is a file's path when it is one word (no
+        space, no line break, no Jinja) ending in one of ``template_ext``; the file must exist, next
+        to the DAG or in a ``template_searchpath`` folder. Any other text is the prompt itself, even
+        when it ends in ``.md``. Other template fields (``model``, a batch's ``items``) are never
+        read as files.
+
+        :raises InvalidRequestError: a named file is not there, listing the folders looked in.
+        """
+        env = self.get_template_env()
+        for field in ("prompt", "system_prompt"):
+            value = getattr(self, field, None)
+            if isinstance(value, str) and names_template_file(value, self.template_ext):
+                setattr(self, field, template_source(env, value, f"{self.task_id}: {field}"))
+        if isinstance(self.messages, list):
+            self.messages = [
+                self._resolved_message(env, position, m) for position, m in enumerate(self.messages)
+            ]
+        self.prepare_template()
+
+    def _resolved_message(self, env: jinja2.Environment, position: int, message: Any) -> Any:
+        content = message.get("content") if isinstance(message, dict) else None
+        if not (isinstance(content, str) and names_template_file(content, self.template_ext)):
+            return message
+        where = f"{self.task_id}: messages[{position}].content"
+        return {**message, "content": template_source(env, content, where)}
+
+    def render_template(
+        self,
+        content: Any,
+        context: Context,
+        jinja_env: jinja2.Environment | None = None,
+        seen_oids: set[int] | None = None,
+    ) -> Any:
+        """Airflow's rendering, with the operator's rule for file names (see
+        :meth:`resolve_template_files`): text that ends in a template extension but is not one word
+        is rendered as inline text, and a missing file fails naming where it was looked for."""
+        if isinstance(content, str) and content.endswith(tuple(self.template_ext)):
+            jinja_env = jinja_env or self.get_template_env()
+            if not names_template_file(content, self.template_ext):
+                return self._render(jinja_env.from_string(content), context)
+            template_source(jinja_env, content, f"{self.task_id}: a template field")
+        return super().render_template(content, context, jinja_env, seen_oids)
 
     def build_messages(self) -> list[dict[str, Any]]:
         """The rendered conversation; an empty prompt is refused before anything is sent."""
