@@ -297,7 +297,7 @@ class O3MiniOperator(BaseOperator):
         retry: RetryPolicy | dict[str, Any] | None = None,
         timeout: float | None = None,
         cache: CacheSettings | dict[str, Any] | str | bool | None = None,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        deferrable: bool | None = None,
         **kwargs: Any,
     ) -> None:
         check_arguments(
@@ -310,10 +310,20 @@ class O3MiniOperator(BaseOperator):
             },
         )
         super().__init__(**kwargs)
-        if deferrable and (stream or json_retries):
+        self.worker_reason: str | None = None
+        needs_worker = "stream" if stream else "json_retries" if json_retries else None
+        if deferrable is None:
+            deferrable = conf.getboolean("operators", "default_deferrable", fallback=False)
+            if deferrable and needs_worker:
+                deferrable = False
+                self.worker_reason = (
+                    f"Runs in the worker, not deferred as [operators] default_deferrable asks: "
+                    f"{needs_worker} needs the worker"
+                )
+        if deferrable and needs_worker:
             raise InvalidRequestError(
-                f"{self.task_id}: {'stream' if stream else 'json_retries'} needs the worker, and deferrable "
-                "waits in the triggerer (fix: pass deferrable=False, or drop it)"
+                f"{self.task_id}: {needs_worker} needs the worker, and deferrable=True waits in the "
+                "triggerer (fix: pass deferrable=False, or drop it)"
             )
         if (prompt is None) == (messages is None):
             raise InvalidRequestError(
@@ -472,6 +482,8 @@ class O3MiniOperator(BaseOperator):
         return ResponseCache(settings) if settings.mode != "off" else None
 
     def execute(self, context: Context) -> Any:
+        if self.worker_reason:
+            self.log.info("%s", self.worker_reason)
         with _task_failure_on_final_errors():
             messages = self.build_messages()
             parameters = self.request_parameters()

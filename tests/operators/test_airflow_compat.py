@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
+from airflow_o3.errors import InvalidRequestError
 from airflow_o3.operators import O3MiniOperator
 from airflow_o3.operators.batch import O3MiniBatchOperator
+from airflow_o3.testing import Reply
+from tests.dagrun import run_dag
+
+REPO = Path(__file__).resolve().parent.parent.parent
 
 
 @pytest.mark.parametrize("dry_run", [False, True])
@@ -16,3 +27,67 @@ def test_the_dry_run_argument_leaves_baseoperators_dry_run_method_callable(opera
     operator = operator_class(task_id="ask", prompt="Hello {{ ds }}", dry_run=dry_run, **extra)
     operator.dry_run()  # BaseOperator's: logs the template fields, sends nothing
     assert operator.dry_run_only is dry_run
+
+
+STREAMING_DAG = """
+import pendulum
+from airflow.providers.common.compat.sdk import DAG
+from airflow_o3.operators import O3MiniOperator
+
+with DAG(dag_id="compat_default_deferrable", schedule=None,
+         start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+    O3MiniOperator(task_id="ask", prompt="Count to three.", stream=True)
+    O3MiniOperator(task_id="ask_json", prompt="Say JSON.", response_format="json_object", json_retries=1)
+"""
+
+PARSE_IN_A_FRESH_INTERPRETER = """
+import json, sys
+from pathlib import Path
+from tests.operators.helpers import import_error
+print(json.dumps(import_error(Path(sys.argv[1]))))
+"""
+
+
+def test_default_deferrable_config_lets_stream_and_json_retries_tasks_parse(dag_file):
+    """The config is read when the operator module is imported, hence a fresh interpreter."""
+    path = dag_file(STREAMING_DAG)
+    env = {**os.environ, "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        [sys.executable, "-c", PARSE_IN_A_FRESH_INTERPRETER, str(path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == ""
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_default_deferrable_config_runs_a_streaming_task_in_the_worker_saying_why(
+    dag_file, o3_standin_connection, monkeypatch
+):
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "True")
+    dag_file(STREAMING_DAG)
+    o3_standin_connection.script(Reply(content='{"ok": true}'), Reply(content='{"ok": true}'))
+    result = run_dag("compat_default_deferrable")
+    result.assert_success()
+    assert "stream needs the worker" in result.task_log("ask")
+    assert "Runs in the worker, not deferred as [operators] default_deferrable asks" in result.task_log("ask")
+    assert "json_retries needs the worker" in result.task_log("ask_json")
+    assert sorted(bool(request.body.get("stream")) for request in o3_standin_connection.chat_requests) == [
+        False,
+        True,
+    ]
+
+
+def test_default_deferrable_config_defers_other_tasks_but_an_explicit_deferrable_stream_is_refused(
+    monkeypatch,
+):
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "True")
+    assert O3MiniOperator(task_id="ask", prompt="hi").deferrable is True
+    assert O3MiniOperator(task_id="ask", prompt="hi", stream=True).deferrable is False
+    with pytest.raises(InvalidRequestError, match="stream needs the worker, and deferrable=True waits"):
+        O3MiniOperator(task_id="ask", prompt="hi", stream=True, deferrable=True)
