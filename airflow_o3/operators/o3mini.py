@@ -227,7 +227,9 @@ class O3MiniOperator(BaseOperator):
     there were) and ``completion`` (id, model, finish_reason, created, request_id, from_cache).
 
     :param prompt: the user message: an inline Jinja template, or the path of a template file ending
-        ``.j2``, ``.md`` or ``.txt`` (found through the DAG's folder and ``template_searchpath``).
+        ``.j2``, ``.jinja``, ``.jinja2``, ``.md`` or ``.txt`` (found through the DAG's folder and
+        ``template_searchpath``). A path is one word, and the file must exist when the DAG is parsed;
+        text with a space is the prompt itself, even when it ends in ``.md``.
         Pull upstream data with ``{{ ti.xcom_pull(task_ids="...") }}``, ``{{ params.x }}`` and macros;
         that data is sent as text, never rendered again.
     :param system_prompt: instructions sent before the prompt with the ``developer`` role (the o-series
@@ -266,7 +268,9 @@ class O3MiniOperator(BaseOperator):
         call can take minutes). The worker renders and checks the request, then defers; the
         trigger answers from the cache when it can, and stores the reply as it arrives. The result,
         the XComs and the errors are those of a call made in the worker. Default: ``[operators]
-        default_deferrable``. Not with ``stream`` or ``json_retries``, which need the worker.
+        default_deferrable``. Not with ``stream`` or ``json_retries``, which need the worker:
+        ``deferrable=True`` with them fails at parse, and with only the config default such a task
+        runs in the worker, saying so in its log.
     """
 
     template_fields: Sequence[str] = ("prompt", "system_prompt", "messages", "model")
