@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_o3.errors import InvalidRequestError
+from airflow_o3.parameters import OWN_PARAMETERS, REASONING_EFFORTS
 from airflow_o3.request import build_body
 from airflow_o3.settings import DEFAULT_MODEL
 from airflow_o3.structured import output_format
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
 PROGRAM = "airflow-o3-render"
-OWN_OPTIONS = frozenset({"reasoning_effort", "max_completion_tokens", "response_format", "stream"})
 
 
 class TemplateVariableError(InvalidRequestError):
@@ -116,8 +116,9 @@ def request_body(
             raise InvalidRequestError(
                 f"the rendered {name} is empty (fix: check the template and its variables)"
             )
-    for name in OWN_OPTIONS & set(parameters or {}):
-        raise InvalidRequestError(f"pass {name} as its own option, not in --parameters")
+    for name in OWN_PARAMETERS:
+        if name in (parameters or {}):
+            raise InvalidRequestError(f"pass {name} as its own option, not in --parameters")
     messages = [{"role": "developer", "content": system_prompt}] if system_prompt is not None else []
     messages.append({"role": "user", "content": prompt})
     output = output_format(response_format)
@@ -160,7 +161,9 @@ def _parser() -> argparse.ArgumentParser:
             "it would send (checked against the o3-mini contract). Sends nothing; needs no Airflow."
         ),
     )
-    parser.add_argument("template", type=Path, help="the prompt template file (.j2, .md, .txt)")
+    parser.add_argument(
+        "template", type=Path, help="the prompt template file (.j2, .jinja, .jinja2, .md, .txt)"
+    )
     variables = parser.add_mutually_exclusive_group()
     variables.add_argument(
         "--vars", help='template variables as JSON, e.g. \'{"params": {"topic": "tides"}}\''
@@ -177,7 +180,7 @@ def _parser() -> argparse.ArgumentParser:
         "--system-prompt", help="the system prompt, a template rendered with the same variables"
     )
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"the model (default {DEFAULT_MODEL})")
-    parser.add_argument("--reasoning-effort", choices=("low", "medium", "high"))
+    parser.add_argument("--reasoning-effort", choices=REASONING_EFFORTS)
     parser.add_argument("--max-completion-tokens", type=int)
     parser.add_argument(
         "--response-format",

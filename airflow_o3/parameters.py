@@ -43,6 +43,10 @@ CONTRACT_PARAMETERS: frozenset[str] = frozenset(
 )
 """Every optional request parameter the contract lets o3-mini take."""
 
+OWN_PARAMETERS = ("reasoning_effort", "max_completion_tokens", "response_format", "stream")
+"""Contract parameters that the operator and the render command take as arguments of their own,
+never inside ``parameters``."""
+
 REASONING_EFFORTS = ("low", "medium", "high")
 MAX_COMPLETION_TOKENS = 100_000
 MAX_STOP_SEQUENCES = 4

@@ -24,6 +24,7 @@ from airflow_o3.errors import (
 )
 from airflow_o3.parameters import (
     CONTRACT_PARAMETERS,
+    OWN_PARAMETERS,
     REJECTED_PARAMETERS,
     parameter_name_problem,
     parameter_value_problems,
@@ -43,8 +44,6 @@ if TYPE_CHECKING:
     from airflow_o3.retry import RetryPolicy
 
 _REQUEST_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]+")
-OWN_PARAMETERS = ("reasoning_effort", "max_completion_tokens", "response_format", "stream")
-"""Contract parameters that are arguments of the operator, never entries of ``parameters``."""
 _JINJA_MARKERS = ("{{", "{%")
 _FILE_SUFFIX = re.compile(r"\.[A-Za-z][A-Za-z0-9]{0,7}$")
 
