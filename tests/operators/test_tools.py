@@ -117,14 +117,18 @@ def test_a_tool_without_parameters_is_refused_before_anything_is_sent(o3_standin
     assert o3_standin_connection.chat_requests == []
 
 
-def test_tool_choice_outside_the_contract_is_refused_at_execute_before_sending(o3_standin_connection):
-    operator = O3MiniOperator(
-        task_id="ask", prompt="Weather?", parameters={"tools": [WEATHER_TOOL], "tool_choice": "always"}
-    )
+def test_tool_choice_outside_the_contract_is_refused_at_parse_and_at_execute_before_sending(
+    o3_standin_connection,
+):
+    parameters = {"tools": [WEATHER_TOOL], "tool_choice": "always"}
+    with pytest.raises(InvalidRequestError, match=r"ask: parameters\['tool_choice'\]: got 'always'"):
+        O3MiniOperator(task_id="ask", prompt="Weather?", parameters=parameters)
+    operator = O3MiniOperator(task_id="ask", prompt="Weather?", parameters={"tools": [WEATHER_TOOL]})
+    operator.parameters["tool_choice"] = "always"  # as a value known only at run time would be
     with pytest.raises(AirflowFailException) as raised:
         operator.execute(stub_context())
     assert isinstance(raised.value.__cause__, InvalidRequestError)
-    assert "tool_choice: use 'none', 'auto', 'required'" in str(raised.value)
+    assert "tool_choice: got 'always' (fix: use 'none', 'auto', 'required'" in str(raised.value)
     assert o3_standin_connection.chat_requests == []
 
 
