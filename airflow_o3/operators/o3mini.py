@@ -129,21 +129,13 @@ def _is_one_word(text: str) -> bool:
 
 
 def _looks_like_other_file(text: str, template_ext: Sequence[str]) -> bool:
-    """A one-word prompt that looks like the path of a file that is no template (``prompts/ask.tpl``)."""
-    if not _is_one_word(text) or text.endswith(tuple(template_ext)):
+    """A one-word prompt that looks like the path of a file that is no template (``prompts/ask.tpl``).
+
+    Message contents are not judged so: a few-shot assistant answer may well be ``report.pdf``.
+    """
+    if not _is_one_word(text) or text.endswith(tuple(template_ext)) or "://" in text:
         return False
     return "/" in text or _FILE_SUFFIX.search(text) is not None
-
-
-def _prompt_texts(prompt: Any, system_prompt: Any, messages: Any) -> Iterator[tuple[str, str]]:
-    """``(field, text)`` for each prompt text an author wrote, ``messages[i].content`` for messages."""
-    for field, value in (("prompt", prompt), ("system_prompt", system_prompt)):
-        if isinstance(value, str):
-            yield field, value
-    if isinstance(messages, list):
-        for position, message in enumerate(messages):
-            if isinstance(message, dict) and isinstance(message.get("content"), str):
-                yield f"messages[{position}].content", message["content"]
 
 
 def template_source(env: jinja2.Environment, name: str, where: str) -> str:
@@ -338,8 +330,8 @@ class O3MiniOperator(BaseOperator):
                 f"{self.task_id}: system_prompt goes with prompt "
                 "(fix: put a developer message first in messages)"
             )
-        for field, text in _prompt_texts(prompt, system_prompt, messages):
-            if _looks_like_other_file(text, self.template_ext):
+        for field, text in (("prompt", prompt), ("system_prompt", system_prompt)):
+            if isinstance(text, str) and _looks_like_other_file(text, self.template_ext):
                 raise InvalidRequestError(
                     f"{self.task_id}: {field} {text!r} looks like the path of a file, but only files ending "
                     f"{', '.join(self.template_ext)} are read as templates, so it would be sent as it is "

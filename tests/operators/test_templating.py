@@ -118,6 +118,22 @@ def test_a_one_word_prompt_naming_a_file_that_is_no_template_is_refused_at_parse
     assert ".j2, .jinja, .jinja2, .md, .txt" in message
 
 
+def test_message_contents_and_urls_that_look_like_files_are_sent_as_text():
+    operator = O3MiniOperator(
+        task_id="ask",
+        messages=[
+            {"role": "user", "content": "Which file holds the figures?"},
+            {"role": "assistant", "content": "figures.csv"},
+            {"role": "user", "content": "https://example.com/report.html"},
+        ],
+    )
+    operator.render_template_fields({"params": {}})
+    assert [message["content"] for message in operator.build_messages()][1:] == [
+        "figures.csv",
+        "https://example.com/report.html",
+    ]
+
+
 def test_a_template_file_named_outside_a_dag_fails_naming_nowhere():
     operator = O3MiniOperator(task_id="ask", prompt="prompts/ask.j2")
     with pytest.raises(InvalidRequestError, match="looked in: nowhere: the operator is in no DAG"):
