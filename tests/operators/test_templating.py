@@ -71,6 +71,27 @@ def test_a_jinja2_or_jinja_prompt_file_is_read_and_rendered(
     assert request.body["messages"] == [{"role": "user", "content": "Explain tides in one line."}]
 
 
+@pytest.mark.usefixtures("airflow_db")
+def test_a_mapped_task_reads_its_prompt_file_and_keeps_inline_md_text_as_text(
+    dag_file, o3_standin_connection, tmp_path
+):
+    (tmp_path / "ask.jinja2").write_text("Explain {{ params.topic }}.")
+    dag_file(
+        TEMPLATE_FILE_DAG.format(
+            dag_id="tpl_mapped", searchpath=str(tmp_path), arguments="prompt='x'"
+        ).replace(
+            "O3MiniOperator(task_id=\"ask\", prompt='x')",
+            "O3MiniOperator.partial(task_id='ask', prompt='ask.jinja2')"
+            ".expand(system_prompt=['Write as in NOTES.md', 'Be brief.'])",
+        )
+    )
+    run_dag("tpl_mapped").assert_success()
+    sent = sorted(
+        tuple(m["content"] for m in r.body["messages"]) for r in o3_standin_connection.chat_requests
+    )
+    assert sent == [("Be brief.", "Explain tides."), ("Write as in NOTES.md", "Explain tides.")]
+
+
 def test_a_missing_template_file_fails_the_dag_file_saying_where_it_looked(
     dag_file, test_dags_folder, tmp_path
 ):
