@@ -18,6 +18,7 @@ from airflow_o3.operators.o3mini import (
     O3MiniOperator,
     _task_failure_on_final_errors,
     client_request_id,
+    names_template_file,
     reply_value,
 )
 
@@ -332,7 +333,8 @@ class _ItemTemplates:
     """The per-item fields of an operator, compiled once and rendered for each item.
 
     Every string in ``prompt``, ``system_prompt`` and ``messages`` is a template, as Airflow renders
-    them; a file path ending in one of the operator's ``template_ext`` is loaded from the DAG's folder.
+    them; a file path (one word ending in one of the operator's ``template_ext``, the rule of
+    :func:`~airflow_o3.operators.o3mini.names_template_file`) is loaded from the DAG's folder.
     """
 
     def __init__(self, operator: O3MiniBatchOperator, env: jinja2.Environment) -> None:
@@ -344,9 +346,9 @@ class _ItemTemplates:
 
     def _compile(self, value: Any) -> Any:
         if isinstance(value, str):
-            return (
-                self._env.get_template(value) if value.endswith(self._ext) else self._env.from_string(value)
-            )
+            if names_template_file(value, self._ext):
+                return self._env.get_template(value)
+            return self._env.from_string(value)
         if isinstance(value, list):
             return [self._compile(element) for element in value]
         if isinstance(value, dict):

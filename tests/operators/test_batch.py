@@ -395,3 +395,10 @@ def test_a_400_on_one_item_says_a_task_retry_would_not_help(o3_standin_connectio
         run(batch(limits={"max_concurrency": 1}, cache={"mode": "on", "path": str(tmp_path)}))
     assert "so that a retry pays only" not in str(raised.value)
     assert len(o3_standin_connection.chat_requests) == 1
+
+
+def test_a_batch_prompt_ending_in_md_with_spaces_is_inline_text(o3_standin_connection):
+    result, _ = run(batch(items=["a"], prompt="Classify {{ item }} as in README.md"))
+    sent = o3_standin_connection.chat_requests[0].body["messages"][-1]["content"]
+    assert sent == "Classify a as in README.md"
+    assert result == ["Stand-in reply to: Classify a as in README.md"]
