@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 MAX_QUOTED_CHARACTERS = 500
 """The most of a service's message an error or a log line quotes; the rest is cut."""
 
+REQUEST_ID_CHARACTERS = 128
+"""The most of an id the service sends (request id, completion id, model name) that is quoted."""
+
 _BEARER = re.compile(r"\b(bearer)\s+[^\s\"'<>,;]+", re.IGNORECASE)
 
 
@@ -57,7 +60,7 @@ class HttpFailure:
     def __post_init__(self) -> None:
         object.__setattr__(self, "message", quotable(str(self.message)))
         if self.request_id is not None:
-            object.__setattr__(self, "request_id", quotable(str(self.request_id), 128))
+            object.__setattr__(self, "request_id", quotable(str(self.request_id), REQUEST_ID_CHARACTERS))
 
     def without(self, secrets: Sequence[str]) -> HttpFailure:
         """This failure with each of ``secrets`` (an API key in its plain, JSON and repr forms)

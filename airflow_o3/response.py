@@ -12,7 +12,14 @@ from email.utils import parsedate_to_datetime
 from time import time
 from typing import Any
 
-from airflow_o3.errors import BadResponseError, HttpFailure, ServiceError, error_class_for_status
+from airflow_o3.errors import (
+    REQUEST_ID_CHARACTERS,
+    BadResponseError,
+    HttpFailure,
+    ServiceError,
+    error_class_for_status,
+    quotable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +119,12 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
 
 
 def _request_id(headers: Mapping[str, str], body: Any = None) -> str | None:
+    """The service's id for the call, quotable: it goes into log lines, errors and XCom."""
     if isinstance(body, dict) and isinstance(body.get("requestId"), str):
-        return str(body["requestId"])
-    return header(headers, "x-request-id") or header(headers, "x-inference-id")
+        found: str | None = str(body["requestId"])
+    else:
+        found = header(headers, "x-request-id") or header(headers, "x-inference-id")
+    return None if found is None else quotable(found, REQUEST_ID_CHARACTERS)
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -394,8 +404,8 @@ def completion_from_body(
     usage = _checked_counts(json_object(body.get("usage")), "usage")
     created = _created(body.get("created"))
     return Completion(
-        id=str(body.get("id", "")),
-        model=str(body.get("model", "")),
+        id=quotable(str(body.get("id", "")), REQUEST_ID_CHARACTERS),
+        model=quotable(str(body.get("model", "")), REQUEST_ID_CHARACTERS),
         created=created,
         choices=parsed,
         usage=usage,

@@ -137,3 +137,17 @@ def test_a_2xx_that_breaks_the_contract_is_a_bad_response_not_a_key_error(conten
 )
 def test_retry_after_reads_every_header_the_service_may_send(headers, seconds):
     assert retry_after(headers) == (pytest.approx(seconds) if seconds is not None else None)
+
+
+def test_ids_the_service_sends_are_quoted_without_tokens_and_cut():
+    body = {
+        "id": "chatcmpl-" + "x" * 5000,
+        "model": "o3-mini Bearer sk-live-model-echo",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+    }
+    headers = {"x-request-id": "Bearer sk-live-header-echo " + "y" * 5000}
+    completion = parse_response(200, headers, json.dumps(body).encode())
+    for value in (completion.id, completion.model, completion.request_id):
+        assert "sk-live" not in value
+        assert len(value) <= 128
+    assert completion.text == "ok"
