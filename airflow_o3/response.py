@@ -241,6 +241,8 @@ def json_object(value: Any) -> dict[str, Any]:
 def amount(value: Any) -> int | float | None:
     """``value`` if it is a finite number from 0 to :data:`MAX_AMOUNT` (a token count, a cost), else
     ``None``; ``True`` and ``False`` are not numbers here."""
+    if type(value) is int:  # the common case first: a figure is read a dozen times per reply
+        return value if 0 <= value <= MAX_AMOUNT else None
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     if isinstance(value, float) and not math.isfinite(value):

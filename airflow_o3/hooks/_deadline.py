@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import heapq
+import itertools
 import socket
 import threading
 import time
@@ -41,18 +43,68 @@ def deadline(at: float) -> Iterator[None]:
         _deadline.reset(token)
 
 
+class _Watchdog:
+    """One daemon thread that shuts down the sockets whose reply headers are late, for every request
+    of the process: a timer thread per request would cost more than a loopback call itself."""
+
+    def __init__(self) -> None:
+        self._wake = threading.Condition()
+        self._due: list[tuple[float, int, HTTPConnection]] = []
+        self._active: set[int] = set()
+        self._count = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, at: float, connection: HTTPConnection) -> int:
+        """Shut ``connection``'s socket down at ``at`` unless :meth:`release` comes first."""
+        ticket = next(self._count)
+        with self._wake:
+            heapq.heappush(self._due, (at, ticket, connection))
+            self._active.add(ticket)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="o3-deadline-watchdog", daemon=True)
+                self._thread.start()
+            if self._due[0][1] == ticket:
+                self._wake.notify()
+        return ticket
+
+    def release(self, ticket: int) -> None:
+        with self._wake:
+            self._active.discard(ticket)
+            if len(self._due) > 64 and len(self._due) > 2 * len(self._active):
+                self._due = [entry for entry in self._due if entry[1] in self._active]
+                heapq.heapify(self._due)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while self._due and self._due[0][1] not in self._active:
+                    heapq.heappop(self._due)
+                if not self._due:
+                    self._wake.wait()
+                    continue
+                at, ticket, connection = self._due[0]
+                left = at - time.monotonic()
+                if left > 0:
+                    self._wake.wait(left)
+                    continue
+                heapq.heappop(self._due)
+                self._active.discard(ticket)
+            _cut(connection)
+
+
+_WATCHDOG = _Watchdog()
+
+
 def _by_deadline(connection: HTTPConnection, getresponse: Callable[[], HTTPResponse]) -> HTTPResponse:
     """``getresponse()``, but the socket is shut down if the headers have not arrived by the deadline."""
     at = _deadline.get()
     if at is None:
         return getresponse()
-    timer = threading.Timer(max(0.0, at - time.monotonic()), _cut, (connection,))
-    timer.daemon = True
-    timer.start()
+    ticket = _WATCHDOG.watch(at, connection)
     try:
         return getresponse()
     finally:
-        timer.cancel()
+        _WATCHDOG.release(ticket)
 
 
 def _cut(connection: HTTPConnection) -> None:
