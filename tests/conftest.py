@@ -53,6 +53,10 @@ import pytest
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+# The testing kit's fixtures (o3_standin, o3_standin_connection) are opt-in: installing the provider
+# loads nothing into anyone's pytest run, so this suite asks for them as a user would.
+pytest_plugins = ("airflow_o3.testing.pytest_plugin",)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DAGS_FOLDER = REPO_ROOT / "dags"
 

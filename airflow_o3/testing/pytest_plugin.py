@@ -1,4 +1,8 @@
-"""pytest fixtures for the o3-mini stand-in server (registered through the ``pytest11`` entry point).
+"""pytest fixtures for the o3-mini stand-in server, for the tests of your own DAGs.
+
+Opt-in: installing airflow-o3 loads nothing into your pytest runs. Enable the fixtures with
+``pytest_plugins = ("airflow_o3.testing.pytest_plugin",)`` in your top-level ``conftest.py``, or
+``-p airflow_o3.testing.pytest_plugin`` on the command line (or in ``addopts``).
 
 ``o3_standin`` gives each test its own running :class:`~airflow_o3.testing.StandInServer`;
 ``o3_standin_connection`` also points Airflow's default ``aimlapi`` connection at it::
