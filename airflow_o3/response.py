@@ -250,6 +250,11 @@ def amount(value: Any) -> int | float | None:
     return value if 0 <= value <= MAX_AMOUNT else None
 
 
+def _shown(value: Any) -> str:
+    """A value the service sent, fit for a log line: no bearer token, at most 100 characters."""
+    return quotable(repr(value), 100)
+
+
 def _reported(value: Any) -> int | float | None:
     """:func:`amount` of a figure sent as a JSON number or as header text."""
     if isinstance(value, str):
@@ -268,7 +273,7 @@ def _figure(*candidates: tuple[str, Any]) -> float | None:
             continue
         if (number := _reported(value)) is not None:
             return float(number)
-        log.warning("The reply's %s is %r, which is not an amount; it is ignored", where, value)
+        log.warning("The reply's %s is %s, which is not an amount; it is ignored", where, _shown(value))
     return None
 
 
@@ -286,7 +291,9 @@ def _checked_counts(node: Mapping[str, Any], path: str) -> dict[str, Any]:
         if value is None or amount(value) is not None or not (_is_number(value) or name.endswith("_tokens")):
             checked[name] = value
         else:
-            log.warning("The reply's %s.%s is %r, which is not a count; it is ignored", path, name, value)
+            log.warning(
+                "The reply's %s.%s is %s, which is not a count; it is ignored", path, name, _shown(value)
+            )
     return checked
 
 
@@ -296,7 +303,7 @@ def _created(value: Any) -> int | None:
     if value is None:
         return None
     if (number := amount(value)) is None or number > LATEST_CREATED:
-        log.warning("The reply's created is %r, which is not a time; it is ignored", value)
+        log.warning("The reply's created is %s, which is not a time; it is ignored", _shown(value))
         return None
     return int(number)
 

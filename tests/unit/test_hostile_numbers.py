@@ -243,3 +243,16 @@ def test_a_stream_whose_usage_holds_nan_delivers_the_text_without_it():
     assert completion.usage == {"prompt_tokens": 5}
     assert completion.created is None
     _paid_and_reported(completion)
+
+
+def test_a_figure_that_is_long_text_is_quoted_short_and_without_tokens(caplog):
+    caplog.set_level(logging.WARNING)
+    body = {
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": "Bearer sk-live-echo " + "z" * 10_000},
+        "meta": {"usage": {"usd_spent": "Bearer sk-live-cost " + "z" * 10_000}},
+    }
+    completion = parse_response(200, {}, json.dumps(body).encode())
+    assert completion.text == "ok"
+    assert "sk-live" not in caplog.text
+    assert all(len(record.getMessage()) < 300 for record in caplog.records)
