@@ -109,40 +109,43 @@ def completion(text: str = "2, 3, 5") -> dict[str, Any]:
     }
 
 
+def drip(
+    server: Hostile, handler: BaseHTTPRequestHandler, piece: bytes, every: float, seconds: float
+) -> None:
+    """Write ``piece`` every ``every`` seconds for ``seconds`` at most, or until the server stops."""
+    for _ in range(round(seconds / every)):
+        if server.stop.wait(every):
+            return
+        handler.wfile.write(piece)
+        handler.wfile.flush()
+
+
+def event_stream(handler: BaseHTTPRequestHandler) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Type", "text/event-stream")
+    handler.end_headers()
+
+
 def trickle(server: Hostile, handler: BaseHTTPRequestHandler) -> None:
     """Headers at once, then one byte of a 1000-byte body every 0.5 s; gives up after 8 s."""
     handler.send_response(200)
     handler.send_header("Content-Type", "application/json")
     handler.send_header("Content-Length", "1000")
     handler.end_headers()
-    for _ in range(16):
-        if server.stop.wait(0.5):
-            return
-        handler.wfile.write(b" ")
-        handler.wfile.flush()
+    drip(server, handler, b" ", every=0.5, seconds=8)
 
 
 def trickled_headers(server: Hostile, handler: BaseHTTPRequestHandler) -> None:
     """A status line, then one byte of an endless header every 0.5 s; gives up after 8 s."""
     handler.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
     handler.wfile.flush()
-    for _ in range(16):
-        if server.stop.wait(0.5):
-            return
-        handler.wfile.write(b"a")
-        handler.wfile.flush()
+    drip(server, handler, b"a", every=0.5, seconds=8)
 
 
 def keep_alives(server: Hostile, handler: BaseHTTPRequestHandler) -> None:
     """An event stream of ``: keep-alive`` comments every 0.2 s and nothing else; ends after 8 s."""
-    handler.send_response(200)
-    handler.send_header("Content-Type", "text/event-stream")
-    handler.end_headers()
-    for _ in range(40):
-        if server.stop.wait(0.2):
-            return
-        handler.wfile.write(b": keep-alive\n\n")
-        handler.wfile.flush()
+    event_stream(handler)
+    drip(server, handler, b": keep-alive\n\n", every=0.2, seconds=8)
 
 
 def endless_stream(server: Hostile, handler: BaseHTTPRequestHandler) -> None:
@@ -152,14 +155,8 @@ def endless_stream(server: Hostile, handler: BaseHTTPRequestHandler) -> None:
         "object": "chat.completion.chunk",
         "choices": [{"index": 0, "delta": {"role": "assistant"}}],
     }
-    handler.send_response(200)
-    handler.send_header("Content-Type", "text/event-stream")
-    handler.end_headers()
-    for _ in range(40):
-        if server.stop.wait(0.2):
-            return
-        handler.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-        handler.wfile.flush()
+    event_stream(handler)
+    drip(server, handler, f"data: {json.dumps(chunk)}\n\n".encode(), every=0.2, seconds=8)
 
 
 def huge(size: int) -> Callable[[Hostile, BaseHTTPRequestHandler], None]:
