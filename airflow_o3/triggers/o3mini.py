@@ -20,9 +20,7 @@ a trigger runs, so that nothing blocks the triggerer's event loop.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
-import contextvars
 import os
 import threading
 import time
@@ -35,6 +33,7 @@ from airflow_o3 import errors
 from airflow_o3.errors import HttpFailure, O3Error, ServiceError
 
 if TYPE_CHECKING:
+    import concurrent.futures
     from collections.abc import AsyncIterator, Coroutine, Mapping
 
     import httpx
@@ -211,34 +210,10 @@ def _request_loop_running() -> asyncio.AbstractEventLoop:
 
 
 def _run_on_request_loop(coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-    """Start ``coroutine`` on the request loop, in a copy of the caller's context (the triggerer routes
-    a trigger's log lines to its task's log by context variables); cancelling the future cancels it."""
-    loop = _request_loop_running()
-    context = contextvars.copy_context()
-    outcome: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-    def start() -> None:
-        if outcome.cancelled():
-            coroutine.close()
-            return
-        task = loop.create_task(coroutine, context=context)
-        task.add_done_callback(lambda done: _settle(outcome, done))
-        outcome.add_done_callback(
-            lambda future: future.cancelled() and loop.call_soon_threadsafe(task.cancel)
-        )
-
-    loop.call_soon_threadsafe(start)
-    return outcome
-
-
-def _settle(outcome: concurrent.futures.Future[T], task: asyncio.Task[T]) -> None:
-    with contextlib.suppress(concurrent.futures.InvalidStateError):
-        if task.cancelled():
-            outcome.cancel()
-        elif (error := task.exception()) is not None:
-            outcome.set_exception(error)
-        else:
-            outcome.set_result(task.result())
+    """Start ``coroutine`` on the request loop; cancelling the future cancels it. It runs in a copy of
+    the caller's context (the triggerer routes a trigger's log lines to its task's log by context
+    variables): ``run_coroutine_threadsafe`` schedules the task from a callback in that context."""
+    return asyncio.run_coroutine_threadsafe(coroutine, _request_loop_running())
 
 
 def completion_event(completion: Completion, cache_key: str | None = None) -> dict[str, Any]:
