@@ -1,6 +1,6 @@
 # Two commands for a fresh machine with Python 3.11+ and make:
 #   make demo   runs the daily-report example DAG end to end on the stand-in server (no key needed)
-#   make test   installs what the tests need and runs them
+#   make test   installs what the tests need and runs them (the slow ones: make test-slow)
 PYTHON ?= python3
 AIRFLOW_VERSION ?= 3.3.2
 VENV ?= .venv
@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-airflow-$(AIRFLOW_VERSION)
 # ObjectStoragePath (the response cache) fails on every path.
 AIRFLOW_PINS := $(if $(filter 2.%,$(AIRFLOW_VERSION)),"universal-pathlib<0.3",)
 
-.PHONY: demo test install browser-deps screenshots lint smoke-wheel
+.PHONY: demo test test-slow install browser-deps screenshots lint smoke-wheel
 
 install: $(STAMP)
 
@@ -23,8 +23,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
+# The quick suite (~2 minutes on 2 cores); the slow tests (subprocesses, real servers, deliberate waits)
+# run with `make test-slow`, and CI runs both.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
 
 # Debian's chromium and chromium-driver for tests/browser (root or sudo); without them that test skips.
 browser-deps:

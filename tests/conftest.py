@@ -110,6 +110,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The browser and real-deployment tests start Airflow's servers: they are slow tests too.
+    for item in items:
+        if item.get_closest_marker("browser") or item.get_closest_marker("deployment"):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     # Once anything has imported airflow, keep its stdlib log handlers writing to the *current*
     # sys.stdout so capsys/capfd see them (see tests/dagrun.py). Cheap no-op otherwise.

@@ -11,6 +11,8 @@ import pytest
 
 from tests.dagrun import AIRFLOW_3, run_dag
 
+pytestmark = pytest.mark.slow  # each test starts the airflow CLI (2-3 s of start-up)
+
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
 

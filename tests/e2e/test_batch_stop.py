@@ -15,7 +15,7 @@ import pytest
 from airflow_o3.testing import HttpError
 from tests.dagrun import AIRFLOW_3, run_dag
 
-pytestmark = pytest.mark.usefixtures("airflow_db")
+pytestmark = [pytest.mark.usefixtures("airflow_db"), pytest.mark.slow]
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 ENDLESS = HttpError(429, "slow down", headers={"Retry-After": "99999"})

@@ -280,6 +280,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.slow
 def test_the_trigger_never_blocks_the_triggerers_event_loop(o3_standin_connection, tmp_path):
     kwargs = json.dumps(cached_trigger(tmp_path / "cache").serialize()[1])
     # Bytecode compiled once, as in any installed deployment (this environment may forbid writing it).

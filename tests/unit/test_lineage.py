@@ -131,6 +131,7 @@ with DAG(dag_id="o3_lineage", schedule=None, start_date=pendulum.datetime(2026, 
 
 
 @pytest.mark.usefixtures("airflow_db")
+@pytest.mark.slow
 def test_the_openlineage_listener_emits_the_facet_in_a_real_run(
     dag_file, test_dags_folder, o3_standin_connection, tmp_path
 ):
