@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from sqlalchemy import and_, func, literal, select
+from sqlalchemy import Integer, String, and_, func, literal, select, union_all
 from sqlalchemy.orm import aliased
 
 if TYPE_CHECKING:
@@ -97,23 +97,31 @@ def _day(timestamp: Any, dialect: str) -> ColumnElement[str]:
     return func.strftime("%Y-%m-%d", timestamp)
 
 
-def _spend_columns(usage_value: Any) -> list[ColumnElement[Any]]:
-    """The aggregates of :class:`Spend`, in its field order, over the ``usage`` rows of a group."""
-    usd = _figure(usage_value, "usd_spent")
+FIGURES: dict[str, str | tuple[str, ...]] = {
+    "prompt_tokens": "prompt_tokens",
+    "cached_tokens": ("prompt_tokens_details", "cached_tokens"),
+    "completion_tokens": "completion_tokens",
+    "reasoning_tokens": ("completion_tokens_details", "reasoning_tokens"),
+    "total_tokens": "total_tokens",
+    "usd_spent": "usd_spent",
+    "items": "items",
+}
+"""The numbers read from each ``usage`` value: column name -> key (or keys into nested objects)."""
 
-    def total(path: str | tuple[str, ...]) -> ColumnElement[Any]:
-        return func.coalesce(func.sum(_figure(usage_value, path)), 0)
+
+def _aggregates(calls: Any) -> list[ColumnElement[Any]]:
+    """The figures of :class:`Spend`, in its field order, added up over a group of ``calls`` rows."""
+    column = calls.c
+
+    def total(name: str) -> ColumnElement[Any]:
+        return func.coalesce(func.sum(column[name]), 0)
 
     return [
         func.count(),
-        func.coalesce(func.sum(func.coalesce(_figure(usage_value, "items"), 1)), 0),
-        total("prompt_tokens"),
-        total(("prompt_tokens_details", "cached_tokens")),
-        total("completion_tokens"),
-        total(("completion_tokens_details", "reasoning_tokens")),
-        total("total_tokens"),
-        func.coalesce(func.sum(usd), 0),
-        func.count() - func.count(usd),
+        func.coalesce(func.sum(func.coalesce(column["items"], 1)), 0),
+        *(total(name) for name in ("prompt_tokens", "cached_tokens", "completion_tokens")),
+        *(total(name) for name in ("reasoning_tokens", "total_tokens", "usd_spent")),
+        func.count() - func.count(column["usd_spent"]),
     ]
 
 
@@ -132,6 +140,19 @@ def _spend(figures: Any) -> Spend:
     )
 
 
+def _one_call(figures: dict[str, Any]) -> Spend:
+    """The :class:`Spend` of one recorded call (figures as read, ``None`` where absent)."""
+    tokens = {name: int(figures[name] or 0) for name in FIGURES if name.endswith("_tokens")}
+    usd = figures["usd_spent"]
+    return Spend(
+        calls=1,
+        replies=int(figures["items"] or 1),
+        usd_spent=float(usd or 0),
+        calls_without_cost=int(usd is None),
+        **tokens,
+    )
+
+
 class SpendQuery:
     """The recorded spend of a window, restricted to the DAGs a user may read.
 
@@ -141,29 +162,35 @@ class SpendQuery:
     """
 
     def __init__(self, session: Session, window: Window, dag_ids: Collection[str]) -> None:
-        from airflow.models.xcom import XComModel
-
         self.session = session
         self.window = window
         self.dag_ids = sorted(dag_ids)
-        self.usage = aliased(XComModel, name="usage")
-        self.completion = aliased(XComModel, name="completion")
-        bind = session.get_bind()
-        self.day = _day(self.usage.timestamp, bind.dialect.name).label("day")
-        self.model = func.coalesce(
-            self.completion.value["model"].as_string(), literal(MODEL_NOT_RECORDED)
-        ).label("model")
+        self.dialect = session.get_bind().dialect
 
-    def _select(self, *columns: Any) -> Any:
-        usage, completion = self.usage, self.completion
+    def _calls(self) -> Any:
+        """One row per recorded call of the window: where it ran, its model and its figures."""
+        from airflow.models.xcom import XComModel
+
+        usage = aliased(XComModel, name="usage")
+        completion = aliased(XComModel, name="completion")
         same_task = and_(
             completion.dag_run_id == usage.dag_run_id,
             completion.task_id == usage.task_id,
             completion.map_index == usage.map_index,
             completion.key == "completion",
         )
+        model = func.coalesce(completion.value["model"].as_string(), literal(MODEL_NOT_RECORDED))
         return (
-            select(*columns, *_spend_columns(usage.value))
+            select(
+                usage.timestamp,
+                _day(usage.timestamp, self.dialect.name).label("day"),
+                usage.dag_id,
+                usage.run_id,
+                usage.task_id,
+                usage.map_index,
+                model.label("model"),
+                *(_figure(usage.value, path).label(name) for name, path in FIGURES.items()),
+            )
             .select_from(usage)
             .outerjoin(completion, same_task)
             .where(
@@ -173,81 +200,88 @@ class SpendQuery:
             )
         )
 
-    def _grouped(self, *columns: Any) -> list[tuple[tuple[Any, ...], Spend]]:
-        if not self.dag_ids:
-            return []
-        statement = self._select(*columns).group_by(*columns)
-        width = len(columns)
-        return [(tuple(row[:width]), _spend(row[width:])) for row in self.session.execute(statement)]
+    def _calls_once(self) -> Any:
+        """The calls as a common table expression that the database reads (and parses the JSON of) once."""
+        calls = self._calls().cte("o3_calls")
+        if self.dialect.name == "postgresql" or (
+            self.dialect.name == "sqlite" and (self.dialect.dbapi.sqlite_version_info >= (3, 35))
+        ):
+            calls = calls.prefix_with("MATERIALIZED")
+        return calls
 
-    def _top(
-        self, columns: tuple[Any, ...], extra: tuple[Any, ...] = ()
-    ) -> list[tuple[tuple[Any, ...], Spend]]:
-        """The ``TOP`` groups that cost the most (dollars, then tokens when no cost was reported).
+    def _groups(self) -> Any:
+        """Per day, DAG and model; the top tasks; the top runs: one statement, tagged by ``kind``."""
+        calls = self._calls_once()
+        column = calls.c
+        by_cost = (func.coalesce(func.sum(column.usd_spent), -1).desc(), func.sum(column.total_tokens).desc())
+        no_text, no_number = literal(None, String), literal(None, Integer)
 
-        ``extra``: aggregates returned after the group's columns (``max(map_index)`` for the tasks).
-        """
-        if not self.dag_ids:
-            return []
-        usd = func.sum(_figure(self.usage.value, "usd_spent"))
-        tokens = func.sum(_figure(self.usage.value, "total_tokens"))
-        statement = (
-            self._select(*columns, *extra)
-            .group_by(*columns)
-            .order_by(func.coalesce(usd, -1).desc(), func.coalesce(tokens, 0).desc())
-            .limit(TOP)
+        def top(kind: str, keys: tuple[Any, ...], *slots: Any) -> Any:
+            ranked = select(literal(kind), *slots, *_aggregates(calls)).group_by(*keys).order_by(*by_cost)
+            return select(ranked.limit(TOP).subquery())
+
+        cells = select(
+            literal("cell"), column.day, column.dag_id, column.model, no_number, *_aggregates(calls)
         )
-        width = len(columns) + len(extra)
-        return [(tuple(row[:width]), _spend(row[width:])) for row in self.session.execute(statement)]
+        return union_all(
+            cells.group_by(column.day, column.dag_id, column.model),
+            top(
+                "task",
+                (column.dag_id, column.run_id, column.task_id),
+                column.dag_id,
+                column.run_id,
+                column.task_id,
+                func.max(column.map_index),
+            ),
+            top("run", (column.dag_id, column.run_id), column.dag_id, column.run_id, no_text, no_number),
+        )
 
     def summary(self) -> dict[str, Any]:
         """Everything the page draws: totals, per day, per DAG, per model, the top tasks and runs."""
-        usage = self.usage
-        cells = self._grouped(self.day, usage.dag_id, self.model)
         per_day = {day: Spend() for day in self.window.day_names()}
         per_dag: dict[str, Spend] = {}
         per_model: dict[str, Spend] = {}
-        for (day, dag_id, model), spend in cells:
-            per_day[day] = per_day.get(day, Spend()) + spend
-            per_dag[dag_id] = per_dag.get(dag_id, Spend()) + spend
-            per_model[model] = per_model.get(model, Spend()) + spend
-        totals = sum(per_dag.values(), Spend())
+        tasks: list[dict[str, Any]] = []
+        runs: list[dict[str, Any]] = []
+        rows = self.session.execute(self._groups()) if self.dag_ids else []
+        for kind, first, second, third, fourth, *figures in rows:
+            spend = _spend(figures)
+            if kind == "cell":
+                per_day[first] = per_day.get(first, Spend()) + spend
+                per_dag[second] = per_dag.get(second, Spend()) + spend
+                per_model[third] = per_model.get(third, Spend()) + spend
+            elif kind == "task":
+                tasks.append(_task_entry(first, second, third, fourth, spend))
+            else:
+                runs.append(
+                    {"dag_id": first, "run_id": second, "path": run_path(first, second), **spend.to_json()}
+                )
         return {
             "window": {"days": self.window.days, "since": self.window.since.isoformat()},
-            "totals": totals.to_json(),
+            "totals": sum(per_dag.values(), Spend()).to_json(),
             "per_day": [{"day": day, **spend.to_json()} for day, spend in sorted(per_day.items())],
             "per_dag": _ranked("dag_id", per_dag),
             "per_model": _ranked("model", per_model),
-            "top_tasks": [
-                _task_entry(key, spend)
-                for key, spend in self._top(
-                    (usage.dag_id, usage.run_id, usage.task_id), (func.max(usage.map_index),)
-                )
-            ],
-            "top_runs": [
-                {"dag_id": dag_id, "run_id": run_id, "path": run_path(dag_id, run_id), **spend.to_json()}
-                for (dag_id, run_id), spend in self._top((usage.dag_id, usage.run_id))
-            ],
+            "top_tasks": _by_cost(tasks),
+            "top_runs": _by_cost(runs),
         }
 
     def calls(self) -> Iterator[dict[str, Any]]:
         """Every recorded call of the window, oldest first: the rows of the CSV download."""
         if not self.dag_ids:
             return
-        usage = self.usage
-        columns = (usage.timestamp, usage.dag_id, usage.run_id, usage.task_id, usage.map_index, self.model)
-        statement = self._select(*columns).group_by(*columns).order_by(usage.timestamp, usage.task_id)
-        for row in self.session.execute(statement.execution_options(yield_per=2000)):
-            timestamp, dag_id, run_id, task_id, map_index, model = row[:6]
+        statement = self._calls().order_by("timestamp", "task_id", "map_index")
+        for row in self.session.execute(statement.execution_options(yield_per=2000)).mappings():
             yield {
-                "timestamp": timestamp.isoformat(),
-                "dag_id": dag_id,
-                "run_id": run_id,
-                "task_id": task_id,
-                "map_index": map_index,
-                "model": model,
-                **_spend(row[6:]).to_json(),
+                "timestamp": row["timestamp"].isoformat(),
+                **{name: row[name] for name in ("dag_id", "run_id", "task_id", "map_index", "model")},
+                **_one_call(dict(row)).to_json(),
             }
+
+
+def _by_cost(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries the most expensive first (a UNION keeps no order): dollars, then tokens."""
+    return sorted(entries, key=lambda entry: (-(entry["usd_spent"] or 0), -entry["total_tokens"]))
 
 
 def _ranked(name: str, groups: dict[str, Spend]) -> list[dict[str, Any]]:
@@ -267,8 +301,9 @@ def task_path(dag_id: str, run_id: str, task_id: str, mapped: bool) -> str:
     return f"{path}/mapped" if mapped else path
 
 
-def _task_entry(key: tuple[Any, ...], spend: Spend) -> dict[str, Any]:
-    dag_id, run_id, task_id, highest_map_index = key
+def _task_entry(
+    dag_id: str, run_id: str, task_id: str, highest_map_index: Any, spend: Spend
+) -> dict[str, Any]:
     mapped = highest_map_index is not None and int(highest_map_index) >= 0
     return {
         "dag_id": dag_id,
