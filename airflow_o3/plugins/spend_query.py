@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from sqlalchemy import Integer, String, and_, func, literal, select, union_all
+from sqlalchemy import Integer, String, and_, case, func, literal, select, union_all
 from sqlalchemy.orm import aliased
 
 if TYPE_CHECKING:
@@ -180,6 +180,14 @@ class SpendQuery:
             completion.key == "completion",
         )
         model = func.coalesce(completion.value["model"].as_string(), literal(MODEL_NOT_RECORDED))
+        # A reply from the response cache carries the usage of the call that paid for it: nothing this time.
+        from_cache = func.coalesce(completion.value["from_cache"].as_boolean(), False)
+
+        def figure(name: str, path: str | tuple[str, ...]) -> ColumnElement[Any]:
+            if name == "items":
+                return _figure(usage.value, path).label(name)
+            return case((from_cache, literal(0.0)), else_=_figure(usage.value, path)).label(name)
+
         return (
             select(
                 usage.timestamp,
@@ -189,7 +197,7 @@ class SpendQuery:
                 usage.task_id,
                 usage.map_index,
                 model.label("model"),
-                *(_figure(usage.value, path).label(name) for name, path in FIGURES.items()),
+                *(figure(name, path) for name, path in FIGURES.items()),
             )
             .select_from(usage)
             .outerjoin(completion, same_task)

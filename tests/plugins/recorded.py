@@ -52,6 +52,7 @@ def call(
     model: str | None = "o3-mini-2025-01-31",
     map_index: int = -1,
     dag_run_id: int | None = None,
+    from_cache: bool = False,
 ) -> list[dict[str, Any]]:
     """One call's ``usage`` row and, unless ``model`` is None (a batch), its ``completion`` row."""
     common = {
@@ -65,7 +66,7 @@ def call(
     }
     rows = [{**common, "key": "usage", "value": usage_value}]
     if model is not None:
-        completion = {"id": "chatcmpl-1", "model": model, "finish_reason": "stop", "from_cache": False}
+        completion = {"id": "chatcmpl-1", "model": model, "finish_reason": "stop", "from_cache": from_cache}
         rows.append({**common, "key": "completion", "value": completion})
     return rows
 

@@ -119,6 +119,25 @@ def test_a_partly_priced_dag_adds_the_reported_dollars_and_counts_the_others():
     assert (row["usd_spent"], row["calls_without_cost"], row["calls"]) == (0.25, 1, 2)
 
 
+def test_a_reply_from_the_response_cache_counts_as_a_call_that_cost_nothing():
+    dag_id = f"spend_cached_{uuid.uuid4().hex[:8]}"
+    paid = usage(100, 50, 20, cached=10, usd=0.25)
+    _write(
+        {"dag_id": dag_id, "run_id": "r1", "task_id": "a", "when": NOW, "usage_value": paid},
+        {
+            "dag_id": dag_id,
+            "run_id": "r2",
+            "task_id": "a",
+            "when": NOW,
+            "usage_value": paid,
+            "from_cache": True,
+        },
+    )
+    totals = _query({dag_id})["totals"]
+    assert (totals["calls"], totals["usd_spent"], totals["calls_without_cost"]) == (2, 0.25, 0)
+    assert (totals["total_tokens"], totals["reasoning_tokens"], totals["cached_tokens"]) == (150, 20, 10)
+
+
 def test_a_batch_counts_its_replies_and_shows_its_model_as_not_recorded():
     dag_id = f"spend_batch_{uuid.uuid4().hex[:8]}"
     batch_usage = usage(1000, 3000, 2000, cached=400, usd=0.5, items=40)
