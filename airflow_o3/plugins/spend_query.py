@@ -20,7 +20,7 @@ from sqlalchemy import Integer, String, and_, case, func, literal, select, union
 from sqlalchemy.orm import aliased
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Iterator
+    from collections.abc import Collection, Iterable, Iterator
 
     from sqlalchemy.orm import Session
     from sqlalchemy.sql.elements import ColumnElement
@@ -211,9 +211,8 @@ class SpendQuery:
     def _calls_once(self) -> Any:
         """The calls as a common table expression that the database reads (and parses the JSON of) once."""
         calls = self._calls().cte("o3_calls")
-        if self.dialect.name == "postgresql" or (
-            self.dialect.name == "sqlite" and (self.dialect.dbapi.sqlite_version_info >= (3, 35))
-        ):
+        version = tuple(getattr(self.dialect.dbapi, "sqlite_version_info", ()))
+        if self.dialect.name == "postgresql" or (self.dialect.name == "sqlite" and version >= (3, 35)):
             calls = calls.prefix_with("MATERIALIZED")
         return calls
 
@@ -251,7 +250,7 @@ class SpendQuery:
         per_model: dict[str, Spend] = {}
         tasks: list[dict[str, Any]] = []
         runs: list[dict[str, Any]] = []
-        rows = self.session.execute(self._groups()) if self.dag_ids else []
+        rows: Iterable[Any] = self.session.execute(self._groups()) if self.dag_ids else ()
         for kind, first, second, third, fourth, *figures in rows:
             spend = _spend(figures)
             if kind == "cell":
