@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from sqlalchemy import Integer, String, and_, case, func, literal, select, union_all
+from sqlalchemy import Integer, String, and_, case, func, literal, or_, select, union_all
 from sqlalchemy.orm import aliased
 
 if TYPE_CHECKING:
@@ -205,6 +205,9 @@ class SpendQuery:
                 usage.key == "usage",
                 usage.timestamp >= self.window.since,
                 usage.dag_id.in_(self.dag_ids),
+                # Ours: a call's usage beside its completion, or a batch's (with items). Another
+                # task's XCom that happens to be called "usage" is not o3-mini spend.
+                or_(completion.dag_run_id.is_not(None), _figure(usage.value, "items").is_not(None)),
             )
         )
 

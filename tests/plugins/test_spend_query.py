@@ -158,6 +158,30 @@ def test_a_batch_counts_its_replies_and_shows_its_model_as_not_recorded():
     assert [row["model"] for row in summary["per_model"]] == ["not recorded"]
 
 
+def test_another_tasks_xcom_called_usage_is_not_counted_as_o3_spend():
+    dag_id = f"spend_foreign_{uuid.uuid4().hex[:8]}"
+    _write(
+        {
+            "dag_id": dag_id,
+            "run_id": "r1",
+            "task_id": "ours",
+            "when": NOW,
+            "usage_value": usage(1, 2, 0, usd=0.5),
+        },
+        {
+            "dag_id": dag_id,
+            "run_id": "r1",
+            "task_id": "disk",
+            "when": NOW,
+            "usage_value": {"gb": 3},
+            "model": None,
+        },
+    )
+    summary = _query({dag_id})
+    assert summary["totals"]["calls"] == 1
+    assert [task["task_id"] for task in summary["top_tasks"]] == ["ours"]
+
+
 def test_the_window_keeps_whole_utc_days_and_lists_every_day_oldest_first():
     dag_id = f"spend_window_{uuid.uuid4().hex[:8]}"
     start_of_window = datetime(2026, 11, 24, 0, 0, tzinfo=UTC)  # 7 days ending 2026-11-30
