@@ -13,7 +13,7 @@ from functools import cache
 from typing import Any
 
 from airflow import __version__ as airflow_version
-from airflow.plugins_manager import AirflowPlugin
+from airflow.providers.common.compat.sdk import AirflowPlugin
 
 URL_PREFIX = "/o3-spend"
 """Where the API server serves the page and its API."""
