@@ -1,0 +1,1 @@
+"""Airflow plugins shipped with the provider: the o3-mini spend page (``spend``)."""
