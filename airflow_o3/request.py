@@ -23,20 +23,6 @@ if TYPE_CHECKING:
 
 REFUSED_BEFORE_SENDING = "Request refused before sending: "
 
-FIXES: Mapping[str, str] = {
-    "messages": (
-        "send a non-empty list of {role, content} dicts; roles are user, developer, system, assistant "
-        "and tool, and content is text (a string or a list of {'type': 'text', 'text': ...} parts)"
-    ),
-    "tools": "use at most 128 {'type': 'function', 'function': {name, parameters}} entries",
-    "response_format": (
-        "use {'type': 'text'}, {'type': 'json_object'} or "
-        "{'type': 'json_schema', 'json_schema': {'name': ..., 'schema': {...}}}; the name is 1 to 64 "
-        "of a-z, A-Z, 0-9, _ and -"
-    ),
-}
-"""The fix for the fields too rich to describe from their schema; the others' is :func:`describe`."""
-
 _CONSTRAINING = frozenset({"type", "enum", "anyOf", "oneOf", "properties", "items"})
 
 
@@ -68,9 +54,13 @@ def describe(schema: Mapping[str, Any]) -> str:
     if kind == "array":
         items = schema.get("items", {})
         most = f"at most {schema['maxItems']} " if "maxItems" in schema else ""
-        return f"a list of {most}" + ("strings" if items.get("type") == "string" else describe(items))
+        start = "a non-empty list of " if schema.get("minItems") else "a list of "
+        return start + most + ("strings" if items.get("type") == "string" else describe(items))
     if kind == "object":
-        shown = (f"{name!r}: {describe(schema['properties'][name])}" for name in schema.get("required", ()))
+        properties = schema.get("properties", {})
+        required = [name for name in schema.get("required", ()) if name in properties]
+        tags_first = sorted(required, key=lambda name: "enum" not in properties[name])
+        shown = (f"{name!r}: {describe(properties[name])}" for name in tags_first)
         return "{" + ", ".join(shown) + "}"
     return {"string": "a string", "boolean": "true or false", "number": "a number"}.get(
         kind or "", "any value"
@@ -202,7 +192,7 @@ def _field_path(location: Sequence[int | str], schema: Mapping[str, Any]) -> str
 def fix_for(field: str) -> str | None:
     """What to write instead of a wrong value of the top-level field ``field``."""
     schema = request_schema()["properties"].get(field)
-    return FIXES.get(field) or (None if schema is None else "use " + describe(schema))
+    return None if schema is None else "use " + describe(schema)
 
 
 def value_problem(name: str, value: Any) -> str | None:
