@@ -13,7 +13,7 @@ from airflow_o3.errors import InvalidRequestError
 SettingsT = TypeVar("SettingsT")
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Mapping
 
 REJECTED_PARAMETERS: Mapping[str, str] = REFUSED
 """Parameters of other OpenAI chat models that o3-mini refuses, with what to do instead."""
@@ -38,16 +38,6 @@ def parameter_name_problem(name: str) -> str | None:
     return None
 
 
-def check_parameter_names(names: Iterable[str]) -> None:
-    """Refuse parameters o3-mini rejects and names the contract does not know.
-
-    :raises InvalidRequestError: naming each such parameter and what to do instead.
-    """
-    problems = [problem for name in names if (problem := parameter_name_problem(name))]
-    if problems:
-        raise InvalidRequestError("Request refused before sending: " + "; ".join(problems))
-
-
 def parameter_value_problems(values: Mapping[str, Any], label: str = "{name}") -> list[str]:
     """One line per value outside the contract, each naming the parameter, the value and the fix.
 
@@ -55,25 +45,22 @@ def parameter_value_problems(values: Mapping[str, Any], label: str = "{name}") -
         are skipped.
     :param label: how to name a parameter in the message, e.g. ``"parameters['{name}']"``.
     """
-    from airflow_o3.request import value_problem  # the compiled contract, only once there is a value
+    from airflow_o3.request import value_problems  # the compiled contract, only once there is a value
 
     problems = []
     for name, value in values.items():
-        if value is not None and (fix := value_problem(name, value)) is not None:
-            shown = repr(value)
-            shown = shown if len(shown) <= 80 else shown[:77] + "..."
-            problems.append(f"{label.format(name=name)}: got {shown} (fix: {fix})")
+        found = [] if value is None else value_problems(name, value, label.format(name=name))
+        if found:
+            fixes = "".join(f" (fix: {fix})" for fix in dict.fromkeys(p.fix for p in found if p.fix))
+            problems.append("; ".join(dict.fromkeys(problem.text for problem in found)) + fixes)
     return problems
 
 
-def check_parameter_values(values: Mapping[str, Any]) -> None:
-    """Refuse literal parameter values the contract does not allow, before anything is sent.
-
-    :raises InvalidRequestError: naming each parameter, its value and the fix.
-    """
-    problems = parameter_value_problems(values)
-    if problems:
-        raise InvalidRequestError("Request refused before sending: " + "; ".join(problems))
+def misvalued(name: str, value: Any, fix: str) -> str:
+    """``name: got <value> (fix: ...)``, the value cut to 80 characters."""
+    shown = repr(value)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    return f"{name}: got {shown} (fix: {fix})"
 
 
 def coerce_settings(

@@ -15,14 +15,16 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pydantic_core import SchemaValidator, ValidationError, core_schema
 
-from airflow_o3.contract import REFUSED, parameters, request_schema
+from airflow_o3.contract import REFUSED, request_schema
 from airflow_o3.errors import InvalidRequestError
+from airflow_o3.parameters import misvalued, parameter_name_problem
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
 REFUSED_BEFORE_SENDING = "Request refused before sending: "
 
+_REQUIRED = ("model", "messages")
 _CONSTRAINING = frozenset({"type", "enum", "anyOf", "oneOf", "properties", "items"})
 
 
@@ -33,21 +35,31 @@ class Problem(NamedTuple):
     :param text: where and what, e.g. ``messages[0].content: Field required``.
     :param code: OpenAI's error code for it: ``unsupported_parameter``, ``unknown_parameter``,
         ``missing_required_parameter`` or ``invalid_value``.
+    :param fix: what to write instead, when ``text`` does not say it.
     """
 
     field: str
     text: str
     code: str
+    fix: str | None = None
 
 
 def describe(schema: Mapping[str, Any]) -> str:
     """What a schema allows, as a DAG author reads it: ``'low', 'medium' or 'high'``."""
+    *first, last = _alternatives(schema)
+    return f"{', '.join(first)} or {last}" if first else last
+
+
+def _alternatives(schema: Mapping[str, Any]) -> list[str]:
     branches = schema.get("oneOf") or schema.get("anyOf")
     if branches:
-        return " or ".join(describe(branch) for branch in branches if not _only_null(branch))
+        return [text for branch in branches if not _only_null(branch) for text in _alternatives(branch)]
     if "enum" in schema:
-        *first, last = (repr(value) for value in schema["enum"])
-        return f"{', '.join(first)} or {last}" if first else last
+        return [repr(value) for value in schema["enum"]]
+    return [_one(schema)]
+
+
+def _one(schema: Mapping[str, Any]) -> str:
     kind = schema.get("type")
     if kind == "integer":
         return "a whole number" + _range(schema)
@@ -164,16 +176,15 @@ def _tagged(branches: Sequence[Mapping[str, Any]]) -> tuple[str, dict[Any, Mappi
 
 
 @functools.cache
-def _validator(name: str | None = None) -> SchemaValidator:
-    """The whole body's validator, or (given a name) one parameter's; each compiled once."""
-    schema = request_schema()
-    return SchemaValidator(_compiled(schema if name is None else schema["properties"][name]))
+def _validator(name: str) -> SchemaValidator:
+    """The validator of one top-level field, compiled on its first check."""
+    return SchemaValidator(_compiled(request_schema()["properties"][name]))
 
 
-def _field_path(location: Sequence[int | str], schema: Mapping[str, Any]) -> str:
-    """``messages[0].content`` from pydantic-core's location, read along the schema so that the
-    names of union branches (a tag such as ``user``, a position) are left out."""
-    path = ""
+def _field_path(location: Sequence[int | str], schema: Mapping[str, Any], path: str) -> str:
+    """``tools[0].function.name`` from pydantic-core's location inside the field ``path``, read along
+    the field's schema so that the names of union branches (a tag such as ``user``, a position) are
+    left out."""
     node = schema
     for part in location:
         branches = node.get("oneOf") or node.get("anyOf")
@@ -184,70 +195,65 @@ def _field_path(location: Sequence[int | str], schema: Mapping[str, Any]) -> str
             path += f"[{part}]"
             node = node.get("items", {})
         else:
-            path += f".{part}" if path else part
+            path += f".{part}"
             node = node.get("properties", {}).get(part, {})
     return path
 
 
-def fix_for(field: str) -> str | None:
+def fix_for(field: str) -> str:
     """What to write instead of a wrong value of the top-level field ``field``."""
-    schema = request_schema()["properties"].get(field)
-    return None if schema is None else "use " + describe(schema)
+    return "use " + describe(request_schema()["properties"][field])
 
 
-def value_problem(name: str, value: Any) -> str | None:
-    """The fix for a parameter's value outside the contract, or ``None`` when it is within (or the
-    parameter is not the contract's to judge)."""
-    if name in REFUSED or name not in request_schema()["properties"]:
-        return None
-    return None if _validator(name).isinstance_python(value) else fix_for(name)
+def value_problems(name: str, value: Any, label: str | None = None) -> list[Problem]:
+    """What the contract refuses in the value of the top-level field ``name``: nothing when it allows
+    the value or has no say (a name it does not list, or one o3-mini refuses).
+
+    A parameter wrong as a whole reads ``name: got <value> (fix: ...)``; anything else
+    ``tools[0].function.name: <what>``, with the field's fix in :attr:`Problem.fix`.
+
+    :param label: how to name the field, e.g. ``parameters['tools']`` (default: its name).
+    """
+    properties = request_schema()["properties"]
+    if name in REFUSED or name not in properties or _validator(name).isinstance_python(value):
+        return []
+    try:
+        _validator(name).validate_python(value)
+    except ValidationError as error:
+        label = label or name
+        found = [
+            (_field_path(item["loc"], properties[name], label), item["msg"])
+            for item in error.errors(include_url=False, include_input=False)
+        ]
+        if name not in _REQUIRED and any(path == label for path, _ in found):
+            return [Problem(name, misvalued(label, value, fix_for(name)), "invalid_value")]
+        return [Problem(name, f"{path}: {what}", "invalid_value", fix_for(name)) for path, what in found]
+    return []
 
 
 def body_problems(body: Mapping[str, Any]) -> list[Problem]:
     """Everything in ``body`` the service would refuse: parameters o3-mini refuses or the contract
-    does not know, then values outside the contract; empty when the body may be sent."""
-    known = parameters()
+    does not know, a missing ``model`` or ``messages``, values outside the contract; empty when the
+    body may be sent."""
     problems = [
-        Problem(name, f"{name}: o3-mini refuses this parameter ({REFUSED[name]})", "unsupported_parameter")
-        if name in REFUSED
-        else Problem(
-            name,
-            f"{name}: unknown parameter (fix: use one of {', '.join(sorted(known))})",
-            "unknown_parameter",
-        )
+        Problem(name, text, "unsupported_parameter" if name in REFUSED else "unknown_parameter")
         for name in body
-        if name not in known and name not in ("model", "messages")
+        if name not in _REQUIRED and (text := parameter_name_problem(name))
     ]
-    validator = _validator()
-    if validator.isinstance_python(body):
-        return problems
-    try:
-        validator.validate_python(body)
-    except ValidationError as error:
-        problems += _value_problems(error)
-    return problems
-
-
-def _value_problems(error: ValidationError) -> list[Problem]:
-    schema = request_schema()
-    problems = []
-    for item in error.errors(include_url=False, include_input=False):
-        location = item["loc"]
-        field = str(location[0]) if location else "body"
-        missing = item["type"] == "missing" and len(location) == 1
-        text = f"{_field_path(location, schema) or 'body'}: {item['msg']}"
-        problems.append(Problem(field, text, "missing_required_parameter" if missing else "invalid_value"))
+    problems += [
+        Problem(name, f"{name}: Field required", "missing_required_parameter")
+        for name in _REQUIRED
+        if name not in body
+    ]
+    for name, value in body.items():
+        problems += value_problems(name, value)
     return problems
 
 
 def refusal(problems: Sequence[Problem]) -> InvalidRequestError:
-    """The error that refuses a body for ``problems``: each named, then the fix for each field."""
+    """The error that refuses a body for ``problems``: each named, then the fixes not yet said."""
     texts = dict.fromkeys(problem.text for problem in problems)
-    fixes = dict.fromkeys(
-        f"{problem.field}: {fix}"
-        for problem in problems
-        if problem.code == "invalid_value" and (fix := fix_for(problem.field))
-    )
+    fixes = dict.fromkeys(f"{problem.field}: {problem.fix}" for problem in problems if problem.fix)
     return InvalidRequestError(
         REFUSED_BEFORE_SENDING + "; ".join(texts) + (". Fix: " + "; ".join(fixes) if fixes else "")
     )

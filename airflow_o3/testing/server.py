@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from airflow_o3.contract import CREDITS_PER_USD, LIST_PRICE
@@ -323,13 +323,9 @@ def _validate(body: Any) -> HttpError | None:
     problems = body_problems(body)
     if not problems:
         return None
-    field, text, code = problems[0]
-    return HttpError(400, _REFUSALS[code].format(field=field, text=text), param=field, code=code)
-
-
-class _Bucket(NamedTuple):
-    allowed: bool
-    headers: dict[str, str]
+    first = problems[0]
+    message = _REFUSALS[first.code].format(field=first.field, text=first.text)
+    return HttpError(400, message, param=first.field, code=first.code)
 
 
 class _TokenBucket:
@@ -344,7 +340,7 @@ class _TokenBucket:
         self._stamp = time.monotonic()
         self._lock = threading.Lock()
 
-    def take(self) -> _Bucket:
+    def take(self) -> tuple[bool, dict[str, str]]:
         """Take a token if there is one; return the verdict and OpenAI-style rate-limit headers."""
         with self._lock:
             now = time.monotonic()
@@ -363,7 +359,7 @@ class _TokenBucket:
             wait_ms = math.ceil((1 - tokens) / self._rate * 1000)
             headers["Retry-After"] = _seconds(wait_ms / 1000)
             headers["retry-after-ms"] = str(wait_ms)
-        return _Bucket(allowed, headers)
+        return allowed, headers
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -718,9 +714,9 @@ class StandInServer:
         invalid = _validate(record.body)
         if invalid is not None or self._bucket is None:
             return invalid
-        verdict = self._bucket.take()
-        headers.update(verdict.headers)
-        if verdict.allowed:
+        allowed, limit_headers = self._bucket.take()
+        headers.update(limit_headers)
+        if allowed:
             return None
         with self._lock:
             self._stats["rate_limited"] += 1
