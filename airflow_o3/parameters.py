@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from airflow_o3.contract import REFUSED, parameters, request_schema
+from airflow_o3.contract import REFUSED, request_schema
 from airflow_o3.errors import InvalidRequestError
 
 SettingsT = TypeVar("SettingsT")
@@ -18,8 +18,10 @@ if TYPE_CHECKING:
 REJECTED_PARAMETERS: Mapping[str, str] = REFUSED
 """Parameters of other OpenAI chat models that o3-mini refuses, with what to do instead."""
 
-CONTRACT_PARAMETERS: frozenset[str] = parameters()
-"""Every optional request parameter the contract lets o3-mini take."""
+CONTRACT_PARAMETERS: frozenset[str] = (
+    frozenset(request_schema()["properties"]) - {"model", "messages"} - REFUSED.keys()
+)
+"""Every optional request parameter the contract lets o3-mini take: the document's, less those it refuses."""
 
 OWN_PARAMETERS = ("reasoning_effort", "max_completion_tokens", "response_format", "stream")
 """Contract parameters that the operator and the render command take as arguments of their own,

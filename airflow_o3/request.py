@@ -95,8 +95,8 @@ def _only_null(schema: Mapping[str, Any]) -> bool:
 
 def _compiled(schema: Mapping[str, Any]) -> core_schema.CoreSchema:
     """The pydantic-core schema of one OpenAPI 3.0 schema object (the keywords the document uses)."""
-    inner = _compiled_type(schema)
-    return core_schema.nullable_schema(inner) if schema.get("nullable") else inner
+    compiled = _compiled_type(schema)
+    return core_schema.nullable_schema(compiled) if schema.get("nullable") else compiled
 
 
 def _compiled_type(schema: Mapping[str, Any]) -> core_schema.CoreSchema:

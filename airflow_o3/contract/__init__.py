@@ -111,9 +111,3 @@ def request_schema() -> Mapping[str, Any]:
             else:
                 node[keyword] = value
     return schema
-
-
-def parameters() -> frozenset[str]:
-    """The optional request parameters o3-mini takes: the document's, less those it refuses."""
-    schema = request_schema()
-    return frozenset(schema["properties"]) - set(schema["required"]) - REFUSED.keys()

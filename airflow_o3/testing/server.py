@@ -372,12 +372,9 @@ class _Handler(BaseHTTPRequestHandler):
         """Keep test output clean: no per-request line on stderr."""
 
     def do_GET(self) -> None:
-        self.server.standin._handle(self, self._read_body())
+        self.server.standin._handle(self, self.rfile.read(int(self.headers.get("Content-Length") or 0)))
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_GET
-
-    def _read_body(self) -> bytes:
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
     def _head(self, status: int, headers: Mapping[str, str]) -> bytes:
         lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}"]
@@ -385,19 +382,16 @@ class _Handler(BaseHTTPRequestHandler):
         lines += [f"{name}: {value}" for name, value in headers.items()]
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
-    def respond(self, status: int, body: bytes, headers: Mapping[str, str]) -> None:
-        """Send a complete response (headers and body in one write)."""
-        self.wfile.write(self._head(status, {**headers, "Content-Length": str(len(body))}) + body)
+    def respond(self, status: int, body: bytes, headers: Mapping[str, str], complete: bool = True) -> None:
+        """Send a response, headers and body in one write; unless ``complete``, announce the whole
+        body but send only half of it, then close."""
+        head = self._head(status, {**headers, "Content-Length": str(len(body))})
+        self.wfile.write(head + (body if complete else body[: len(body) // 2]))
+        self.close_connection = self.close_connection or not complete
 
     def respond_json(self, status: int, payload: Any, headers: Mapping[str, str]) -> None:
         """Send ``payload`` as an ``application/json`` response."""
         self.respond(status, _dumps(payload), {"Content-Type": "application/json", **headers})
-
-    def truncate(self, status: int, body: bytes, headers: Mapping[str, str]) -> None:
-        """Announce the full ``body`` but send only half of it, then close."""
-        head = self._head(status, {**headers, "Content-Length": str(len(body))})
-        self.wfile.write(head + body[: len(body) // 2])
-        self.close_connection = True
 
     def stream(self, headers: Mapping[str, str], events: Iterable[bytes], complete: bool) -> None:
         """Send ``events`` as SSE in chunked encoding; close mid-body unless ``complete``."""
@@ -835,8 +829,8 @@ class StandInServer:
                     "x-aimlapi-usd-spent": f"{meta['usage']['usd_spent']:.9f}".rstrip("0").rstrip("."),
                     "x-aimlapi-credits-used": str(meta["usage"]["credits_used"]),
                 }
-                send = handler.respond if delivering else handler.truncate
-                send(200, payload, {"Content-Type": "application/json", **headers, **cost})
+                cost["Content-Type"] = "application/json"
+                handler.respond(200, payload, {**cost, **headers}, complete=delivering)
         except OSError:
             if delivering:
                 self._count_delivery(key, -1)

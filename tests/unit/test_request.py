@@ -10,7 +10,8 @@ from airflow_o3.errors import InvalidRequestError
 from airflow_o3.parameters import CONTRACT_PARAMETERS, REJECTED_PARAMETERS, parameter_value_problems
 from airflow_o3.request import build_body, encode_body
 from airflow_o3.response import parse_response
-from tests.contract import request_schema, validate_request_body
+from tests.contract import request_schema, response_schema, validate_request_body
+from tests.schema_variants import example
 
 USER = [{"role": "user", "content": "Hello"}]
 
@@ -208,18 +209,12 @@ def test_a_tool_choice_outside_the_contract_is_refused_with_the_fix_read_from_th
 
 
 def test_the_budgets_estimate_is_the_list_price_of_the_tokens_the_reply_carried():
-    reply = {
-        "id": "c",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "o3-mini",
-        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "x"}}],
-        "usage": {
-            "prompt_tokens": 1000,
-            "completion_tokens": 500,
-            "total_tokens": 1500,
-            "prompt_tokens_details": {"cached_tokens": 200},
-        },
+    reply = example(response_schema())
+    reply.pop("meta", None)  # no cost of the service's own: the budget estimates it
+    reply["usage"] = {
+        "prompt_tokens": 1000,
+        "completion_tokens": 500,
+        "prompt_tokens_details": {"cached_tokens": 200},
     }
     completion = parse_response(200, {}, json.dumps(reply).encode())
     # 800 x $1.43 + 200 x $0.715 + 500 x $5.72 per million tokens
