@@ -2,8 +2,9 @@
 
 The check is the contract's own schema (:func:`airflow_o3.contract.request_schema`) compiled once,
 on first use, into a pydantic-core validator: a typo or a value the service would refuse is a local
-error that names the field and the fix. (``jsonschema`` takes 170 to 480 us per body; the compiled
-validator takes a few.) The stand-in server checks the bodies it receives with the same code.
+error that names the field and the fix. (``jsonschema`` takes 100 us of CPU for a one-message body
+and 700 us for a rich one; the compiled validator 7 and 30 us, the whole of :func:`build_body`.) The
+stand-in server checks the bodies it receives with the same code.
 """
 
 from __future__ import annotations
