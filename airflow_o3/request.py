@@ -158,22 +158,12 @@ def _union(branches: Sequence[Mapping[str, Any]]) -> core_schema.CoreSchema:
 
 
 def _tagged(branches: Sequence[Mapping[str, Any]]) -> tuple[str, dict[Any, Mapping[str, Any]]] | None:
-    """The property every branch requires with one allowed value, and the branches by that value."""
-    by_tag: dict[tuple[str, Any], Mapping[str, Any]] = {}
-    for branch in branches:
-        properties = branch.get("properties", {})
-        tags = [
-            (name, properties[name]["enum"][0])
-            for name in branch.get("required", ())
-            if len(properties.get(name, {}).get("enum", ())) == 1
-        ]
-        if not tags:
-            return None
-        by_tag[tags[0]] = branch
-    names = {name for name, _ in by_tag}
-    if len(names) != 1 or len(by_tag) != len(branches):
-        return None
-    return names.pop(), {value: branch for (_, value), branch in by_tag.items()}
+    """The property each branch fixes to a value of its own, and the branches by that value."""
+    for name in branches[0].get("properties", {}):
+        values = [branch.get("properties", {}).get(name, {}).get("enum", ()) for branch in branches]
+        if all(len(value) == 1 for value in values) and len({value[0] for value in values}) == len(branches):
+            return name, {value[0]: branch for value, branch in zip(values, branches, strict=True)}
+    return None
 
 
 @functools.cache
