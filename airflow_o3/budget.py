@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from airflow_o3.contract import LIST_PRICE
 from airflow_o3.errors import InvalidRequestError, O3Error
 from airflow_o3.parameters import coerce_settings
 from airflow_o3.response import amount
@@ -19,11 +20,6 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from airflow_o3.response import Completion
-
-USD_PER_INPUT_TOKEN = 1.43 / 1_000_000
-USD_PER_CACHED_INPUT_TOKEN = 0.715 / 1_000_000
-USD_PER_OUTPUT_TOKEN = 5.72 / 1_000_000
-"""AI/ML API's o3-mini list price (2026-09), for calls whose cost the service does not report."""
 
 BudgetAction = Literal["fail", "stop"]
 BUDGET_ACTIONS: tuple[str, ...] = ("fail", "stop")
@@ -89,11 +85,7 @@ def cost_usd(completion: Completion) -> float:
     usage = completion.usage
     prompt = _count(usage.get("prompt_tokens"))
     cached = min(prompt, _count((usage.get("prompt_tokens_details") or {}).get("cached_tokens")))
-    return float(
-        (prompt - cached) * USD_PER_INPUT_TOKEN
-        + cached * USD_PER_CACHED_INPUT_TOKEN
-        + _count(usage.get("completion_tokens")) * USD_PER_OUTPUT_TOKEN
-    )
+    return float(LIST_PRICE.usd(prompt, cached, _count(usage.get("completion_tokens"))))
 
 
 def _count(value: Any) -> int | float:

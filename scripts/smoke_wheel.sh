@@ -31,6 +31,7 @@ echo "== wheel contents"
 import sys, zipfile
 names = zipfile.ZipFile(sys.argv[1]).namelist()
 required = ["airflow_o3/py.typed", "airflow_o3/get_provider_info.py", "airflow_o3/testing/server.py",
+            "airflow_o3/contract/o3-mini.openapi.json",
             "airflow_o3/hooks/o3mini.py", "airflow_o3/operators/o3mini.py"]
 missing = [name for name in required if name not in names]
 strays = [name for name in names if name.startswith(("tests/", "dags/", "scripts/", "docs/"))]

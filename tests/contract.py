@@ -2,7 +2,7 @@
 
 Source: ``o3-mini.openapi.json`` (AI/ML API's published OpenAPI 3.0 description). Located through
 ``$O3_CONTRACT`` if set, else ``<repo>/../shared/contract/o3-mini.openapi.json`` when it exists, else
-the copy in ``tests/data/`` (so a clone on its own, as in CI, has it too).
+the copy vendored in ``airflow_o3/contract/`` (so a clone on its own, as in CI, has it too).
 
 Usage::
 
@@ -87,9 +87,12 @@ _ANNOTATIONS = ("title", "description", "default", "deprecated", "readOnly", "wr
 _DROPPED = frozenset({"example", "examples", "nullable", "xml", "externalDocs", "discriminator"})
 
 
-VENDORED_CONTRACT = Path(__file__).resolve().parent / "data" / "o3-mini.openapi.json"
-"""A copy kept in the repository, so a clone on its own (CI) has the contract; it must equal the
-shared one wherever that exists (``tests/test_infrastructure.py`` checks)."""
+VENDORED_CONTRACT = (
+    Path(__file__).resolve().parent.parent / "airflow_o3" / "contract" / "o3-mini.openapi.json"
+)
+"""The copy shipped in the package (the product's checks derive from it), so a clone on its own (CI)
+has the contract; it must equal the shared one wherever that exists (``tests/test_infrastructure.py``
+checks). This module reads it with its own code, as an oracle independent of the product's."""
 
 
 def shared_contract_path() -> Path:
@@ -99,7 +102,7 @@ def shared_contract_path() -> Path:
 
 def contract_path() -> Path:
     """The OpenAPI file: ``$O3_CONTRACT``, else the shared copy next to the repository if there is
-    one, else the copy vendored in ``tests/data/``."""
+    one, else the copy vendored in ``airflow_o3/contract/``."""
     if env := os.environ.get("O3_CONTRACT"):
         return Path(env)
     shared = shared_contract_path()

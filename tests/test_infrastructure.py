@@ -313,7 +313,7 @@ def test_the_vendored_contract_is_the_shared_one():
     if not shared.is_file():
         pytest.skip(f"no shared contract at {shared} (a clone on its own): the vendored copy is used")
     assert VENDORED_CONTRACT.read_bytes() == shared.read_bytes(), (
-        f"tests/data/o3-mini.openapi.json is stale: copy {shared} over it"
+        f"{VENDORED_CONTRACT} is stale: copy {shared} over it"
     )
 
 

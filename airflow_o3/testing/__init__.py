@@ -3,7 +3,7 @@
 ``StandInServer`` serves contract-shaped completions on 127.0.0.1 and records what it receives;
 the types from :mod:`airflow_o3.testing.faults` script errors, stalls, resets and odd bodies. With
 pytest, the ``o3_standin`` and ``o3_standin_connection`` fixtures are available automatically.
-Standard library only: importing this package does not import Airflow or an HTTP client.
+Importing this package does not import Airflow or an HTTP client.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ stack and retry logic without network, keys or cost::
 
 The server answers contract-shaped ``chat.completion`` bodies (and SSE streams), records every
 request, and can be scripted (:mod:`airflow_o3.testing.faults`), rate limited or told to inject
-random faults. Standard library only; each connection is served on its own thread.
+random faults. It refuses a body with the provider's own contract check
+(:func:`airflow_o3.request.body_problems`); each connection is served on its own thread.
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-from airflow_o3.parameters import REJECTED_PARAMETERS  # the stand-in refuses them with 400, as o3-mini does
+from airflow_o3.contract import CREDITS_PER_USD, LIST_PRICE
+from airflow_o3.request import body_problems
 from airflow_o3.testing.faults import (
     Body,
     ConnectionReset,
@@ -58,11 +60,6 @@ if TYPE_CHECKING:
 
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 MODELS_PATHS = frozenset({"/v1/models", "/models"})
-
-USD_PER_INPUT_TOKEN = 1.43 / 1_000_000
-USD_PER_CACHED_INPUT_TOKEN = 0.715 / 1_000_000
-USD_PER_OUTPUT_TOKEN = 5.72 / 1_000_000
-CREDITS_PER_USD = 2_000_000
 
 REASONING_TOKENS = {"low": 64, "medium": 192, "high": 512}
 """Hidden reasoning tokens the stand-in bills per choice, by ``reasoning_effort``."""
@@ -248,17 +245,10 @@ def _usage(prompt: int, reasoning: int, visible: int) -> dict[str, Any]:
 
 
 def price(usage: Mapping[str, Any]) -> dict[str, float | int]:
-    """AI/ML API's ``meta.usage`` for a usage object: ``{"credits_used", "usd_spent"}``.
-
-    Priced at AI/ML API's o3-mini list price: $1.43 input, $0.715 cached input and $5.72 output
-    (reasoning included) per million tokens; one USD is 2,000,000 credits.
-    """
+    """AI/ML API's ``meta.usage`` for a usage object: ``{"credits_used", "usd_spent"}``, at the list
+    price (:data:`airflow_o3.contract.LIST_PRICE`)."""
     cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-    usd = (
-        (usage.get("prompt_tokens", 0) - cached) * USD_PER_INPUT_TOKEN
-        + cached * USD_PER_CACHED_INPUT_TOKEN
-        + usage.get("completion_tokens", 0) * USD_PER_OUTPUT_TOKEN
-    )
+    usd = LIST_PRICE.usd(usage.get("prompt_tokens", 0), cached, usage.get("completion_tokens", 0))
     return {"credits_used": round(usd * CREDITS_PER_USD), "usd_spent": round(usd, 9)}
 
 
@@ -317,34 +307,25 @@ def _dumps(payload: Any) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
+_REFUSALS = {
+    "unsupported_parameter": "Unsupported parameter: '{field}' is not supported with this model.",
+    "unknown_parameter": "Unrecognized request argument supplied: {field}",
+    "missing_required_parameter": "Missing required parameter: '{field}'.",
+    "invalid_value": "Invalid value for '{field}': {text}",
+}
+
+
 def _validate(body: Any) -> HttpError | None:
-    """Return the 400 o3-mini would answer to ``body``, or ``None`` when it is acceptable."""
+    """Return the 400 o3-mini would answer to ``body``, or ``None`` when it is acceptable: the
+    provider's own check of what it sends (:func:`airflow_o3.request.body_problems`) decides."""
     if not isinstance(body, dict):
         return HttpError(400, "We could not parse the JSON body of your request.", code="invalid_json")
-    for name, kind in (("model", str), ("messages", list)):
-        if not isinstance(body.get(name), kind) or not body[name]:
-            message = f"Missing required parameter: '{name}'."
-            return HttpError(400, message, param=name, code="missing_required_parameter")
-    for name in REJECTED_PARAMETERS:
-        if name in body:
-            hint = " Use 'max_completion_tokens' instead." if name == "max_tokens" else ""
-            message = f"Unsupported parameter: '{name}' is not supported with this model.{hint}"
-            return HttpError(400, message, param=name, code="unsupported_parameter")
-    invalid = [
-        name
-        for name in ("n", "max_completion_tokens")
-        if name in body and (type(body[name]) is not int or body[name] < 1)
-    ]
-    if body.get("reasoning_effort", "medium") not in REASONING_TOKENS:
-        invalid.append("reasoning_effort")
-    if invalid:
-        return HttpError(400, f"Invalid value for '{invalid[0]}'.", param=invalid[0], code="invalid_value")
-    return None
-
-
-class _Bucket(NamedTuple):
-    allowed: bool
-    headers: dict[str, str]
+    problems = body_problems(body)
+    if not problems:
+        return None
+    first = problems[0]
+    message = _REFUSALS[first.code].format(field=first.field, text=first.text)
+    return HttpError(400, message, param=first.field, code=first.code)
 
 
 class _TokenBucket:
@@ -359,7 +340,7 @@ class _TokenBucket:
         self._stamp = time.monotonic()
         self._lock = threading.Lock()
 
-    def take(self) -> _Bucket:
+    def take(self) -> tuple[bool, dict[str, str]]:
         """Take a token if there is one; return the verdict and OpenAI-style rate-limit headers."""
         with self._lock:
             now = time.monotonic()
@@ -378,7 +359,7 @@ class _TokenBucket:
             wait_ms = math.ceil((1 - tokens) / self._rate * 1000)
             headers["Retry-After"] = _seconds(wait_ms / 1000)
             headers["retry-after-ms"] = str(wait_ms)
-        return _Bucket(allowed, headers)
+        return allowed, headers
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -391,20 +372,9 @@ class _Handler(BaseHTTPRequestHandler):
         """Keep test output clean: no per-request line on stderr."""
 
     def do_GET(self) -> None:
-        self.server.standin._handle(self, self._read_body())
+        self.server.standin._handle(self, self.rfile.read(int(self.headers.get("Content-Length") or 0)))
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_GET
-
-    def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            parts = []
-            while size := int(self.rfile.readline().split(b";")[0], 16):
-                parts.append(self.rfile.read(size))
-                self.rfile.readline()
-            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                pass
-            return b"".join(parts)
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
     def _head(self, status: int, headers: Mapping[str, str]) -> bytes:
         lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}"]
@@ -412,19 +382,16 @@ class _Handler(BaseHTTPRequestHandler):
         lines += [f"{name}: {value}" for name, value in headers.items()]
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
-    def respond(self, status: int, body: bytes, headers: Mapping[str, str]) -> None:
-        """Send a complete response (headers and body in one write)."""
-        self.wfile.write(self._head(status, {**headers, "Content-Length": str(len(body))}) + body)
+    def respond(self, status: int, body: bytes, headers: Mapping[str, str], complete: bool = True) -> None:
+        """Send a response, headers and body in one write; unless ``complete``, announce the whole
+        body but send only half of it, then close."""
+        head = self._head(status, {**headers, "Content-Length": str(len(body))})
+        self.wfile.write(head + (body if complete else body[: len(body) // 2]))
+        self.close_connection = self.close_connection or not complete
 
     def respond_json(self, status: int, payload: Any, headers: Mapping[str, str]) -> None:
         """Send ``payload`` as an ``application/json`` response."""
         self.respond(status, _dumps(payload), {"Content-Type": "application/json", **headers})
-
-    def truncate(self, status: int, body: bytes, headers: Mapping[str, str]) -> None:
-        """Announce the full ``body`` but send only half of it, then close."""
-        head = self._head(status, {**headers, "Content-Length": str(len(body))})
-        self.wfile.write(head + body[: len(body) // 2])
-        self.close_connection = True
 
     def stream(self, headers: Mapping[str, str], events: Iterable[bytes], complete: bool) -> None:
         """Send ``events`` as SSE in chunked encoding; close mid-body unless ``complete``."""
@@ -516,7 +483,8 @@ class StandInServer:
     - ``model``: the snapshot name reported in responses.
 
     Requests that send a parameter o3-mini rejects (``temperature``, ``max_tokens``, ...) get the
-    same 400 ``unsupported_parameter`` the real model gives. ``max_completion_tokens`` is honoured:
+    same 400 ``unsupported_parameter`` the real model gives; other bodies outside the contract a 400
+    naming the first field at fault. ``max_completion_tokens`` is honoured:
     when reasoning plus reply exceed it, the reply is cut and ``finish_reason`` is ``"length"``.
     """
 
@@ -740,9 +708,9 @@ class StandInServer:
         invalid = _validate(record.body)
         if invalid is not None or self._bucket is None:
             return invalid
-        verdict = self._bucket.take()
-        headers.update(verdict.headers)
-        if verdict.allowed:
+        allowed, limit_headers = self._bucket.take()
+        headers.update(limit_headers)
+        if allowed:
             return None
         with self._lock:
             self._stats["rate_limited"] += 1
@@ -861,8 +829,8 @@ class StandInServer:
                     "x-aimlapi-usd-spent": f"{meta['usage']['usd_spent']:.9f}".rstrip("0").rstrip("."),
                     "x-aimlapi-credits-used": str(meta["usage"]["credits_used"]),
                 }
-                send = handler.respond if delivering else handler.truncate
-                send(200, payload, {"Content-Type": "application/json", **headers, **cost})
+                cost["Content-Type"] = "application/json"
+                handler.respond(200, payload, {**cost, **headers}, complete=delivering)
         except OSError:
             if delivering:
                 self._count_delivery(key, -1)

@@ -39,9 +39,8 @@ def test_dry_run_returns_the_exact_body_a_real_run_sends_and_sends_nothing(o3_st
 
 
 def test_dry_run_refuses_what_a_real_run_would_refuse_before_sending(o3_standin_connection):
-    operator = O3MiniOperator(
-        task_id="ask", prompt="hi", dry_run=True, parameters={"tools": [{"type": "function"}]}
-    )
+    operator = O3MiniOperator(task_id="ask", prompt="hi", dry_run=True)
+    operator.parameters["tools"] = [{"type": "function"}]  # as a value known only at run time would be
     with pytest.raises(AirflowFailException, match=r"tools\[0\].function: Field required"):
         operator.execute(stub_context())
     assert o3_standin_connection.chat_requests == []

@@ -109,9 +109,12 @@ def test_tool_calls_in_structured_mode_are_still_returned_as_calls(o3_standin_co
     assert operator.execute(stub_context()) == EXPECTED
 
 
-def test_a_tool_without_parameters_is_refused_before_anything_is_sent(o3_standin_connection):
+def test_a_tool_without_parameters_is_refused_at_parse_and_before_anything_is_sent(o3_standin_connection):
     broken = {"type": "function", "function": {"name": "get_weather"}}
-    operator = O3MiniOperator(task_id="ask", prompt="Weather?", parameters={"tools": [broken]})
+    with pytest.raises(InvalidRequestError, match=r"parameters\['tools'\]\[0\]\.function\.parameters: Field"):
+        O3MiniOperator(task_id="ask", prompt="Weather?", parameters={"tools": [broken]})
+    operator = O3MiniOperator(task_id="ask", prompt="Weather?")
+    operator.parameters["tools"] = [broken]  # as a value known only at run time would be
     with pytest.raises(AirflowFailException, match=r"tools\[0\]\.function\.parameters: Field required"):
         operator.execute(stub_context())
     assert o3_standin_connection.chat_requests == []

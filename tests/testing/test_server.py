@@ -19,6 +19,8 @@ import jsonschema
 import pytest
 import requests
 
+from airflow_o3.errors import InvalidRequestError
+from airflow_o3.request import build_body
 from airflow_o3.testing import (
     Body,
     ConnectionReset,
@@ -240,6 +242,30 @@ def test_bodies_o3_mini_rejects_get_400_in_openai_shape(server, body, param, cod
     assert response.status_code == 400
     error = response.json()["error"]
     assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", param, code)
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "code", "says"),
+    [
+        (
+            {**BODY, "messages": [{"role": "bot", "content": "hi"}]},
+            "messages",
+            "invalid_value",
+            "messages[0]",
+        ),
+        ({**BODY, "stop": ["a", "b", "c", "d", "e"]}, "stop", "invalid_value", "stop"),
+        ({**BODY, "reasoning": "high"}, "reasoning", "unknown_parameter", "reasoning"),
+    ],
+)
+def test_the_stand_in_refuses_what_the_provider_refuses_before_sending(server, body, param, code, says):
+    response = _chat(server, body)
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == (param, code)
+    assert says in error["message"]
+    with pytest.raises(InvalidRequestError):
+        build_body(body["model"], body["messages"], {k: v for k, v in body.items() if k not in BODY})
 
 
 def test_body_that_is_not_json_gets_400_and_is_recorded_with_body_none(server):

@@ -1,17 +1,25 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from airflow_o3.budget import cost_usd
+from airflow_o3.contract import DOCUMENT, LIST_PRICE, REFUSED
 from airflow_o3.errors import InvalidRequestError
-from airflow_o3.parameters import CONTRACT_PARAMETERS, REJECTED_PARAMETERS
-from airflow_o3.request import _ChatRequest, build_body, encode_body
-from tests.contract import validate_request_body
+from airflow_o3.parameters import CONTRACT_PARAMETERS, REJECTED_PARAMETERS, parameter_value_problems
+from airflow_o3.request import build_body, encode_body
+from airflow_o3.response import parse_response
+from tests.contract import request_schema, response_schema, validate_request_body
+from tests.schema_variants import example
 
 USER = [{"role": "user", "content": "Hello"}]
 
 
-def test_light_parameter_list_matches_the_contract_model():
-    assert set(_ChatRequest.model_fields) - {"model", "messages"} == CONTRACT_PARAMETERS
+def test_the_parameter_list_is_the_documents_less_what_o3_mini_refuses():
+    listed = set(request_schema()["properties"]) - {"model", "messages"}
+    assert listed - set(REJECTED_PARAMETERS) == CONTRACT_PARAMETERS
+    assert "max_tokens" in listed
 
 
 def test_every_contract_parameter_builds_a_body_the_contract_accepts():
@@ -176,3 +184,39 @@ def test_values_that_cannot_be_json_encoded_are_refused():
 
 def test_encoded_body_is_compact_utf8():
     assert encode_body({"a": "é", "b": [1]}) == '{"a":"é","b":[1]}'.encode()
+
+
+def test_the_package_ships_the_contract_that_the_parameter_list_is_read_from():
+    document = json.loads(DOCUMENT.read_text(encoding="utf-8"))
+    listed = document["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]
+    assert set(listed["schema"]["properties"]) - {"model", "messages"} - set(REFUSED) == CONTRACT_PARAMETERS
+
+
+def test_a_value_outside_the_documents_schema_is_named_with_its_fix_when_the_dag_is_parsed():
+    assert parameter_value_problems({"stream_options": {"include_usage": "yes"}, "n": None}) == [
+        "stream_options.include_usage: Input should be a valid boolean "
+        "(fix: use {'include_usage': true or false})"
+    ]
+
+
+def test_a_tool_choice_outside_the_contract_is_refused_with_the_fix_read_from_the_schema():
+    with pytest.raises(InvalidRequestError) as raised:
+        build_body("o3-mini", USER, {"tool_choice": {"type": "function", "function": {}}})
+    assert str(raised.value) == (
+        "Request refused before sending: tool_choice: got {'type': 'function', 'function': {}} "
+        "(fix: use 'none', 'auto', 'required' or {'type': 'function', 'function': {'name': a string}})"
+    )
+
+
+def test_the_budgets_estimate_is_the_list_price_of_the_tokens_the_reply_carried():
+    reply = example(response_schema())
+    reply.pop("meta", None)  # no cost of the service's own: the budget estimates it
+    reply["usage"] = {
+        "prompt_tokens": 1000,
+        "completion_tokens": 500,
+        "prompt_tokens_details": {"cached_tokens": 200},
+    }
+    completion = parse_response(200, {}, json.dumps(reply).encode())
+    # 800 x $1.43 + 200 x $0.715 + 500 x $5.72 per million tokens
+    assert cost_usd(completion) == pytest.approx(0.004147)
+    assert LIST_PRICE.as_of == "2026-09"
