@@ -24,7 +24,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from airflow_o3.errors import InvalidRequestError
+from airflow_o3.errors import ConfigurationError
 from airflow_o3.parameters import coerce_settings
 
 if TYPE_CHECKING:
@@ -65,15 +65,15 @@ class CacheSettings:
 
     def __post_init__(self) -> None:
         if self.mode not in CACHE_MODES:
-            raise InvalidRequestError(
+            raise ConfigurationError(
                 f"cache mode {self.mode!r} is not known (fix: use one of {', '.join(CACHE_MODES)})"
             )
         if isinstance(self.grace_period, bool) or not isinstance(self.grace_period, int | float):
-            raise InvalidRequestError(
+            raise ConfigurationError(
                 f"cache grace_period {self.grace_period!r} is not a number (fix: use seconds, e.g. 15)"
             )
         if not 0 <= self.grace_period <= 600:
-            raise InvalidRequestError(
+            raise ConfigurationError(
                 f"cache grace_period {self.grace_period!r} is out of range (fix: use 0 to 600 seconds)"
             )
 

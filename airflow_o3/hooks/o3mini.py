@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
 from airflow_o3.cache import ResponseCache, cache_key, connection_fingerprint
+from airflow_o3.deprecations import warn_renamed
 from airflow_o3.errors import (
     AttemptTimeoutError,
     ConnectError,
@@ -31,7 +32,7 @@ from airflow_o3.errors import (
 from airflow_o3.observability import observed, observed_async
 from airflow_o3.request import build_body, encode_body
 from airflow_o3.response import Completion, parse_response
-from airflow_o3.retry import RetryPolicy, acall_with_retries, call_with_retries
+from airflow_o3.retry import RequestRetry, acall_with_retries, call_with_retries
 from airflow_o3.settings import ClientSettings, Timeouts, settings_from_connection
 
 if TYPE_CHECKING:
@@ -199,11 +200,11 @@ class O3MiniHook(BaseHook):
     base URL in front of a plain-HTTP server fails at once with the fix.
 
     :param conn_id: the Airflow connection of type ``aimlapi`` to use.
-    :param retry: retry settings that override the connection's, as a :class:`RetryPolicy` or a dict
-        of its fields (e.g. ``{"max_attempts": 3}``).
-    :param timeout: read timeout in seconds, or :class:`Timeouts` for connect, read and the whole
-        attempt, overriding the connection's. A read timeout longer than the connection's attempt
-        timeout stretches the attempt timeout to match.
+    :param request_retry: how a failed HTTP request is retried, overriding the connection's extras: a
+        :class:`RequestRetry` or a dict of its fields (e.g. ``{"max_attempts": 3}``).
+    :param read_timeout: seconds to wait for the reply's next byte, overriding the connection's
+        (or :class:`Timeouts` for connect, read and the whole attempt). A read timeout longer than
+        the connection's attempt timeout stretches the attempt timeout to match.
     :param pool_size: connections kept open to the service; raise it for concurrent callers.
     :param rate_control: a controller shared by concurrent callers (a batch's workers): every request
         waits for its turn there, every answer's status and rate-limit headers are reported to it,
@@ -221,15 +222,23 @@ class O3MiniHook(BaseHook):
         self,
         conn_id: str = default_conn_name,
         *,
-        retry: RetryPolicy | Mapping[str, Any] | None = None,
-        timeout: Timeouts | float | None = None,
+        request_retry: RequestRetry | Mapping[str, Any] | None = None,
+        read_timeout: Timeouts | float | None = None,
         pool_size: int = 16,
         rate_control: RateController | None = None,
+        retry: RequestRetry | Mapping[str, Any] | None = None,
+        timeout: Timeouts | float | None = None,
     ) -> None:
         super().__init__()
+        if retry is not None:
+            warn_renamed("retry", "request_retry", "O3MiniHook")
+            request_retry = request_retry if request_retry is not None else retry
+        if timeout is not None:
+            warn_renamed("timeout", "read_timeout", "O3MiniHook")
+            read_timeout = read_timeout if read_timeout is not None else timeout
         self.conn_id = conn_id
-        self._retry = retry
-        self._timeout = timeout
+        self._retry = request_retry
+        self._timeout = read_timeout
         self._pool_size = pool_size
         self.rate_control = rate_control
 
@@ -262,7 +271,7 @@ class O3MiniHook(BaseHook):
             password=conn.password,
             extras=conn.extra_dejson,
         )
-        retry = self._retry if isinstance(self._retry, RetryPolicy) else settings.retry.updated(self._retry)
+        retry = self._retry if isinstance(self._retry, RequestRetry) else settings.retry.updated(self._retry)
         timeouts = settings.timeouts
         if isinstance(self._timeout, Timeouts):
             timeouts = self._timeout

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_o3 import errors
+from airflow_o3.deprecations import warn_renamed
 from airflow_o3.errors import HttpFailure, O3Error, ServiceError
 
 if TYPE_CHECKING:
@@ -51,8 +52,11 @@ class O3MiniTrigger(BaseTrigger):
     :param conn_id: the ``aimlapi`` connection; its key is read when the trigger runs, never stored.
     :param body: the request body, as checked by the operator (model, messages, parameters).
     :param client_request_id: sent as ``X-Client-Request-Id``, to trace the call at the service.
-    :param retry: retry settings overriding the connection's, as a dict of ``RetryPolicy`` fields.
-    :param timeout: read timeout in seconds, overriding the connection's.
+    :param request_retry: HTTP retry settings overriding the connection's, as a dict of
+        :class:`~airflow_o3.retry.RequestRetry` fields.
+    :param read_timeout: read timeout in seconds, overriding the connection's.
+    :param retry: the old name of ``request_retry`` (a trigger serialized by an older release).
+    :param timeout: the old name of ``read_timeout``.
     :param cache: the response cache's settings (``mode``, ``path``, ``grace_period``), as a dict;
         ``None`` for no cache.
     :param cache_key: the request's cache entry, as the operator's hook computed it (a digest of the
@@ -65,17 +69,25 @@ class O3MiniTrigger(BaseTrigger):
         conn_id: str,
         body: Mapping[str, Any],
         client_request_id: str | None = None,
-        retry: Mapping[str, Any] | None = None,
-        timeout: float | None = None,
+        request_retry: Mapping[str, Any] | None = None,
+        read_timeout: float | None = None,
         cache: Mapping[str, Any] | None = None,
         cache_key: str | None = None,
+        retry: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is not annotated
+        if retry is not None:
+            warn_renamed("retry", "request_retry", "O3MiniTrigger")
+            request_retry = request_retry if request_retry is not None else retry
+        if timeout is not None:
+            warn_renamed("timeout", "read_timeout", "O3MiniTrigger")
+            read_timeout = read_timeout if read_timeout is not None else timeout
         self.conn_id = conn_id
         self.body = dict(body)
         self.client_request_id = client_request_id
-        self.retry = dict(retry) if retry else None
-        self.timeout = timeout
+        self.request_retry = dict(request_retry) if request_retry else None
+        self.read_timeout = read_timeout
         self.cache = dict(cache) if cache else None
         self.cache_key = cache_key
 
@@ -86,8 +98,8 @@ class O3MiniTrigger(BaseTrigger):
                 "conn_id": self.conn_id,
                 "body": self.body,
                 "client_request_id": self.client_request_id,
-                "retry": self.retry,
-                "timeout": self.timeout,
+                "request_retry": self.request_retry,
+                "read_timeout": self.read_timeout,
                 "cache": self.cache,
                 "cache_key": self.cache_key,
             },
@@ -115,7 +127,9 @@ class O3MiniTrigger(BaseTrigger):
         from airflow_o3.cache import CacheSettings, ResponseCache
         from airflow_o3.hooks.o3mini import O3MiniHook
 
-        hook = O3MiniHook(conn_id=self.conn_id, retry=self.retry, timeout=self.timeout)
+        hook = O3MiniHook(
+            conn_id=self.conn_id, request_retry=self.request_retry, read_timeout=self.read_timeout
+        )
         settings = CacheSettings.coerce(self.cache)
         return hook, ResponseCache(settings) if settings.mode != "off" else None
 
