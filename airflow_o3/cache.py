@@ -12,7 +12,6 @@ task would only make Airflow retry it and pay again.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -169,10 +168,6 @@ class ResponseCache:
             )
             return None
 
-    async def aget(self, key: str) -> Completion | None:
-        """:meth:`get` in a thread, so the storage I/O does not block an event loop (the triggerer's)."""
-        return await asyncio.to_thread(self.get, key)
-
     def put(self, key: str, completion: Completion) -> None:
         """Store a completion (not in ``read_only`` mode); a crash mid-write leaves no half entry.
 
@@ -196,10 +191,6 @@ class ResponseCache:
                 entry,
                 _why(error),
             )
-
-    async def aput(self, key: str, completion: Completion) -> None:
-        """:meth:`put` in a thread, so the storage I/O does not block an event loop (the triggerer's)."""
-        await asyncio.to_thread(self.put, key, completion)
 
 
 def _local_folder(location: str) -> str | None:

@@ -8,6 +8,7 @@ import functools
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -37,7 +38,7 @@ from airflow_o3.settings import ClientSettings, Timeouts, settings_from_connecti
 
 if TYPE_CHECKING:
     import ssl
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 
     import httpx
     import requests
@@ -55,19 +56,49 @@ _CHUNK_BYTES = 65536
 """The most read from the socket at once; a read returns as soon as any bytes arrive."""
 
 
-def _no_reply(url: str, error: Exception) -> RequestTimeoutError:
-    """A timeout of the sync or the async client, as one typed error."""
+def _no_reply(url: str, error: BaseException) -> RequestTimeoutError:
     return RequestTimeoutError(HttpFailure(None, f"no reply from {url} in time ({type(error).__name__})"))
 
 
 def _unreachable(url: str, error: BaseException) -> ConnectError:
-    """A connection failure of the sync or the async client, as one typed error; a failed TLS
-    handshake is a :class:`TlsError`, which is not retried."""
+    """A connection failure; a failed TLS handshake is a :class:`TlsError`, which is not retried."""
     if _tls_failed(error):
         return TlsError(
             HttpFailure(None, f"could not reach {url}: the TLS handshake failed ({type(error).__name__})")
         )
     return ConnectError(HttpFailure(None, f"could not reach {url}: {type(error).__name__}"))
+
+
+def _timed_out(error: BaseException) -> bool:
+    """Whether ``error`` is a timeout of the socket, asyncio, requests, urllib3 or httpx. A library
+    is looked at only if it is loaded: an error cannot come from one that is not."""
+    if isinstance(error, TimeoutError):
+        return True
+    for module, name in _TIMEOUT_CLASSES:
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(error, getattr(loaded, name)):
+            return True
+    return False
+
+
+_TIMEOUT_CLASSES = (
+    ("requests", "Timeout"),
+    ("urllib3.exceptions", "TimeoutError"),
+    ("httpx", "TimeoutException"),
+)
+
+
+def transport_error(url: str, error: BaseException, deadline: _Deadline) -> ServiceError:
+    """The one mapping of a transport failure, of the sync client (requests) or the async one (httpx),
+    to a typed error: past the attempt's deadline an :class:`AttemptTimeoutError`; a timeout a
+    :class:`RequestTimeoutError`; anything else a :class:`ConnectError` (:class:`TlsError` when the
+    TLS handshake failed). Redirects and oversized replies are refused by :func:`_refuse_redirect`
+    and :func:`_too_large`, on both paths too."""
+    if deadline.left() <= 0:
+        return deadline.timed_out(url)
+    if _timed_out(error):
+        return _no_reply(url, error)
+    return _unreachable(url, error)
 
 
 def _tls_failed(error: BaseException) -> bool:
@@ -170,6 +201,15 @@ def _tls_context() -> ssl.SSLContext:
 
     bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
     return ssl.create_default_context(cafile=bundle or certifi.where())
+
+
+class Wire(NamedTuple):
+    """One request as it goes on the wire, for either client: URL, headers (with the key: never
+    logged) and the body's bytes."""
+
+    url: str
+    headers: dict[str, str]
+    content: bytes
 
 
 @dataclass(frozen=True)
@@ -346,35 +386,43 @@ class O3MiniHook(BaseHook):
     def send(
         self, prepared: PreparedCall, *, cache: ResponseCache | None = None, on_text: OnText | None = None
     ) -> Completion:
-        """Send a prepared request with the retry policy; read and write ``cache`` when given.
+        """Send a prepared request with the retry settings; read and write ``cache`` when given.
 
         A streamed request (``stream: true`` in the body) is retried only while no reply text has
         arrived; ``on_text`` gets its text as it comes (a cached reply's text, all at once).
         """
         key = self.cache_key(prepared) if cache is not None else ""
-        if cache is not None and (stored := cache.get(key)) is not None:
-            log.log(
-                self.call_log_level,
-                "Reply read from the response cache (entry %s): nothing was paid for it",
-                key[:16],
-            )
-            if on_text is not None:
-                for choice in stored.choices:
-                    if choice.text:
-                        on_text(choice.index, choice.text)
+        if (stored := self._stored(cache, key, on_text)) is not None:
             return stored
-        sleep = self.rate_control.sleep if self.rate_control is not None else time.sleep
-        try:
-            if prepared.body.get("stream"):
-                completion = call_with_retries(
-                    self.settings.retry, lambda: self._post_stream(prepared, on_text), sleep=sleep
-                )
-            else:
-                completion = call_with_retries(self.settings.retry, lambda: self._post(prepared), sleep=sleep)
-        except ServiceError as error:
-            raise error.for_connection(self.conn_id) from error.__cause__
-        if cache is not None:
-            cache.put(key, completion)
+        completion = self._with_retries(lambda: self._attempt(prepared, on_text))
+        self._store(cache, key, completion)
+        return completion
+
+    @observed_async
+    async def asend(
+        self,
+        prepared: PreparedCall,
+        client: httpx.AsyncClient,
+        *,
+        cache: ResponseCache | None = None,
+        cache_key: str | None = None,
+    ) -> Completion:
+        """The async twin of :meth:`send`, for the triggerer: the same request, retry settings, typed
+        errors and response cache (read and written in threads, so no storage I/O blocks the loop).
+
+        :param cache_key: the request's cache entry when it was computed elsewhere (by the operator
+            that deferred); by default this hook's :meth:`cache_key`.
+        :raises InvalidRequestError: a streamed request (``stream: true``), which this path does not read.
+        :raises ServiceError: a subclass naming the status, the service's message and the fix.
+        """
+        if prepared.body.get("stream"):
+            raise InvalidRequestError("asend reads whole replies (fix: send the request without stream)")
+        await self.aget_settings()
+        key = (cache_key or self.cache_key(prepared)) if cache is not None else ""
+        if (stored := await asyncio.to_thread(self._stored, cache, key, None)) is not None:
+            return stored
+        completion = await self._awith_retries(lambda: self._aattempt(prepared, client))
+        await asyncio.to_thread(self._store, cache, key, completion)
         return completion
 
     def cache_key(self, prepared: PreparedCall) -> str:
@@ -386,7 +434,56 @@ class O3MiniHook(BaseHook):
         settings = self.settings
         return cache_key(connection_fingerprint(settings.base_url, settings.api_key), prepared.body)
 
-    def _post(self, prepared: PreparedCall) -> Completion:
+    def _stored(self, cache: ResponseCache | None, key: str, on_text: OnText | None) -> Completion | None:
+        """The one read of the response cache, for every path (sync, batch, triggerer)."""
+        if cache is None or (stored := cache.get(key)) is None:
+            return None
+        log.log(
+            self.call_log_level,
+            "Reply read from the response cache (entry %s): nothing was paid for it",
+            key[:16],
+        )
+        if on_text is not None:
+            for choice in stored.choices:
+                if choice.text:
+                    on_text(choice.index, choice.text)
+        return stored
+
+    @staticmethod
+    def _store(cache: ResponseCache | None, key: str, completion: Completion) -> None:
+        """The one write of the response cache, for every path (sync, batch, triggerer)."""
+        if cache is not None:
+            cache.put(key, completion)
+
+    def _with_retries(self, attempt: Callable[[], Completion]) -> Completion:
+        """Run ``attempt`` under the retry settings; a final error names this hook's connection."""
+        sleep = self.rate_control.sleep if self.rate_control is not None else time.sleep
+        try:
+            return call_with_retries(self.settings.retry, attempt, sleep=sleep)
+        except ServiceError as error:
+            raise error.for_connection(self.conn_id) from error.__cause__
+
+    async def _awith_retries(self, attempt: Callable[[], Awaitable[Completion]]) -> Completion:
+        """:meth:`_with_retries` for an async attempt."""
+        try:
+            return await acall_with_retries(self.settings.retry, attempt)
+        except ServiceError as error:
+            raise error.for_connection(self.conn_id) from error.__cause__
+
+    def wire(self, prepared: PreparedCall, *, stream: bool = False) -> Wire:
+        """The one builder of the request as sent, for the sync and the async client alike.
+
+        :param stream: ask for server-sent events.
+        """
+        headers = self.settings.headers(prepared.client_request_id)
+        if stream:
+            headers["Accept"] = "text/event-stream"
+        return Wire(prepared.url, headers, prepared.content)
+
+    def _attempt(self, prepared: PreparedCall, on_text: OnText | None) -> Completion:
+        """One attempt over requests: a whole reply, or a stream assembled as it arrives."""
+        if prepared.body.get("stream"):
+            return self._post_stream(prepared, on_text)
         deadline = _Deadline.after(self.settings.timeouts.attempt)
         with self._keyless(), self._open(prepared, deadline, stream=False) as response:
             content = b"".join(self._body(response, prepared.url, deadline))
@@ -424,20 +521,16 @@ class O3MiniHook(BaseHook):
             raise error.without(sorted({key, json.dumps(key)[1:-1], repr(key)[1:-1]})) from None
 
     def _open(self, prepared: PreparedCall, deadline: _Deadline, *, stream: bool) -> requests.Response:
-        """POST the body and wait for the reply's headers; a failure to connect or to get them, and a
-        redirect, become typed errors. The body is left to :meth:`_body`.
+        """POST the body and wait for the reply's headers, taking a turn at the rate controller and
+        reporting the answer to it. The body is left to :meth:`_body`.
 
         :param deadline: when the attempt must be over.
         :param stream: ask for server-sent events.
         """
-
-        settings = self.settings
-        headers = settings.headers(prepared.client_request_id)
-        if stream:
-            headers["Accept"] = "text/event-stream"
+        wire = self.wire(prepared, stream=stream)
         if self.rate_control is not None:
             self.rate_control.acquire()
-        response = self._request("POST", prepared.url, headers, deadline, data=prepared.content)
+        response = self._request("POST", wire.url, wire.headers, deadline, data=wire.content)
         if self.rate_control is not None:
             self.rate_control.observe(response.status_code, response.headers)
         return response
@@ -454,10 +547,7 @@ class O3MiniHook(BaseHook):
         """Send one request and wait for the reply's headers until ``deadline`` at the latest,
         without following a redirect.
 
-        :raises AttemptTimeoutError: the headers had not all arrived by ``deadline``.
-        :raises RequestTimeoutError: no byte within the read timeout.
-        :raises ConnectError: the service could not be reached (:class:`TlsError`: TLS failed).
-        :raises RedirectError: a 3xx answer.
+        :raises ServiceError: as :func:`transport_error` maps a failure; :class:`RedirectError` for a 3xx.
         """
         import requests
 
@@ -476,11 +566,7 @@ class O3MiniHook(BaseHook):
                     allow_redirects=False,
                 )
         except (requests.Timeout, requests.ConnectionError) as error:
-            if deadline.left() <= 0:
-                raise deadline.timed_out(url) from None
-            if isinstance(error, requests.Timeout):
-                raise _no_reply(url, error) from None
-            raise _unreachable(url, error) from None
+            raise transport_error(url, error, deadline) from None
         try:
             _refuse_redirect(response.status_code, response.headers, url, self.settings.base_url)
         except RedirectError:
@@ -494,10 +580,10 @@ class O3MiniHook(BaseHook):
         Each wait for bytes is bounded by the read timeout and by what is left of the attempt, and
         a read returns whatever has arrived, so a reply trickling in is cut at the deadline.
 
-        :raises AttemptTimeoutError: the deadline passed.
-        :raises ReplyTooLargeError: more than ``max_reply_bytes`` arrived.
+        :raises ServiceError: as :func:`transport_error` maps a failure; :class:`ReplyTooLargeError`
+            when more than ``max_reply_bytes`` arrived.
         """
-        from urllib3.exceptions import HTTPError, ReadTimeoutError
+        from urllib3.exceptions import HTTPError
 
         settings = self.settings
         received = 0
@@ -508,12 +594,8 @@ class O3MiniHook(BaseHook):
             _limit_wait(response, wait)
             try:
                 chunk = response.raw.read1(_CHUNK_BYTES)
-            except ReadTimeoutError as error:
-                if deadline.left() <= 0:
-                    raise deadline.timed_out(url) from None
-                raise _no_reply(url, error) from None
             except (HTTPError, OSError) as error:
-                raise _unreachable(url, error) from None
+                raise transport_error(url, error, deadline) from None
             if not chunk:
                 return
             received += len(chunk)
@@ -528,40 +610,17 @@ class O3MiniHook(BaseHook):
 
         return httpx.AsyncClient(verify=_tls_context(), follow_redirects=False)
 
-    @observed_async
-    async def asend(self, prepared: PreparedCall, client: httpx.AsyncClient) -> Completion:
-        """The async twin of :meth:`send`, for the triggerer: the same retry policy, the same typed errors.
-
-        The response cache is not read here: the trigger reads and writes it in threads, so no storage
-        I/O blocks the triggerer's event loop.
-
-        :raises InvalidRequestError: a streamed request (``stream: true``), which this path does not read.
-        :raises ServiceError: a subclass naming the status, the service's message and the fix.
-        """
-        if prepared.body.get("stream"):
-            raise InvalidRequestError("asend reads whole replies (fix: send the request without stream)")
-        settings = await self.aget_settings()
-        try:
-            return await acall_with_retries(settings.retry, lambda: self._apost(prepared, client))
-        except ServiceError as error:
-            raise error.for_connection(self.conn_id) from error.__cause__
-
-    async def _apost(self, prepared: PreparedCall, client: httpx.AsyncClient) -> Completion:
+    async def _aattempt(self, prepared: PreparedCall, client: httpx.AsyncClient) -> Completion:
         """One attempt over httpx, cut at the attempt timeout whatever the server does."""
         import httpx
 
-        settings = self.settings
-        try:
-            with self._keyless():
-                async with asyncio.timeout(settings.timeouts.attempt):
-                    status, headers, content = await self._aexchange(prepared, client)
-        except TimeoutError:
-            raise _Deadline(0.0, settings.timeouts.attempt).timed_out(prepared.url) from None
-        except httpx.TimeoutException as error:
-            raise _no_reply(prepared.url, error) from None
-        except httpx.TransportError as error:
-            raise _unreachable(prepared.url, error) from None
+        deadline = _Deadline.after(self.settings.timeouts.attempt)
         with self._keyless():
+            try:
+                async with asyncio.timeout(deadline.left()):
+                    status, headers, content = await self._aexchange(prepared, client)
+            except (TimeoutError, httpx.TransportError) as error:
+                raise transport_error(prepared.url, error, deadline) from None
             return parse_response(status, headers, content)
 
     async def _aexchange(
@@ -571,21 +630,22 @@ class O3MiniHook(BaseHook):
         import httpx
 
         settings = self.settings
+        wire = self.wire(prepared)
         async with client.stream(
             "POST",
-            prepared.url,
-            content=prepared.content,
-            headers=settings.headers(prepared.client_request_id),
+            wire.url,
+            content=wire.content,
+            headers=wire.headers,
             timeout=httpx.Timeout(settings.timeouts.read, connect=settings.timeouts.connect),
             follow_redirects=False,
         ) as response:
-            _refuse_redirect(response.status_code, response.headers, prepared.url, settings.base_url)
+            _refuse_redirect(response.status_code, response.headers, wire.url, settings.base_url)
             pieces: list[bytes] = []
             received = 0
             async for chunk in response.aiter_bytes():
                 received += len(chunk)
                 if received > settings.max_reply_bytes:
-                    raise _too_large(prepared.url, response.status_code, settings.max_reply_bytes)
+                    raise _too_large(wire.url, response.status_code, settings.max_reply_bytes)
                 pieces.append(chunk)
             return response.status_code, response.headers, b"".join(pieces)
 

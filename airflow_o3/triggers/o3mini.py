@@ -6,9 +6,9 @@ policy, and the task resumes in ``execute_complete`` with the reply, or with the
 (and the same message) a call in the worker would have raised. The trigger's serialized arguments
 hold no secret: it reads the API key from the connection when it runs.
 
-With the response cache on, the trigger reads the cache before sending and stores the reply as soon
-as it arrives, so a trigger that runs again (the triggerer restarted) does not pay again. The request
-itself runs on an event loop of its own, in a thread of the triggerer process: the triggerer's
+With the response cache on, the hook's ``asend`` (the cache read and write every path shares) reads
+the cache before sending and stores the reply as soon as it arrives, so a trigger that runs again (the
+triggerer restarted) does not pay again. The request itself runs on an event loop of its own, in a thread of the triggerer process: the triggerer's
 shutdown cancels every task on its own loop at once, and a request there would be cut off unanswered
 after it was paid for. A cancelled trigger waits a bounded ``grace_period`` for its reply, stores
 it, then lets the cancellation through.
@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import os
 import threading
-import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -106,21 +105,15 @@ class O3MiniTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        started = time.monotonic()
         try:
             hook, cache = await asyncio.to_thread(self._hook_and_cache)
-            key = self.cache_key if cache is not None else None
-            if cache is not None and key and (stored := await cache.aget(key)) is not None:
-                self._report_cache_hit(hook, stored, key, started)
-                yield TriggerEvent(completion_event(stored, key))
-                return
             settings = await hook.aget_settings()
             prepared = _prepared_call(settings.chat_url, self.body, self.client_request_id)
-            completion = await self._send(hook, prepared, cache, key)
+            completion = await self._send(hook, prepared, cache)
         except O3Error as error:
             yield TriggerEvent(error_event(error))
             return
-        yield TriggerEvent(completion_event(completion, key))
+        yield TriggerEvent(completion_event(completion, self.cache_key if cache is not None else None))
 
     def _hook_and_cache(self) -> tuple[O3MiniHook, ResponseCache | None]:
         """The hook and the cache (``None`` when off). Run in a thread: the first call imports them."""
@@ -133,25 +126,18 @@ class O3MiniTrigger(BaseTrigger):
         settings = CacheSettings.coerce(self.cache)
         return hook, ResponseCache(settings) if settings.mode != "off" else None
 
-    def _report_cache_hit(self, hook: O3MiniHook, stored: Completion, key: str, started: float) -> None:
-        from airflow_o3.observability import report_call
-
-        self.log.info("Reply read from the response cache (entry %s): nothing sent, nothing paid", key[:16])
-        report_call(hook, _prepared_call("", self.body, self.client_request_id), stored, started)
-
     async def _send(
-        self, hook: O3MiniHook, prepared: PreparedCall, cache: ResponseCache | None, key: str | None
+        self, hook: O3MiniHook, prepared: PreparedCall, cache: ResponseCache | None
     ) -> Completion:
-        """Send on the request loop and store the reply there as soon as it arrives.
+        """Send on the request loop, where the hook reads the cache first and stores the reply as
+        soon as it arrives.
 
         Cancelled meanwhile (the triggerer stops, or the trigger moves), the trigger waits up to the
         cache's ``grace_period`` for the reply to be stored, then lets the cancellation through.
         """
-        storing = cache is not None and cache.settings.mode == "on" and key is not None
+        storing = cache is not None and cache.settings.mode == "on"
         client = await asyncio.to_thread(hook.async_client)  # imports the transport, reads the CA bundle
-        in_flight = _run_on_request_loop(
-            _send_and_store(hook, client, prepared, cache if storing else None, key)
-        )
+        in_flight = _run_on_request_loop(_send_with(hook, client, prepared, cache, self.cache_key))
         reply = asyncio.wrap_future(in_flight)
         try:
             return await asyncio.shield(reply)
@@ -191,19 +177,17 @@ def _prepared_call(url: str, body: Mapping[str, Any], client_request_id: str | N
     return PreparedCall(url, body, client_request_id)
 
 
-async def _send_and_store(
+async def _send_with(
     hook: O3MiniHook,
     client: httpx.AsyncClient,
     prepared: PreparedCall,
     cache: ResponseCache | None,
     key: str | None,
 ) -> Completion:
-    """Send the request; store the reply (in a thread) the moment it arrives, before anything else."""
+    """Send the request through the hook, which reads the cache first and stores the reply (in a
+    thread) the moment it arrives, before anything else."""
     async with client:
-        completion = await hook.asend(prepared, client)
-    if cache is not None and key:
-        await cache.aput(key, completion)
-    return completion
+        return await hook.asend(prepared, client, cache=cache, cache_key=key)
 
 
 _request_loop: tuple[asyncio.AbstractEventLoop, threading.Thread, int] | None = None
