@@ -8,12 +8,11 @@ total time. Built on tenacity.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import time
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from tenacity import (
     AsyncRetrying,
@@ -21,9 +20,9 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_attempt,
-    stop_before_delay,
     wait_random_exponential,
 )
+from tenacity.stop import stop_base
 
 from airflow_o3.deprecations import warn_renamed
 from airflow_o3.errors import ConfigurationError, O3Error, ServiceError
@@ -158,11 +157,36 @@ def _log_retry(state: RetryCallState) -> None:
     record_retry()
 
 
-@functools.lru_cache(maxsize=64)
-def _arguments(policy: RequestRetry) -> dict[str, Any]:
-    """Tenacity's settings for a policy, built once per policy (they hold no state of a call)."""
+class _StopBefore(stop_base):
+    """Stop when the next attempt would start ``max_retry_seconds`` or more after the call began
+    (tenacity's ``stop_before_delay``, counted from the first attempt, which runs before tenacity)."""
+
+    def __init__(self, at: float) -> None:
+        self._at = at
+
+    def __call__(self, state: RetryCallState) -> bool:
+        return time.monotonic() + state.upcoming_sleep >= self._at
+
+
+class _Replay(Generic[T]):
+    """The call tenacity retries: it first raises the first attempt's error again (so tenacity counts,
+    logs and waits for it as its own attempt 1), then calls ``call`` for every later attempt."""
+
+    def __init__(self, error: O3Error, call: Callable[[], T]) -> None:
+        self._error: O3Error | None = error
+        self._call = call
+
+    def __call__(self) -> T:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        return self._call()
+
+
+def _arguments(policy: RequestRetry, started: float) -> dict[str, Any]:
+    """Tenacity's settings for the retries of a call that began at ``started`` (``time.monotonic()``)."""
     return {
-        "stop": stop_after_attempt(policy.max_attempts) | stop_before_delay(policy.max_retry_seconds),
+        "stop": stop_after_attempt(policy.max_attempts) | _StopBefore(started + policy.max_retry_seconds),
         "wait": _Wait(policy),
         "retry": retry_if_exception(_is_retryable),
         "before_sleep": _log_retry,
@@ -174,14 +198,29 @@ def _gave_up(error: ServiceError, attempts: int, started: float) -> ServiceError
     return error.after_attempts(attempts, time.monotonic() - started)
 
 
+def _first_failure(error: Exception) -> O3Error:
+    """The first attempt's error if it is worth retrying; any other error is raised at once."""
+    if isinstance(error, O3Error) and error.retryable:
+        return error
+    raise error
+
+
 def call_with_retries(
     policy: RequestRetry, call: Callable[[], T], *, sleep: Callable[[float], None] = time.sleep
 ) -> T:
-    """Run ``call`` under ``policy``; a retryable error that runs out of attempts says how many were made."""
-    retrying = Retrying(sleep=sleep, **_arguments(policy))
+    """Run ``call`` under ``policy``; a retryable error that runs out of attempts says how many were made.
+
+    The first attempt runs bare (most calls end there); tenacity takes over at its first retryable
+    failure, with that failure as its attempt 1, so attempts, waits and time limits count the same.
+    """
     started = time.monotonic()
     try:
-        return retrying(call)
+        return call()
+    except Exception as error:  # re-raised at once unless it is retryable
+        replay = _Replay(_first_failure(error), call)
+    retrying = Retrying(sleep=sleep, **_arguments(policy, started))
+    try:
+        return retrying(replay)
     except ServiceError as error:
         if not error.retryable:
             raise
@@ -190,11 +229,16 @@ def call_with_retries(
 
 async def acall_with_retries(policy: RequestRetry, call: Callable[[], Awaitable[T]]) -> T:
     """The async twin of :func:`call_with_retries`, for the triggerer."""
-    retrying = AsyncRetrying(**_arguments(policy))
     started = time.monotonic()
+    try:
+        return await call()
+    except Exception as error:  # re-raised at once unless it is retryable
+        first = _first_failure(error)
+    retrying = AsyncRetrying(**_arguments(policy, started))
+    replay = _Replay(first, call)
 
     async def attempt() -> T:  # tenacity awaits coroutine functions only, not a lambda's coroutine
-        return await call()
+        return await replay()
 
     try:
         return await retrying(attempt)
