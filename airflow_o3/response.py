@@ -66,6 +66,8 @@ class Completion:
     :ivar cost_usd: the service's own cost figure for the call, when it reported one.
     :ivar credits_used: the AI/ML API credits the call used, when reported.
     :ivar from_cache: the reply was read from the response cache: nothing was paid for it this time.
+    :ivar conn_id: the Airflow connection that answered (with ``fallback_conn_ids``, maybe not the
+        first), or whose stored reply the cache served; ``None`` for a completion not made by a hook.
     """
 
     id: str
@@ -78,6 +80,7 @@ class Completion:
     request_id: str | None = None
     from_cache: bool = False
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    conn_id: str | None = None
 
     @property
     def text(self) -> str | None:

@@ -20,10 +20,13 @@ from airflow_o3.cache import ResponseCache, cache_key, connection_fingerprint
 from airflow_o3.deprecations import warn_renamed
 from airflow_o3.errors import (
     AttemptTimeoutError,
+    AuthenticationError,
+    ConfigurationError,
     ConnectError,
     HttpFailure,
     InvalidRequestError,
     O3Error,
+    OutOfCreditsError,
     RedirectError,
     ReplyTooLargeError,
     RequestTimeoutError,
@@ -203,6 +206,58 @@ def _tls_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=bundle or certifi.where())
 
 
+def _checked_fallbacks(conn_id: str, fallback_conn_ids: Sequence[str]) -> tuple[str, ...]:
+    """The fallback connections as a tuple of distinct ids, none of them ``conn_id``.
+
+    :raises ConfigurationError: a single string (a tuple of one is meant), an id that is no text,
+        the first connection again, or an id given twice.
+    """
+    if isinstance(fallback_conn_ids, str):
+        raise ConfigurationError(
+            f"fallback_conn_ids={fallback_conn_ids!r} is one string (fix: give a list or tuple of "
+            f"connection ids, e.g. [{fallback_conn_ids!r}])"
+        )
+    ids = tuple(fallback_conn_ids)
+    for position, fallback in enumerate(ids):
+        if not isinstance(fallback, str) or not fallback:
+            raise ConfigurationError(
+                f"fallback_conn_ids[{position}] is {fallback!r}, not a connection id (fix: give ids as text)"
+            )
+        if fallback == conn_id or fallback in ids[:position]:
+            raise ConfigurationError(
+                f"fallback_conn_ids names connection {fallback!r} twice, or the first connection again "
+                "(fix: list each fallback connection once, not the conn_id itself)"
+            )
+    return ids
+
+
+FALLBACK_ERRORS: tuple[type[ServiceError], ...] = (AuthenticationError, OutOfCreditsError)
+"""Final errors of a connection that send the request on to the next fallback connection, besides a
+retryable error that outlived its retries."""
+
+
+def _fall_back_or_raise(error: ServiceError, rest: Sequence[O3MiniHook]) -> None:
+    """Return (and warn) when ``error`` sends the request on to ``rest[0]``; raise it otherwise: no
+    connection left, or an error another connection would not mend (a 400, a reply already
+    received but unusable)."""
+    if not rest or not (isinstance(error, FALLBACK_ERRORS) or error.retryable):
+        raise error
+    log.warning(
+        "Connection %r failed (%s); the same request goes to fallback connection %r",
+        error.conn_id,
+        error,
+        rest[0].conn_id,
+    )
+
+
+def _first_stored(cache: ResponseCache, keys: Mapping[str, str]) -> tuple[str, str, Completion] | None:
+    """The first ``(conn_id, entry, reply)`` stored under one of ``keys`` (conn_id -> entry)."""
+    for conn_id, key in keys.items():
+        if (stored := cache.get(key)) is not None:
+            return conn_id, key, stored
+    return None
+
+
 class Wire(NamedTuple):
     """One request as it goes on the wire, for either client: URL, headers (with the key: never
     logged) and the body's bytes."""
@@ -249,6 +304,12 @@ class O3MiniHook(BaseHook):
     :param rate_control: a controller shared by concurrent callers (a batch's workers): every request
         waits for its turn there, every answer's status and rate-limit headers are reported to it,
         and the waits between retries end early when it is stopped.
+    :param fallback_conn_ids: ``aimlapi`` connections to try in turn when a call through ``conn_id``
+        fails for good with 401 (key refused), 403 (out of credits) or a retryable error that
+        outlived its retries. Each is tried with its own key, base URL and retry extras; a request
+        using the first connection's default model gets the fallback's default model. A 400, a local
+        error or a reply already received never moves on. The completion's ``conn_id`` says which
+        connection answered.
     """
 
     conn_name_attr = "conn_id"
@@ -266,6 +327,7 @@ class O3MiniHook(BaseHook):
         read_timeout: Timeouts | float | None = None,
         pool_size: int = 16,
         rate_control: RateController | None = None,
+        fallback_conn_ids: Sequence[str] = (),
         retry: RequestRetry | Mapping[str, Any] | None = None,
         timeout: Timeouts | float | None = None,
     ) -> None:
@@ -281,6 +343,7 @@ class O3MiniHook(BaseHook):
         self._timeout = read_timeout
         self._pool_size = pool_size
         self.rate_control = rate_control
+        self.fallback_conn_ids = _checked_fallbacks(conn_id, fallback_conn_ids)
 
     @cached_property
     def settings(self) -> ClientSettings:
@@ -386,17 +449,25 @@ class O3MiniHook(BaseHook):
     def send(
         self, prepared: PreparedCall, *, cache: ResponseCache | None = None, on_text: OnText | None = None
     ) -> Completion:
-        """Send a prepared request with the retry settings; read and write ``cache`` when given.
+        """Send a prepared request with the retry settings (then to each fallback connection, if
+        needed); read and write ``cache`` when given.
 
         A streamed request (``stream: true`` in the body) is retried only while no reply text has
         arrived; ``on_text`` gets its text as it comes (a cached reply's text, all at once).
         """
-        key = self.cache_key(prepared) if cache is not None else ""
-        if (stored := self._stored(cache, key, on_text)) is not None:
+        keys = self.cache_keys(prepared, None) if cache is not None else {}
+        if (stored := self._stored(cache, keys, on_text)) is not None:
             return stored
-        completion = self._with_retries(lambda: self._attempt(prepared, on_text))
-        self._store(cache, key, completion)
-        return completion
+        chain = self._chain()
+        for position, hook in enumerate(chain):
+            call = hook.retargeted(prepared, self.settings.model)
+            try:
+                completion = hook._with_retries(functools.partial(hook._attempt, call, on_text))
+            except ServiceError as error:
+                _fall_back_or_raise(error, chain[position + 1 :])
+                continue
+            return self._answered(cache, keys, hook.conn_id, completion)
+        raise AssertionError("unreachable: the last connection's error is raised")  # pragma: no cover
 
     @observed_async
     async def asend(
@@ -408,22 +479,36 @@ class O3MiniHook(BaseHook):
         cache_key: str | None = None,
     ) -> Completion:
         """The async twin of :meth:`send`, for the triggerer: the same request, retry settings, typed
-        errors and response cache (read and written in threads, so no storage I/O blocks the loop).
+        errors, fallback connections and response cache (read and written in threads, so no storage
+        I/O blocks the loop).
 
-        :param cache_key: the request's cache entry when it was computed elsewhere (by the operator
-            that deferred); by default this hook's :meth:`cache_key`.
+        :param cache_key: the request's cache entry for this hook's connection when it was computed
+            elsewhere (by the operator that deferred); by default this hook's :meth:`cache_key`.
         :raises InvalidRequestError: a streamed request (``stream: true``), which this path does not read.
         :raises ServiceError: a subclass naming the status, the service's message and the fix.
         """
         if prepared.body.get("stream"):
             raise InvalidRequestError("asend reads whole replies (fix: send the request without stream)")
-        await self.aget_settings()
-        key = (cache_key or self.cache_key(prepared)) if cache is not None else ""
-        if (stored := await asyncio.to_thread(self._stored, cache, key, None)) is not None:
+        settings = await self.aget_settings()
+        keys: dict[str, str] = {}
+        if cache is not None:
+            for hook in self._fallbacks:
+                with contextlib.suppress(Exception):  # an unreadable fallback has stored nothing
+                    await hook.aget_settings()
+            keys = await asyncio.to_thread(self.cache_keys, prepared, cache_key)
+        if (stored := await asyncio.to_thread(self._stored, cache, keys, None)) is not None:
             return stored
-        completion = await self._awith_retries(lambda: self._aattempt(prepared, client))
-        await asyncio.to_thread(self._store, cache, key, completion)
-        return completion
+        chain = self._chain()
+        for position, hook in enumerate(chain):
+            await hook.aget_settings()
+            call = hook.retargeted(prepared, settings.model)
+            try:
+                completion = await hook._awith_retries(functools.partial(hook._aattempt, call, client))
+            except ServiceError as error:
+                _fall_back_or_raise(error, chain[position + 1 :])
+                continue
+            return await asyncio.to_thread(self._answered, cache, keys, hook.conn_id, completion)
+        raise AssertionError("unreachable: the last connection's error is raised")  # pragma: no cover
 
     def cache_key(self, prepared: PreparedCall) -> str:
         """The response cache's entry for a request sent through this hook's connection.
@@ -434,20 +519,81 @@ class O3MiniHook(BaseHook):
         settings = self.settings
         return cache_key(connection_fingerprint(settings.base_url, settings.api_key), prepared.body)
 
-    def _stored(self, cache: ResponseCache | None, key: str, on_text: OnText | None) -> Completion | None:
-        """The one read of the response cache, for every path (sync, batch, triggerer)."""
-        if cache is None or (stored := cache.get(key)) is None:
+    def retargeted(self, prepared: PreparedCall, first_model: str) -> PreparedCall:
+        """``prepared`` as sent through this hook's connection when an earlier one failed: this
+        connection's URL, and its default model if the request used the first connection's default
+        (``first_model``). The same call when nothing changes."""
+        settings = self.settings
+        model = prepared.body.get("model")
+        body: Mapping[str, Any] = prepared.body
+        if model == first_model and settings.model != first_model:
+            body = {**prepared.body, "model": settings.model}
+        if prepared.url == settings.chat_url and body is prepared.body:
+            return prepared
+        return PreparedCall(settings.chat_url, body, prepared.client_request_id)
+
+    @cached_property
+    def _fallbacks(self) -> tuple[O3MiniHook, ...]:
+        """A hook per fallback connection, with this hook's overrides and rate controller."""
+        return tuple(
+            O3MiniHook(
+                conn_id,
+                request_retry=self._retry,
+                read_timeout=self._timeout,
+                pool_size=self._pool_size,
+                rate_control=self.rate_control,
+            )
+            for conn_id in self.fallback_conn_ids
+        )
+
+    def _chain(self) -> tuple[O3MiniHook, ...]:
+        """The connections a call tries, in order: this hook's, then the fallbacks."""
+        return (self, *self._fallbacks)
+
+    def cache_keys(self, prepared: PreparedCall, first_key: str | None = None) -> dict[str, str]:
+        """The request's cache entry under each connection of the chain, by conn_id: a reply is
+        stored under the connection that answered, so a retry finds it whichever one that was.
+        A fallback connection that cannot be read is left out (it cannot have stored anything).
+
+        :param first_key: this hook's entry when it was computed elsewhere (the deferring operator).
+        """
+        keys = {self.conn_id: first_key or self.cache_key(prepared)}
+        for hook in self._fallbacks:
+            try:
+                keys[hook.conn_id] = hook.cache_key(hook.retargeted(prepared, self.settings.model))
+            except Exception as error:  # not found, unusable: reported when the call gets to it
+                log.debug("No cache entry for fallback connection %r: %s", hook.conn_id, type(error).__name__)
+        return keys
+
+    def _stored(
+        self, cache: ResponseCache | None, keys: Mapping[str, str], on_text: OnText | None
+    ) -> Completion | None:
+        """The one read of the response cache, for every path (sync, batch, triggerer): the reply
+        stored under any connection of the chain, first found first."""
+        found = _first_stored(cache, keys) if cache is not None else None
+        if found is None:
             return None
+        conn_id, key, stored = found
         log.log(
             self.call_log_level,
-            "Reply read from the response cache (entry %s): nothing was paid for it",
+            "Reply read from the response cache (entry %s, answered through connection %r): nothing "
+            "was paid for it",
             key[:16],
+            conn_id,
         )
         if on_text is not None:
             for choice in stored.choices:
                 if choice.text:
                     on_text(choice.index, choice.text)
-        return stored
+        return replace(stored, conn_id=conn_id)
+
+    def _answered(
+        self, cache: ResponseCache | None, keys: Mapping[str, str], conn_id: str, completion: Completion
+    ) -> Completion:
+        """Store a paid reply under the entry of the connection that answered; name that connection."""
+        if cache is not None and conn_id in keys:
+            self._store(cache, keys[conn_id], completion)
+        return replace(completion, conn_id=conn_id)
 
     @staticmethod
     def _store(cache: ResponseCache | None, key: str, completion: Completion) -> None:

@@ -8,10 +8,10 @@ hold no secret: it reads the API key from the connection when it runs.
 
 With the response cache on, the hook's ``asend`` (the cache read and write every path shares) reads
 the cache before sending and stores the reply as soon as it arrives, so a trigger that runs again (the
-triggerer restarted) does not pay again. The request itself runs on an event loop of its own, in a thread of the triggerer process: the triggerer's
-shutdown cancels every task on its own loop at once, and a request there would be cut off unanswered
-after it was paid for. A cancelled trigger waits a bounded ``grace_period`` for its reply, stores
-it, then lets the cancellation through.
+triggerer restarted) does not pay again. The request itself runs on an event loop of its own, in a
+thread of the triggerer process: the triggerer's shutdown cancels every task on its own loop at once,
+and a request there would be cut off unanswered after it was paid for. A cancelled trigger waits a
+bounded ``grace_period`` for its reply, stores it, then lets the cancellation through.
 
 This module is imported by the triggerer; the hook, httpx and the cache are imported in a thread when
 a trigger runs, so that nothing blocks the triggerer's event loop.
@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import os
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -34,7 +34,7 @@ from airflow_o3.errors import HttpFailure, O3Error, ServiceError
 
 if TYPE_CHECKING:
     import concurrent.futures
-    from collections.abc import AsyncIterator, Coroutine, Mapping
+    from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 
     import httpx
 
@@ -54,6 +54,8 @@ class O3MiniTrigger(BaseTrigger):
     :param request_retry: HTTP retry settings overriding the connection's, as a dict of
         :class:`~airflow_o3.retry.RequestRetry` fields.
     :param read_timeout: read timeout in seconds, overriding the connection's.
+    :param fallback_conn_ids: connections tried in turn when ``conn_id`` fails for good with 401, 403
+        or a retryable error (see :class:`~airflow_o3.hooks.o3mini.O3MiniHook`).
     :param retry: the old name of ``request_retry`` (a trigger serialized by an older release).
     :param timeout: the old name of ``read_timeout``.
     :param cache: the response cache's settings (``mode``, ``path``, ``grace_period``), as a dict;
@@ -72,6 +74,7 @@ class O3MiniTrigger(BaseTrigger):
         read_timeout: float | None = None,
         cache: Mapping[str, Any] | None = None,
         cache_key: str | None = None,
+        fallback_conn_ids: Sequence[str] = (),
         retry: Mapping[str, Any] | None = None,
         timeout: float | None = None,
     ) -> None:
@@ -89,6 +92,7 @@ class O3MiniTrigger(BaseTrigger):
         self.read_timeout = read_timeout
         self.cache = dict(cache) if cache else None
         self.cache_key = cache_key
+        self.fallback_conn_ids = list(fallback_conn_ids)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -101,6 +105,7 @@ class O3MiniTrigger(BaseTrigger):
                 "read_timeout": self.read_timeout,
                 "cache": self.cache,
                 "cache_key": self.cache_key,
+                "fallback_conn_ids": self.fallback_conn_ids,
             },
         )
 
@@ -110,10 +115,11 @@ class O3MiniTrigger(BaseTrigger):
             settings = await hook.aget_settings()
             prepared = _prepared_call(settings.chat_url, self.body, self.client_request_id)
             completion = await self._send(hook, prepared, cache)
+            key = await asyncio.to_thread(self._entry, hook, prepared, completion) if cache else None
         except O3Error as error:
             yield TriggerEvent(error_event(error))
             return
-        yield TriggerEvent(completion_event(completion, self.cache_key if cache is not None else None))
+        yield TriggerEvent(completion_event(completion, key))
 
     def _hook_and_cache(self) -> tuple[O3MiniHook, ResponseCache | None]:
         """The hook and the cache (``None`` when off). Run in a thread: the first call imports them."""
@@ -121,10 +127,17 @@ class O3MiniTrigger(BaseTrigger):
         from airflow_o3.hooks.o3mini import O3MiniHook
 
         hook = O3MiniHook(
-            conn_id=self.conn_id, request_retry=self.request_retry, read_timeout=self.read_timeout
+            conn_id=self.conn_id,
+            request_retry=self.request_retry,
+            read_timeout=self.read_timeout,
+            fallback_conn_ids=self.fallback_conn_ids,
         )
         settings = CacheSettings.coerce(self.cache)
         return hook, ResponseCache(settings) if settings.mode != "off" else None
+
+    def _entry(self, hook: O3MiniHook, prepared: PreparedCall, completion: Completion) -> str | None:
+        """The cache entry of the connection that answered (or whose stored reply was served)."""
+        return hook.cache_keys(prepared, self.cache_key).get(completion.conn_id or "")
 
     async def _send(
         self, hook: O3MiniHook, prepared: PreparedCall, cache: ResponseCache | None
@@ -216,7 +229,8 @@ def _run_on_request_loop(coroutine: Coroutine[Any, Any, T]) -> concurrent.future
 
 def completion_event(completion: Completion, cache_key: str | None = None) -> dict[str, Any]:
     """The event for a reply: its body, the headers that carry its cost and request id, whether it
-    came from the response cache, and its cache entry (``None`` without the cache)."""
+    came from the response cache, its cache entry (``None`` without the cache) and the connection
+    that answered."""
     from airflow_o3.response import record_headers
 
     return {
@@ -225,6 +239,7 @@ def completion_event(completion: Completion, cache_key: str | None = None) -> di
         "headers": record_headers(completion),
         "from_cache": completion.from_cache,
         "cache_key": cache_key,
+        "conn_id": completion.conn_id,
     }
 
 
@@ -248,9 +263,10 @@ def completion_from_event(event: Mapping[str, Any]) -> Completion:
     from airflow_o3.response import completion_from_body
 
     if event.get("status") == "success":
-        return completion_from_body(
+        completion = completion_from_body(
             event["response"], event["headers"], from_cache=bool(event.get("from_cache"))
         )
+        return replace(completion, conn_id=event.get("conn_id"))
     raise error_from_event(event)
 
 

@@ -59,6 +59,7 @@ def test_serialized_kwargs_round_trip_and_hold_no_secret(o3_standin_connection):
         "read_timeout": 30.0,
         "cache": None,
         "cache_key": None,
+        "fallback_conn_ids": [],
     }
     assert KEY not in json.dumps(kwargs)
     assert O3MiniTrigger(**kwargs).serialize() == (classpath, kwargs)
