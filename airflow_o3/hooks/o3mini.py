@@ -593,7 +593,7 @@ class O3MiniHook(BaseHook):
         """Store a paid reply under the entry of the connection that answered; name that connection."""
         if cache is not None and conn_id in keys:
             self._store(cache, keys[conn_id], completion)
-        return replace(completion, conn_id=conn_id)
+        return completion if completion.conn_id == conn_id else replace(completion, conn_id=conn_id)
 
     @staticmethod
     def _store(cache: ResponseCache | None, key: str, completion: Completion) -> None:
@@ -633,7 +633,7 @@ class O3MiniHook(BaseHook):
         deadline = _Deadline.after(self.settings.timeouts.attempt)
         with self._keyless(), self._open(prepared, deadline, stream=False) as response:
             content = b"".join(self._body(response, prepared.url, deadline))
-            return parse_response(response.status_code, response.headers, content)
+            return parse_response(response.status_code, response.headers, content, conn_id=self.conn_id)
 
     def _post_stream(self, prepared: PreparedCall, on_text: OnText | None) -> Completion:
         from airflow_o3.streaming import NoProgress, StreamAssembler, sse_data, sse_lines
@@ -767,7 +767,7 @@ class O3MiniHook(BaseHook):
                     status, headers, content = await self._aexchange(prepared, client)
             except (TimeoutError, httpx.TransportError) as error:
                 raise transport_error(prepared.url, error, deadline) from None
-            return parse_response(status, headers, content)
+            return parse_response(status, headers, content, conn_id=self.conn_id)
 
     async def _aexchange(
         self, prepared: PreparedCall, client: httpx.AsyncClient
