@@ -34,7 +34,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class RequestRetry:
     """How one HTTP request is retried when the service is busy or failing (Airflow's own task
     retries, ``retries=`` and ``retry_policy=``, are another matter: they run the whole task again).
@@ -46,6 +46,7 @@ class RequestRetry:
         together do not retry together.
     :param max_backoff: the longest backoff between two attempts, in seconds.
     :param max_retry_after: the longest wait honoured when the service asks for one, in seconds.
+    :param max_elapsed: the old name of ``max_retry_seconds``, accepted until 0.4.0 with a warning.
     """
 
     max_attempts: int = 5
@@ -54,7 +55,27 @@ class RequestRetry:
     max_backoff: float = 30.0
     max_retry_after: float = 120.0
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        max_attempts: int = 5,
+        max_retry_seconds: float = 900.0,
+        initial_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        max_retry_after: float = 120.0,
+        *,
+        max_elapsed: float | None = None,
+    ) -> None:
+        if max_elapsed is not None:
+            warn_renamed("max_elapsed", "max_retry_seconds", "RequestRetry")
+            max_retry_seconds = max_elapsed
+        object.__setattr__(self, "max_attempts", max_attempts)
+        object.__setattr__(self, "max_retry_seconds", max_retry_seconds)
+        object.__setattr__(self, "initial_backoff", initial_backoff)
+        object.__setattr__(self, "max_backoff", max_backoff)
+        object.__setattr__(self, "max_retry_after", max_retry_after)
+        self._check()
+
+    def _check(self) -> None:
         if (
             isinstance(self.max_attempts, bool)
             or not isinstance(self.max_attempts, int)
@@ -112,11 +133,11 @@ def _renamed(overrides: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _number(name: str, value: Any) -> Any:
-    """A retry setting's value as a number; ``__post_init__`` then checks its range."""
+    """A retry setting's value as a number; ``_check`` then checks its range."""
     try:
         number = float(value)
     except (TypeError, ValueError):
-        return value  # refused, with the setting's name and the value as given, by __post_init__
+        return value  # refused, with the setting's name and the value as given, by _check
     if not math.isfinite(number) or (name == "max_attempts" and not number.is_integer()):
         return value
     return int(number) if name == "max_attempts" else number

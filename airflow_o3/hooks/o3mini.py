@@ -496,8 +496,8 @@ class O3MiniHook(BaseHook):
                 with contextlib.suppress(Exception):  # an unreadable fallback has stored nothing
                     await hook.aget_settings()
             keys = await asyncio.to_thread(self.cache_keys, prepared, cache_key)
-        if (stored := await asyncio.to_thread(self._stored, cache, keys, None)) is not None:
-            return stored
+            if (stored := await asyncio.to_thread(self._stored, cache, keys, None)) is not None:
+                return stored
         chain = self._chain()
         for position, hook in enumerate(chain):
             await hook.aget_settings()
@@ -507,6 +507,8 @@ class O3MiniHook(BaseHook):
             except ServiceError as error:
                 _fall_back_or_raise(error, chain[position + 1 :])
                 continue
+            if cache is None:
+                return self._answered(None, keys, hook.conn_id, completion)
             return await asyncio.to_thread(self._answered, cache, keys, hook.conn_id, completion)
         raise AssertionError("unreachable: the last connection's error is raised")  # pragma: no cover
 

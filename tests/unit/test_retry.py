@@ -127,6 +127,12 @@ def test_the_old_setting_name_max_elapsed_still_works_in_a_dict_with_a_deprecati
         assert retry.max_elapsed == 60.0
 
 
+def test_the_old_keyword_max_elapsed_still_builds_the_settings_with_a_deprecation_warning():
+    with pytest.warns(O3DeprecationWarning, match="RequestRetry: max_elapsed is renamed max_retry_seconds"):
+        retry = RequestRetry(max_retry_after=1, max_elapsed=5)
+    assert retry == RequestRetry(max_retry_after=1, max_retry_seconds=5)
+
+
 def test_max_elapsed_and_max_retry_seconds_together_are_refused_naming_the_one_to_keep():
     with pytest.raises(ConfigurationError, match="keep max_retry_seconds only"):
         RequestRetry().updated({"max_elapsed": 1, "max_retry_seconds": 2})
