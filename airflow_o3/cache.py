@@ -12,7 +12,6 @@ task would only make Airflow retry it and pay again.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -24,7 +23,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from airflow_o3.errors import InvalidRequestError
+from airflow_o3.errors import ConfigurationError
 from airflow_o3.parameters import coerce_settings
 
 if TYPE_CHECKING:
@@ -65,15 +64,15 @@ class CacheSettings:
 
     def __post_init__(self) -> None:
         if self.mode not in CACHE_MODES:
-            raise InvalidRequestError(
+            raise ConfigurationError(
                 f"cache mode {self.mode!r} is not known (fix: use one of {', '.join(CACHE_MODES)})"
             )
         if isinstance(self.grace_period, bool) or not isinstance(self.grace_period, int | float):
-            raise InvalidRequestError(
+            raise ConfigurationError(
                 f"cache grace_period {self.grace_period!r} is not a number (fix: use seconds, e.g. 15)"
             )
         if not 0 <= self.grace_period <= 600:
-            raise InvalidRequestError(
+            raise ConfigurationError(
                 f"cache grace_period {self.grace_period!r} is out of range (fix: use 0 to 600 seconds)"
             )
 
@@ -169,10 +168,6 @@ class ResponseCache:
             )
             return None
 
-    async def aget(self, key: str) -> Completion | None:
-        """:meth:`get` in a thread, so the storage I/O does not block an event loop (the triggerer's)."""
-        return await asyncio.to_thread(self.get, key)
-
     def put(self, key: str, completion: Completion) -> None:
         """Store a completion (not in ``read_only`` mode); a crash mid-write leaves no half entry.
 
@@ -196,10 +191,6 @@ class ResponseCache:
                 entry,
                 _why(error),
             )
-
-    async def aput(self, key: str, completion: Completion) -> None:
-        """:meth:`put` in a thread, so the storage I/O does not block an event loop (the triggerer's)."""
-        await asyncio.to_thread(self.put, key, completion)
 
 
 def _local_folder(location: str) -> str | None:

@@ -46,6 +46,15 @@ class InvalidRequestError(O3Error, ValueError):
     """The request was refused locally, before anything was sent (and before anything was paid)."""
 
 
+class ConfigurationError(InvalidRequestError):
+    """A connection or a setting is unusable (no API key, a host with credentials, an extra or a retry
+    setting that is no number...): fix the connection or the setting, not the request. Nothing was sent.
+
+    A subclass of :class:`InvalidRequestError` for one release, so ``except InvalidRequestError``
+    still catches it.
+    """
+
+
 @dataclass(frozen=True)
 class HttpFailure:
     """What the service said about a failed call.
@@ -194,13 +203,13 @@ class RequestTimeoutError(ServiceError):
     """No reply within the read timeout; a high reasoning effort can take minutes."""
 
     retryable = True
-    fix = "raise the read timeout (extra `read_timeout` of {connection}, or the operator's `timeout`)"
+    fix = "raise the read timeout (extra `read_timeout` of {connection}, or the operator's `read_timeout`)"
 
 
 class AttemptTimeoutError(RequestTimeoutError):
     """One attempt outlasted the attempt timeout (bytes trickling in, or only keep-alive comments).
 
-    Retried like a read timeout, within the retry policy's ``max_elapsed``.
+    Retried like a read timeout, within the retry settings' ``max_retry_seconds``.
     """
 
     fix = (

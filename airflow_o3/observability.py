@@ -95,6 +95,21 @@ def _tokens(usage: Mapping[str, Any], *path: str) -> int | None:
     return None if count is None else int(count)
 
 
+_TOKEN_PATHS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("prompt", ("prompt_tokens",)),
+    ("cached", ("prompt_tokens_details", "cached_tokens")),
+    ("completion", ("completion_tokens",)),
+    ("reasoning", ("completion_tokens_details", "reasoning_tokens")),
+)
+"""Each token figure of a call: its metric suffix, and its place in the usage object."""
+
+
+def _token_counts(completion: Completion) -> dict[str, int | None]:
+    """The call's token figures by metric suffix, read once for its line and its metrics."""
+    usage = completion.usage
+    return {metric: _tokens(usage, *path) for metric, path in _TOKEN_PATHS}
+
+
 def _cost(completion: Completion) -> float | None:
     """The call's cost figure, or ``None`` when it sent none or one that is no amount."""
     cost = amount(completion.cost_usd)
@@ -107,48 +122,53 @@ def _text(value: object) -> str:
 
 def summary_line(completion: Completion, *, latency: float, client_request_id: str | None) -> str:
     """The one log line that describes a call (see the module docstring for its fields)."""
-    usage = completion.usage
+    return _line(completion, _token_counts(completion), _cost(completion), latency, client_request_id)
+
+
+def _line(
+    completion: Completion,
+    tokens: Mapping[str, int | None],
+    figure: float | None,
+    latency: float,
+    client_request_id: str | None,
+) -> str:
     if completion.from_cache:
         cost = "0"
-    elif (figure := _cost(completion)) is not None:
+    elif figure is not None:
         cost = f"{figure:.6f}"
     else:
         cost = "unreported"
-    fields = {
-        "model": completion.model,
-        "latency_s": f"{latency:.3f}",
-        "tokens_in": _tokens(usage, "prompt_tokens"),
-        "tokens_in_cached": _tokens(usage, "prompt_tokens_details", "cached_tokens"),
-        "tokens_out": _tokens(usage, "completion_tokens"),
-        "tokens_reasoning": _tokens(usage, "completion_tokens_details", "reasoning_tokens"),
-        "cost_usd": cost,
-        "from_cache": "true" if completion.from_cache else "false",
-        "finish_reason": completion.finish_reason,
-        "request_id": completion.request_id,
-        "client_request_id": client_request_id,
-    }
-    return "o3-mini call: " + " ".join(f"{name}={_text(value)}" for name, value in fields.items())
+    return (
+        f"o3-mini call: model={_text(completion.model)} latency_s={latency:.3f} "
+        f"tokens_in={_text(tokens['prompt'])} tokens_in_cached={_text(tokens['cached'])} "
+        f"tokens_out={_text(tokens['completion'])} tokens_reasoning={_text(tokens['reasoning'])} "
+        f"cost_usd={cost} from_cache={'true' if completion.from_cache else 'false'} "
+        f"finish_reason={_text(completion.finish_reason)} request_id={_text(completion.request_id)} "
+        f"client_request_id={_text(client_request_id)}"
+    )
 
 
 def record_completion(completion: Completion, *, latency: float, tags: Mapping[str, str]) -> None:
     """Send the metrics of a finished call."""
-    tags = dict(tags)
+    _send_metrics(completion, _token_counts(completion), _cost(completion), latency, dict(tags))
+
+
+def _send_metrics(
+    completion: Completion,
+    tokens: Mapping[str, int | None],
+    cost: float | None,
+    latency: float,
+    tags: dict[str, str],
+) -> None:
     if completion.from_cache:
         Stats.incr(f"{PREFIX}.cache_hits", tags=tags)
         return
     Stats.incr(f"{PREFIX}.calls", tags=tags)
     Stats.timing(f"{PREFIX}.latency", timedelta(seconds=latency), tags=tags)
-    usage = completion.usage
-    for metric, path in (
-        ("prompt", ("prompt_tokens",)),
-        ("cached", ("prompt_tokens_details", "cached_tokens")),
-        ("completion", ("completion_tokens",)),
-        ("reasoning", ("completion_tokens_details", "reasoning_tokens")),
-    ):
-        count = _tokens(usage, *path)
+    for metric, count in tokens.items():
         if count:
             Stats.incr(f"{PREFIX}.tokens.{metric}", count, tags=tags)
-    if (cost := _cost(completion)) is not None:
+    if cost is not None:
         Stats.gauge(f"{PREFIX}.cost_usd", cost, tags=tags)
         Stats.incr(f"{PREFIX}.cost_microusd", round(cost * 1_000_000), tags=tags)
 
@@ -169,9 +189,10 @@ def report_call(owner: _Logs, prepared: _Prepared, completion: Completion, start
     :func:`observed` does this for a hook's send method; call it for a reply obtained another way
     (a deferred task's cache hit)."""
     latency = time.monotonic() - started
-    line = summary_line(completion, latency=latency, client_request_id=prepared.client_request_id)
+    tokens, cost = _token_counts(completion), _cost(completion)  # read once, for the line and the metrics
+    line = _line(completion, tokens, cost, latency, prepared.client_request_id)
     owner.log.log(getattr(owner, "call_log_level", logging.INFO), line)  # a batch: DEBUG, and progress lines
-    record_completion(completion, latency=latency, tags={"model": completion.model or _model(prepared)})
+    _send_metrics(completion, tokens, cost, latency, {"model": completion.model or _model(prepared)})
 
 
 def _model(prepared: _Prepared) -> str:

@@ -9,7 +9,7 @@ thread-safe) and decides when the next request may start:
   headers (a token bucket refills at ``(limit - remaining) / reset`` per second);
 - on a 429 every worker waits out the ``Retry-After`` (or ``retry-after-ms``, or
   ``x-ratelimit-reset-*``) the service names, never longer than the retry policy's
-  ``max_retry_after`` nor its ``max_elapsed`` (a wait that is not a finite number counts as no
+  ``max_retry_after`` nor its ``max_retry_seconds`` (a wait that is not a finite number counts as no
   hint); the pace drops to the rate the service announces when it
   was above it, else it is cut (multiplicative decrease); each success raises it again a little
   (additive increase), up to the caps;
@@ -35,7 +35,7 @@ from airflow_o3.errors import O3Error
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from airflow_o3.retry import RetryPolicy
+    from airflow_o3.retry import RequestRetry
 
 SERVICE_RATE_SHARE = 0.95
 """Pace at this share of the rate the service announces, to stay clear of its refusals."""
@@ -100,7 +100,7 @@ class RateController:
         hidden reasoning included), held over time: the tokens of each reply delay the next start.
     :param admit: called before every request; it raises to refuse one (the batch's budget check).
     :param retry: the retry policy of the batch's calls: a 429's wait is capped at its
-        ``max_retry_after`` and its ``max_elapsed`` (the defaults of :class:`RetryPolicy` without one).
+        ``max_retry_after`` and its ``max_retry_seconds`` (the defaults of :class:`RequestRetry` without one).
     :param clock: the monotonic clock, in seconds.
     :param sleep: how to wait, in seconds; by default a wait that :meth:`stop` ends at once.
     """
@@ -111,15 +111,15 @@ class RateController:
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
         admit: Callable[[], None] | None = None,
-        retry: RetryPolicy | None = None,
+        retry: RequestRetry | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
         if retry is None:
-            from airflow_o3.retry import RetryPolicy
+            from airflow_o3.retry import RequestRetry
 
-            retry = RetryPolicy()
-        self._max_pause = min(retry.max_retry_after, retry.max_elapsed)
+            retry = RequestRetry()
+        self._max_pause = min(retry.max_retry_after, retry.max_retry_seconds)
         self.stopping = threading.Event()
         """Set when the batch stops: every wait ends, and no request starts any more."""
         self._request_cap = requests_per_minute / 60 if requests_per_minute else math.inf

@@ -66,6 +66,8 @@ class Completion:
     :ivar cost_usd: the service's own cost figure for the call, when it reported one.
     :ivar credits_used: the AI/ML API credits the call used, when reported.
     :ivar from_cache: the reply was read from the response cache: nothing was paid for it this time.
+    :ivar conn_id: the Airflow connection that answered (with ``fallback_conn_ids``, maybe not the
+        first), or whose stored reply the cache served; ``None`` for a completion not made by a hook.
     """
 
     id: str
@@ -78,6 +80,7 @@ class Completion:
     request_id: str | None = None
     from_cache: bool = False
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    conn_id: str | None = None
 
     @property
     def text(self) -> str | None:
@@ -110,9 +113,10 @@ class Completion:
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:
-    """A header's value whatever its case (plain dicts from a cache entry are not case-insensitive)."""
+    """A header's value whatever its case: the headers of requests, urllib3 and httpx ignore case
+    themselves; a plain dict (a cache entry's, a trigger event's) is searched."""
     value = headers.get(name)
-    if value is not None:
+    if value is not None or type(headers) is not dict:
         return value
     lowered = name.lower()
     return next((v for k, v in headers.items() if k.lower() == lowered), None)
@@ -393,7 +397,12 @@ def _checked_body(body: dict[str, Any], usage: dict[str, Any], created: int | No
 
 
 def completion_from_body(
-    body: Any, headers: Mapping[str, str], *, status: int = 200, from_cache: bool = False
+    body: Any,
+    headers: Mapping[str, str],
+    *,
+    status: int = 200,
+    from_cache: bool = False,
+    conn_id: str | None = None,
 ) -> Completion:
     """A :class:`Completion` from a decoded ``chat.completion`` body (also used for cache entries).
 
@@ -432,6 +441,7 @@ def completion_from_body(
         request_id=_request_id(headers),
         from_cache=from_cache,
         raw=_checked_body(body, usage, created),
+        conn_id=conn_id,
     )
 
 
@@ -440,8 +450,12 @@ def _start(body: Any) -> str:
     return json.dumps(body)[:200]
 
 
-def parse_response(status: int, headers: Mapping[str, str], content: bytes) -> Completion:
+def parse_response(
+    status: int, headers: Mapping[str, str], content: bytes, *, conn_id: str | None = None
+) -> Completion:
     """A :class:`Completion` from the HTTP answer, or the typed error it means.
+
+    :param conn_id: the Airflow connection the answer came through, for :attr:`Completion.conn_id`.
 
     :raises ServiceError: a subclass chosen by the status; a 2xx that is not a contract-shaped
         ``chat.completion`` is a :class:`BadResponseError`.
@@ -453,7 +467,7 @@ def parse_response(status: int, headers: Mapping[str, str], content: bytes) -> C
     except ValueError:
         snippet = content[:200].decode("utf-8", "replace")
         raise _bad(status, headers, f"the reply is not JSON: {snippet!r}") from None
-    return completion_from_body(body, headers, status=status)
+    return completion_from_body(body, headers, status=status, conn_id=conn_id)
 
 
 def record_headers(completion: Completion) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""One retry policy for every call path: sync, async, streaming and batch.
+"""One set of request retry settings for every call path: sync, async, streaming and batch.
 
 Retried: 408, 409, 429, 5xx, connection errors and read timeouts, with exponential backoff and jitter,
 honouring the wait the service asks for (``Retry-After``, ``retry-after-ms``, ``x-ratelimit-reset-*``)
@@ -8,12 +8,11 @@ total time. Built on tenacity.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import time
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from tenacity import (
     AsyncRetrying,
@@ -21,11 +20,12 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_attempt,
-    stop_before_delay,
     wait_random_exponential,
 )
+from tenacity.stop import stop_base
 
-from airflow_o3.errors import InvalidRequestError, O3Error, ServiceError
+from airflow_o3.deprecations import warn_renamed
+from airflow_o3.errors import ConfigurationError, O3Error, ServiceError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -34,78 +34,121 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How a call is retried when the service is busy or failing.
+@dataclass(frozen=True, init=False)
+class RequestRetry:
+    """How one HTTP request is retried when the service is busy or failing (Airflow's own task
+    retries, ``retries=`` and ``retry_policy=``, are another matter: they run the whole task again).
 
     :param max_attempts: requests sent at most for one call, the first included (1 = no retry).
-    :param max_elapsed: seconds after which no new attempt starts.
+    :param max_retry_seconds: seconds after which no new attempt starts.
     :param initial_backoff: the longest wait before the first retry, in seconds; it doubles with each
         attempt, and the actual wait is drawn at random below it (full jitter), so workers that failed
         together do not retry together.
     :param max_backoff: the longest backoff between two attempts, in seconds.
     :param max_retry_after: the longest wait honoured when the service asks for one, in seconds.
+    :param max_elapsed: the old name of ``max_retry_seconds``, accepted until 0.4.0 with a warning.
     """
 
     max_attempts: int = 5
-    max_elapsed: float = 900.0
+    max_retry_seconds: float = 900.0
     initial_backoff: float = 0.5
     max_backoff: float = 30.0
     max_retry_after: float = 120.0
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        max_attempts: int = 5,
+        max_retry_seconds: float = 900.0,
+        initial_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        max_retry_after: float = 120.0,
+        *,
+        max_elapsed: float | None = None,
+    ) -> None:
+        if max_elapsed is not None:
+            warn_renamed("max_elapsed", "max_retry_seconds", "RequestRetry")
+            max_retry_seconds = max_elapsed
+        object.__setattr__(self, "max_attempts", max_attempts)
+        object.__setattr__(self, "max_retry_seconds", max_retry_seconds)
+        object.__setattr__(self, "initial_backoff", initial_backoff)
+        object.__setattr__(self, "max_backoff", max_backoff)
+        object.__setattr__(self, "max_retry_after", max_retry_after)
+        self._check()
+
+    def _check(self) -> None:
         if (
             isinstance(self.max_attempts, bool)
             or not isinstance(self.max_attempts, int)
             or self.max_attempts < 1
         ):
-            raise InvalidRequestError(
+            raise ConfigurationError(
                 f"retry setting max_attempts is {self.max_attempts!r}: not a whole number of 1 or more "
                 "(fix: use e.g. 5; 1 means no retry)"
             )
-        for name in ("max_elapsed", "initial_backoff", "max_backoff", "max_retry_after"):
+        for name in ("max_retry_seconds", "initial_backoff", "max_backoff", "max_retry_after"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-                raise InvalidRequestError(
-                    f"retry setting {_extra_name(name)} is {value!r}: not a finite number of 0 or more "
-                    f"seconds (fix: use e.g. {getattr(RetryPolicy, name):g})"
+                raise ConfigurationError(
+                    f"retry setting {name} is {value!r}: not a finite number of 0 or more "
+                    f"seconds (fix: use e.g. {getattr(RequestRetry, name):g})"
                 )
 
-    def updated(self, overrides: Mapping[str, Any] | None) -> RetryPolicy:
-        """This policy with some settings replaced (from connection extras or an operator argument).
+    @property
+    def max_elapsed(self) -> float:
+        """The old name of :attr:`max_retry_seconds`, kept for one release."""
+        warn_renamed("max_elapsed", "max_retry_seconds", "RequestRetry")
+        return self.max_retry_seconds
 
-        :raises InvalidRequestError: a name that is not a setting, or a value of the wrong type.
+    def updated(self, overrides: Mapping[str, Any] | None) -> RequestRetry:
+        """These settings with some replaced (from connection extras or an operator argument).
+
+        :raises ConfigurationError: a name that is not a setting, or a value of the wrong type.
         """
         if not overrides:
             return self
-        overrides = {SETTING_ALIASES.get(name, name): value for name, value in overrides.items()}
+        overrides = _renamed(overrides)
         known = {f.name for f in fields(self)}
         unknown = sorted(set(overrides) - known)
         if unknown:
-            raise InvalidRequestError(
+            raise ConfigurationError(
                 f"unknown retry setting(s) {', '.join(unknown)} (fix: use {', '.join(sorted(known))})"
             )
         return replace(self, **{name: _number(name, value) for name, value in overrides.items()})
 
 
+def _renamed(overrides: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``overrides`` with the old name ``max_elapsed`` read as ``max_retry_seconds`` (with a warning).
+
+    :raises ConfigurationError: both names given.
+    """
+    if "max_elapsed" not in overrides:
+        return overrides
+    if "max_retry_seconds" in overrides:
+        raise ConfigurationError(
+            "retry settings name both max_retry_seconds and its old name max_elapsed "
+            "(fix: keep max_retry_seconds only)"
+        )
+    warn_renamed("max_elapsed", "max_retry_seconds", "retry settings")
+    return {("max_retry_seconds" if name == "max_elapsed" else name): v for name, v in overrides.items()}
+
+
 def _number(name: str, value: Any) -> Any:
-    """A retry setting's value as a number; ``__post_init__`` then checks its range."""
+    """A retry setting's value as a number; ``_check`` then checks its range."""
     try:
         number = float(value)
     except (TypeError, ValueError):
-        return value  # refused, with the setting's name and the value as given, by __post_init__
+        return value  # refused, with the setting's name and the value as given, by _check
     if not math.isfinite(number) or (name == "max_attempts" and not number.is_integer()):
         return value
     return int(number) if name == "max_attempts" else number
 
 
-def _extra_name(name: str) -> str:
-    aliases = {setting: extra for extra, setting in SETTING_ALIASES.items()}
-    return aliases.get(name, name)
-
-
-SETTING_ALIASES: Mapping[str, str] = {"max_retry_seconds": "max_elapsed"}
-"""The connection extra's name for a setting, accepted in an operator's or hook's ``retry`` too."""
+def __getattr__(name: str) -> Any:
+    """``RetryPolicy``, the old name of :class:`RequestRetry`, kept for one release with a warning."""
+    if name == "RetryPolicy":
+        warn_renamed("RetryPolicy", "RequestRetry", "airflow_o3.retry")
+        return RequestRetry
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _is_retryable(error: BaseException) -> bool:
@@ -115,7 +158,7 @@ def _is_retryable(error: BaseException) -> bool:
 class _Wait:
     """Backoff with jitter, or the service's own wait when it names one (capped)."""
 
-    def __init__(self, policy: RetryPolicy) -> None:
+    def __init__(self, policy: RequestRetry) -> None:
         self._policy = policy
         self._backoff = wait_random_exponential(multiplier=policy.initial_backoff, max=policy.max_backoff)
 
@@ -135,11 +178,36 @@ def _log_retry(state: RetryCallState) -> None:
     record_retry()
 
 
-@functools.lru_cache(maxsize=64)
-def _arguments(policy: RetryPolicy) -> dict[str, Any]:
-    """Tenacity's settings for a policy, built once per policy (they hold no state of a call)."""
+class _StopBefore(stop_base):
+    """Stop when the next attempt would start ``max_retry_seconds`` or more after the call began
+    (tenacity's ``stop_before_delay``, counted from the first attempt, which runs before tenacity)."""
+
+    def __init__(self, at: float) -> None:
+        self._at = at
+
+    def __call__(self, state: RetryCallState) -> bool:
+        return time.monotonic() + state.upcoming_sleep >= self._at
+
+
+class _Replay(Generic[T]):
+    """The call tenacity retries: it first raises the first attempt's error again (so tenacity counts,
+    logs and waits for it as its own attempt 1), then calls ``call`` for every later attempt."""
+
+    def __init__(self, error: O3Error, call: Callable[[], T]) -> None:
+        self._error: O3Error | None = error
+        self._call = call
+
+    def __call__(self) -> T:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        return self._call()
+
+
+def _arguments(policy: RequestRetry, started: float) -> dict[str, Any]:
+    """Tenacity's settings for the retries of a call that began at ``started`` (``time.monotonic()``)."""
     return {
-        "stop": stop_after_attempt(policy.max_attempts) | stop_before_delay(policy.max_elapsed),
+        "stop": stop_after_attempt(policy.max_attempts) | _StopBefore(started + policy.max_retry_seconds),
         "wait": _Wait(policy),
         "retry": retry_if_exception(_is_retryable),
         "before_sleep": _log_retry,
@@ -151,27 +219,47 @@ def _gave_up(error: ServiceError, attempts: int, started: float) -> ServiceError
     return error.after_attempts(attempts, time.monotonic() - started)
 
 
+def _first_failure(error: Exception) -> O3Error:
+    """The first attempt's error if it is worth retrying; any other error is raised at once."""
+    if isinstance(error, O3Error) and error.retryable:
+        return error
+    raise error
+
+
 def call_with_retries(
-    policy: RetryPolicy, call: Callable[[], T], *, sleep: Callable[[float], None] = time.sleep
+    policy: RequestRetry, call: Callable[[], T], *, sleep: Callable[[float], None] = time.sleep
 ) -> T:
-    """Run ``call`` under ``policy``; a retryable error that runs out of attempts says how many were made."""
-    retrying = Retrying(sleep=sleep, **_arguments(policy))
+    """Run ``call`` under ``policy``; a retryable error that runs out of attempts says how many were made.
+
+    The first attempt runs bare (most calls end there); tenacity takes over at its first retryable
+    failure, with that failure as its attempt 1, so attempts, waits and time limits count the same.
+    """
     started = time.monotonic()
     try:
-        return retrying(call)
+        return call()
+    except Exception as error:  # re-raised at once unless it is retryable
+        replay = _Replay(_first_failure(error), call)
+    retrying = Retrying(sleep=sleep, **_arguments(policy, started))
+    try:
+        return retrying(replay)
     except ServiceError as error:
         if not error.retryable:
             raise
         raise _gave_up(error, retrying.statistics.get("attempt_number", 1), started) from error
 
 
-async def acall_with_retries(policy: RetryPolicy, call: Callable[[], Awaitable[T]]) -> T:
+async def acall_with_retries(policy: RequestRetry, call: Callable[[], Awaitable[T]]) -> T:
     """The async twin of :func:`call_with_retries`, for the triggerer."""
-    retrying = AsyncRetrying(**_arguments(policy))
     started = time.monotonic()
+    try:
+        return await call()
+    except Exception as error:  # re-raised at once unless it is retryable
+        first = _first_failure(error)
+    retrying = AsyncRetrying(**_arguments(policy, started))
+    replay = _Replay(first, call)
 
     async def attempt() -> T:  # tenacity awaits coroutine functions only, not a lambda's coroutine
-        return await call()
+        return await replay()
 
     try:
         return await retrying(attempt)

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow_o3 import __version__
-from airflow_o3.errors import InvalidRequestError
-from airflow_o3.retry import RetryPolicy
+from airflow_o3.errors import ConfigurationError
+from airflow_o3.retry import RequestRetry
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -19,14 +19,14 @@ DEFAULT_MODEL = "o3-mini"
 USER_AGENT = f"airflow-o3/{__version__}"
 DEFAULT_MAX_REPLY_BYTES = 20 * 1024 * 1024
 
-RETRY_EXTRAS: Mapping[str, str] = {
-    "max_attempts": "max_attempts",
-    "max_retry_seconds": "max_elapsed",
-    "initial_backoff": "initial_backoff",
-    "max_backoff": "max_backoff",
-    "max_retry_after": "max_retry_after",
-}
-"""Connection extras that tune the retry policy, and the :class:`RetryPolicy` field each sets."""
+RETRY_EXTRAS: tuple[str, ...] = (
+    "max_attempts",
+    "max_retry_seconds",
+    "initial_backoff",
+    "max_backoff",
+    "max_retry_after",
+)
+"""Connection extras that tune the request retries: each is the :class:`RequestRetry` field it sets."""
 
 
 @dataclass(frozen=True)
@@ -52,12 +52,12 @@ class Timeouts:
         ):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-                raise InvalidRequestError(
+                raise ConfigurationError(
                     f"{extra}={value!r} is not a finite number of seconds above 0 (fix: set it to "
                     f"seconds, e.g. {getattr(Timeouts, name):g})"
                 )
         if self.attempt < self.read:
-            raise InvalidRequestError(
+            raise ConfigurationError(
                 f"attempt_timeout={self.attempt:g}s is shorter than read_timeout={self.read:g}s (fix: "
                 "raise the connection extra attempt_timeout, or lower the read timeout)"
             )
@@ -71,7 +71,7 @@ class ClientSettings:
     api_key: str = field(repr=False)
     model: str = DEFAULT_MODEL
     timeouts: Timeouts = Timeouts()
-    retry: RetryPolicy = RetryPolicy()
+    retry: RequestRetry = RequestRetry()
     max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
 
     @property
@@ -101,7 +101,7 @@ def base_url(host: str | None, port: int | None, schema: str | None) -> str:
     A host with a scheme (``http://127.0.0.1:8765/v1``) is the base URL as it stands; a bare host
     (``api.aimlapi.com``) becomes ``https://<host>[:port]/<schema or v1>``; no host means the service.
 
-    :raises InvalidRequestError: a host with credentials before ``@``, a query string or a fragment;
+    :raises ConfigurationError: a host with credentials before ``@``, a query string or a fragment;
         the message never repeats the credentials or the query.
     """
     host = (host or "").strip().rstrip("/")
@@ -118,7 +118,7 @@ def base_url(host: str | None, port: int | None, schema: str | None) -> str:
 
 def _check_base_url(url: str) -> None:
     if "@" in url:  # before anything else: the message must not show what is around it
-        raise InvalidRequestError(
+        raise ConfigurationError(
             "the connection's host has an '@': credentials in a URL ('user:password@host') would be "
             "sent to the server and shown in logs (fix: remove them from the host, which is not "
             "repeated here; the API key belongs in the password field)"
@@ -127,7 +127,7 @@ def _check_base_url(url: str) -> None:
     bare = f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
     for mark, what in (("?", "a query string ('?...')"), ("#", "a fragment ('#...')")):
         if mark in url:
-            raise InvalidRequestError(
+            raise ConfigurationError(
                 f"the connection's host {bare} is followed by {what}, which would mangle the "
                 f"request URL (fix: set the host to the base URL alone, e.g. {bare})"
             )
@@ -142,7 +142,7 @@ def _number(extras: Mapping[str, Any], name: str, default: float) -> float:
     except (TypeError, ValueError):
         number = math.nan
     if not math.isfinite(number) or number <= 0:
-        raise InvalidRequestError(
+        raise ConfigurationError(
             f"connection extra {name}={value!r} is not a finite number above 0 (fix: set it to a "
             f"number of seconds, e.g. {default:g})"
         )
@@ -158,7 +158,7 @@ def _size(extras: Mapping[str, Any], name: str, default: int) -> int:
     except (TypeError, ValueError, OverflowError):
         number = 0
     if number <= 0 or (isinstance(value, float) and not value.is_integer()):
-        raise InvalidRequestError(
+        raise ConfigurationError(
             f"connection extra {name}={value!r} is not a whole number of bytes above 0 (fix: set it "
             f"to bytes, e.g. {default} for 20 MB)"
         )
@@ -176,24 +176,20 @@ def settings_from_connection(
 ) -> ClientSettings:
     """:class:`ClientSettings` from the fields of an ``aimlapi`` connection.
 
-    :raises InvalidRequestError: no API key, an extra that is not a finite number, or a host with
+    :raises ConfigurationError: no API key, an extra that is not a finite number, or a host with
         credentials, a query string or a fragment.
     """
     if not password:
-        raise InvalidRequestError(
+        raise ConfigurationError(
             f"connection {conn_id!r} has no API key (fix: put the AI/ML API key in its password field)"
         )
-    retry = RetryPolicy().updated(
-        {
-            field_name: extras[extra]
-            for extra, field_name in RETRY_EXTRAS.items()
-            if extras.get(extra) not in (None, "")
-        }
+    retry = RequestRetry().updated(
+        {name: extras[name] for name in RETRY_EXTRAS if extras.get(name) not in (None, "")}
     )
     try:
         url = base_url(host, port, schema)
-    except InvalidRequestError as error:
-        raise InvalidRequestError(f"connection {conn_id!r}: {error}") from None
+    except ConfigurationError as error:
+        raise ConfigurationError(f"connection {conn_id!r}: {error}") from None
     # Whichever of the two is set, the other's default follows it: the attempt is never shorter
     # than one read; when both are set, Timeouts refuses an attempt shorter than a read.
     attempt = _number(extras, "attempt_timeout", Timeouts.attempt)

@@ -8,6 +8,7 @@ import functools
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -16,12 +17,16 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
 from airflow_o3.cache import ResponseCache, cache_key, connection_fingerprint
+from airflow_o3.deprecations import warn_renamed
 from airflow_o3.errors import (
     AttemptTimeoutError,
+    AuthenticationError,
+    ConfigurationError,
     ConnectError,
     HttpFailure,
     InvalidRequestError,
     O3Error,
+    OutOfCreditsError,
     RedirectError,
     ReplyTooLargeError,
     RequestTimeoutError,
@@ -31,12 +36,12 @@ from airflow_o3.errors import (
 from airflow_o3.observability import observed, observed_async
 from airflow_o3.request import build_body, encode_body
 from airflow_o3.response import Completion, parse_response
-from airflow_o3.retry import RetryPolicy, acall_with_retries, call_with_retries
+from airflow_o3.retry import RequestRetry, acall_with_retries, call_with_retries
 from airflow_o3.settings import ClientSettings, Timeouts, settings_from_connection
 
 if TYPE_CHECKING:
     import ssl
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 
     import httpx
     import requests
@@ -54,19 +59,49 @@ _CHUNK_BYTES = 65536
 """The most read from the socket at once; a read returns as soon as any bytes arrive."""
 
 
-def _no_reply(url: str, error: Exception) -> RequestTimeoutError:
-    """A timeout of the sync or the async client, as one typed error."""
+def _no_reply(url: str, error: BaseException) -> RequestTimeoutError:
     return RequestTimeoutError(HttpFailure(None, f"no reply from {url} in time ({type(error).__name__})"))
 
 
 def _unreachable(url: str, error: BaseException) -> ConnectError:
-    """A connection failure of the sync or the async client, as one typed error; a failed TLS
-    handshake is a :class:`TlsError`, which is not retried."""
+    """A connection failure; a failed TLS handshake is a :class:`TlsError`, which is not retried."""
     if _tls_failed(error):
         return TlsError(
             HttpFailure(None, f"could not reach {url}: the TLS handshake failed ({type(error).__name__})")
         )
     return ConnectError(HttpFailure(None, f"could not reach {url}: {type(error).__name__}"))
+
+
+def _timed_out(error: BaseException) -> bool:
+    """Whether ``error`` is a timeout of the socket, asyncio, requests, urllib3 or httpx. A library
+    is looked at only if it is loaded: an error cannot come from one that is not."""
+    if isinstance(error, TimeoutError):
+        return True
+    for module, name in _TIMEOUT_CLASSES:
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(error, getattr(loaded, name)):
+            return True
+    return False
+
+
+_TIMEOUT_CLASSES = (
+    ("requests", "Timeout"),
+    ("urllib3.exceptions", "TimeoutError"),
+    ("httpx", "TimeoutException"),
+)
+
+
+def transport_error(url: str, error: BaseException, deadline: _Deadline) -> ServiceError:
+    """The one mapping of a transport failure, of the sync client (requests) or the async one (httpx),
+    to a typed error: past the attempt's deadline an :class:`AttemptTimeoutError`; a timeout a
+    :class:`RequestTimeoutError`; anything else a :class:`ConnectError` (:class:`TlsError` when the
+    TLS handshake failed). Redirects and oversized replies are refused by :func:`_refuse_redirect`
+    and :func:`_too_large`, on both paths too."""
+    if deadline.left() <= 0:
+        return deadline.timed_out(url)
+    if _timed_out(error):
+        return _no_reply(url, error)
+    return _unreachable(url, error)
 
 
 def _tls_failed(error: BaseException) -> bool:
@@ -171,6 +206,67 @@ def _tls_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=bundle or certifi.where())
 
 
+def _checked_fallbacks(conn_id: str, fallback_conn_ids: Sequence[str]) -> tuple[str, ...]:
+    """The fallback connections as a tuple of distinct ids, none of them ``conn_id``.
+
+    :raises ConfigurationError: a single string (a tuple of one is meant), an id that is no text,
+        the first connection again, or an id given twice.
+    """
+    if isinstance(fallback_conn_ids, str):
+        raise ConfigurationError(
+            f"fallback_conn_ids={fallback_conn_ids!r} is one string (fix: give a list or tuple of "
+            f"connection ids, e.g. [{fallback_conn_ids!r}])"
+        )
+    ids = tuple(fallback_conn_ids)
+    for position, fallback in enumerate(ids):
+        if not isinstance(fallback, str) or not fallback:
+            raise ConfigurationError(
+                f"fallback_conn_ids[{position}] is {fallback!r}, not a connection id (fix: give ids as text)"
+            )
+        if fallback == conn_id or fallback in ids[:position]:
+            raise ConfigurationError(
+                f"fallback_conn_ids names connection {fallback!r} twice, or the first connection again "
+                "(fix: list each fallback connection once, not the conn_id itself)"
+            )
+    return ids
+
+
+FALLBACK_ERRORS: tuple[type[ServiceError], ...] = (AuthenticationError, OutOfCreditsError)
+"""Final errors of a connection that send the request on to the next fallback connection, besides a
+retryable error that outlived its retries."""
+
+
+def _fall_back_or_raise(error: ServiceError, rest: Sequence[O3MiniHook]) -> None:
+    """Return (and warn) when ``error`` sends the request on to ``rest[0]``; raise it otherwise: no
+    connection left, or an error another connection would not mend (a 400, a reply already
+    received but unusable)."""
+    if not rest or not (isinstance(error, FALLBACK_ERRORS) or error.retryable):
+        raise error
+    log.warning(
+        "Connection %r failed (%s); the same request goes to fallback connection %r",
+        error.conn_id,
+        error,
+        rest[0].conn_id,
+    )
+
+
+def _first_stored(cache: ResponseCache, keys: Mapping[str, str]) -> tuple[str, str, Completion] | None:
+    """The first ``(conn_id, entry, reply)`` stored under one of ``keys`` (conn_id -> entry)."""
+    for conn_id, key in keys.items():
+        if (stored := cache.get(key)) is not None:
+            return conn_id, key, stored
+    return None
+
+
+class Wire(NamedTuple):
+    """One request as it goes on the wire, for either client: URL, headers (with the key: never
+    logged) and the body's bytes."""
+
+    url: str
+    headers: dict[str, str]
+    content: bytes
+
+
 @dataclass(frozen=True)
 class PreparedCall:
     """A checked request, ready to send: the URL, the body, and the id that traces it at the service."""
@@ -199,15 +295,21 @@ class O3MiniHook(BaseHook):
     base URL in front of a plain-HTTP server fails at once with the fix.
 
     :param conn_id: the Airflow connection of type ``aimlapi`` to use.
-    :param retry: retry settings that override the connection's, as a :class:`RetryPolicy` or a dict
-        of its fields (e.g. ``{"max_attempts": 3}``).
-    :param timeout: read timeout in seconds, or :class:`Timeouts` for connect, read and the whole
-        attempt, overriding the connection's. A read timeout longer than the connection's attempt
-        timeout stretches the attempt timeout to match.
+    :param request_retry: how a failed HTTP request is retried, overriding the connection's extras: a
+        :class:`RequestRetry` or a dict of its fields (e.g. ``{"max_attempts": 3}``).
+    :param read_timeout: seconds to wait for the reply's next byte, overriding the connection's
+        (or :class:`Timeouts` for connect, read and the whole attempt). A read timeout longer than
+        the connection's attempt timeout stretches the attempt timeout to match.
     :param pool_size: connections kept open to the service; raise it for concurrent callers.
     :param rate_control: a controller shared by concurrent callers (a batch's workers): every request
         waits for its turn there, every answer's status and rate-limit headers are reported to it,
         and the waits between retries end early when it is stopped.
+    :param fallback_conn_ids: ``aimlapi`` connections to try in turn when a call through ``conn_id``
+        fails for good with 401 (key refused), 403 (out of credits) or a retryable error that
+        outlived its retries. Each is tried with its own key, base URL and retry extras; a request
+        using the first connection's default model gets the fallback's default model. A 400, a local
+        error or a reply already received never moves on. The completion's ``conn_id`` says which
+        connection answered.
     """
 
     conn_name_attr = "conn_id"
@@ -221,17 +323,27 @@ class O3MiniHook(BaseHook):
         self,
         conn_id: str = default_conn_name,
         *,
-        retry: RetryPolicy | Mapping[str, Any] | None = None,
-        timeout: Timeouts | float | None = None,
+        request_retry: RequestRetry | Mapping[str, Any] | None = None,
+        read_timeout: Timeouts | float | None = None,
         pool_size: int = 16,
         rate_control: RateController | None = None,
+        fallback_conn_ids: Sequence[str] = (),
+        retry: RequestRetry | Mapping[str, Any] | None = None,
+        timeout: Timeouts | float | None = None,
     ) -> None:
         super().__init__()
+        if retry is not None:
+            warn_renamed("retry", "request_retry", "O3MiniHook")
+            request_retry = request_retry if request_retry is not None else retry
+        if timeout is not None:
+            warn_renamed("timeout", "read_timeout", "O3MiniHook")
+            read_timeout = read_timeout if read_timeout is not None else timeout
         self.conn_id = conn_id
-        self._retry = retry
-        self._timeout = timeout
+        self._retry = request_retry
+        self._timeout = read_timeout
         self._pool_size = pool_size
         self.rate_control = rate_control
+        self.fallback_conn_ids = _checked_fallbacks(conn_id, fallback_conn_ids)
 
     @cached_property
     def settings(self) -> ClientSettings:
@@ -262,7 +374,7 @@ class O3MiniHook(BaseHook):
             password=conn.password,
             extras=conn.extra_dejson,
         )
-        retry = self._retry if isinstance(self._retry, RetryPolicy) else settings.retry.updated(self._retry)
+        retry = self._retry if isinstance(self._retry, RequestRetry) else settings.retry.updated(self._retry)
         timeouts = settings.timeouts
         if isinstance(self._timeout, Timeouts):
             timeouts = self._timeout
@@ -337,36 +449,68 @@ class O3MiniHook(BaseHook):
     def send(
         self, prepared: PreparedCall, *, cache: ResponseCache | None = None, on_text: OnText | None = None
     ) -> Completion:
-        """Send a prepared request with the retry policy; read and write ``cache`` when given.
+        """Send a prepared request with the retry settings (then to each fallback connection, if
+        needed); read and write ``cache`` when given.
 
         A streamed request (``stream: true`` in the body) is retried only while no reply text has
         arrived; ``on_text`` gets its text as it comes (a cached reply's text, all at once).
         """
-        key = self.cache_key(prepared) if cache is not None else ""
-        if cache is not None and (stored := cache.get(key)) is not None:
-            log.log(
-                self.call_log_level,
-                "Reply read from the response cache (entry %s): nothing was paid for it",
-                key[:16],
-            )
-            if on_text is not None:
-                for choice in stored.choices:
-                    if choice.text:
-                        on_text(choice.index, choice.text)
+        keys = self.cache_keys(prepared, None) if cache is not None else {}
+        if (stored := self._stored(cache, keys, on_text)) is not None:
             return stored
-        sleep = self.rate_control.sleep if self.rate_control is not None else time.sleep
-        try:
-            if prepared.body.get("stream"):
-                completion = call_with_retries(
-                    self.settings.retry, lambda: self._post_stream(prepared, on_text), sleep=sleep
-                )
-            else:
-                completion = call_with_retries(self.settings.retry, lambda: self._post(prepared), sleep=sleep)
-        except ServiceError as error:
-            raise error.for_connection(self.conn_id) from error.__cause__
+        chain = self._chain()
+        for position, hook in enumerate(chain):
+            call = hook.retargeted(prepared, self.settings.model)
+            try:
+                completion = hook._with_retries(functools.partial(hook._attempt, call, on_text))
+            except ServiceError as error:
+                _fall_back_or_raise(error, chain[position + 1 :])
+                continue
+            return self._answered(cache, keys, hook.conn_id, completion)
+        raise AssertionError("unreachable: the last connection's error is raised")  # pragma: no cover
+
+    @observed_async
+    async def asend(
+        self,
+        prepared: PreparedCall,
+        client: httpx.AsyncClient,
+        *,
+        cache: ResponseCache | None = None,
+        cache_key: str | None = None,
+    ) -> Completion:
+        """The async twin of :meth:`send`, for the triggerer: the same request, retry settings, typed
+        errors, fallback connections and response cache (read and written in threads, so no storage
+        I/O blocks the loop).
+
+        :param cache_key: the request's cache entry for this hook's connection when it was computed
+            elsewhere (by the operator that deferred); by default this hook's :meth:`cache_key`.
+        :raises InvalidRequestError: a streamed request (``stream: true``), which this path does not read.
+        :raises ServiceError: a subclass naming the status, the service's message and the fix.
+        """
+        if prepared.body.get("stream"):
+            raise InvalidRequestError("asend reads whole replies (fix: send the request without stream)")
+        settings = await self.aget_settings()
+        keys: dict[str, str] = {}
         if cache is not None:
-            cache.put(key, completion)
-        return completion
+            for hook in self._fallbacks:
+                with contextlib.suppress(Exception):  # an unreadable fallback has stored nothing
+                    await hook.aget_settings()
+            keys = await asyncio.to_thread(self.cache_keys, prepared, cache_key)
+            if (stored := await asyncio.to_thread(self._stored, cache, keys, None)) is not None:
+                return stored
+        chain = self._chain()
+        for position, hook in enumerate(chain):
+            await hook.aget_settings()
+            call = hook.retargeted(prepared, settings.model)
+            try:
+                completion = await hook._awith_retries(functools.partial(hook._aattempt, call, client))
+            except ServiceError as error:
+                _fall_back_or_raise(error, chain[position + 1 :])
+                continue
+            if cache is None:
+                return self._answered(None, keys, hook.conn_id, completion)
+            return await asyncio.to_thread(self._answered, cache, keys, hook.conn_id, completion)
+        raise AssertionError("unreachable: the last connection's error is raised")  # pragma: no cover
 
     def cache_key(self, prepared: PreparedCall) -> str:
         """The response cache's entry for a request sent through this hook's connection.
@@ -377,11 +521,121 @@ class O3MiniHook(BaseHook):
         settings = self.settings
         return cache_key(connection_fingerprint(settings.base_url, settings.api_key), prepared.body)
 
-    def _post(self, prepared: PreparedCall) -> Completion:
+    def retargeted(self, prepared: PreparedCall, first_model: str) -> PreparedCall:
+        """``prepared`` as sent through this hook's connection when an earlier one failed: this
+        connection's URL, and its default model if the request used the first connection's default
+        (``first_model``). The same call when nothing changes."""
+        settings = self.settings
+        model = prepared.body.get("model")
+        body: Mapping[str, Any] = prepared.body
+        if model == first_model and settings.model != first_model:
+            body = {**prepared.body, "model": settings.model}
+        if prepared.url == settings.chat_url and body is prepared.body:
+            return prepared
+        return PreparedCall(settings.chat_url, body, prepared.client_request_id)
+
+    @cached_property
+    def _fallbacks(self) -> tuple[O3MiniHook, ...]:
+        """A hook per fallback connection, with this hook's overrides and rate controller."""
+        return tuple(
+            O3MiniHook(
+                conn_id,
+                request_retry=self._retry,
+                read_timeout=self._timeout,
+                pool_size=self._pool_size,
+                rate_control=self.rate_control,
+            )
+            for conn_id in self.fallback_conn_ids
+        )
+
+    def _chain(self) -> tuple[O3MiniHook, ...]:
+        """The connections a call tries, in order: this hook's, then the fallbacks."""
+        return (self, *self._fallbacks)
+
+    def cache_keys(self, prepared: PreparedCall, first_key: str | None = None) -> dict[str, str]:
+        """The request's cache entry under each connection of the chain, by conn_id: a reply is
+        stored under the connection that answered, so a retry finds it whichever one that was.
+        A fallback connection that cannot be read is left out (it cannot have stored anything).
+
+        :param first_key: this hook's entry when it was computed elsewhere (the deferring operator).
+        """
+        keys = {self.conn_id: first_key or self.cache_key(prepared)}
+        for hook in self._fallbacks:
+            try:
+                keys[hook.conn_id] = hook.cache_key(hook.retargeted(prepared, self.settings.model))
+            except Exception as error:  # not found, unusable: reported when the call gets to it
+                log.debug("No cache entry for fallback connection %r: %s", hook.conn_id, type(error).__name__)
+        return keys
+
+    def _stored(
+        self, cache: ResponseCache | None, keys: Mapping[str, str], on_text: OnText | None
+    ) -> Completion | None:
+        """The one read of the response cache, for every path (sync, batch, triggerer): the reply
+        stored under any connection of the chain, first found first."""
+        found = _first_stored(cache, keys) if cache is not None else None
+        if found is None:
+            return None
+        conn_id, key, stored = found
+        log.log(
+            self.call_log_level,
+            "Reply read from the response cache (entry %s, answered through connection %r): nothing "
+            "was paid for it",
+            key[:16],
+            conn_id,
+        )
+        if on_text is not None:
+            for choice in stored.choices:
+                if choice.text:
+                    on_text(choice.index, choice.text)
+        return replace(stored, conn_id=conn_id)
+
+    def _answered(
+        self, cache: ResponseCache | None, keys: Mapping[str, str], conn_id: str, completion: Completion
+    ) -> Completion:
+        """Store a paid reply under the entry of the connection that answered; name that connection."""
+        if cache is not None and conn_id in keys:
+            self._store(cache, keys[conn_id], completion)
+        return completion if completion.conn_id == conn_id else replace(completion, conn_id=conn_id)
+
+    @staticmethod
+    def _store(cache: ResponseCache | None, key: str, completion: Completion) -> None:
+        """The one write of the response cache, for every path (sync, batch, triggerer)."""
+        if cache is not None:
+            cache.put(key, completion)
+
+    def _with_retries(self, attempt: Callable[[], Completion]) -> Completion:
+        """Run ``attempt`` under the retry settings; a final error names this hook's connection."""
+        sleep = self.rate_control.sleep if self.rate_control is not None else time.sleep
+        try:
+            return call_with_retries(self.settings.retry, attempt, sleep=sleep)
+        except ServiceError as error:
+            raise error.for_connection(self.conn_id) from error.__cause__
+
+    async def _awith_retries(self, attempt: Callable[[], Awaitable[Completion]]) -> Completion:
+        """:meth:`_with_retries` for an async attempt."""
+        try:
+            return await acall_with_retries(self.settings.retry, attempt)
+        except ServiceError as error:
+            raise error.for_connection(self.conn_id) from error.__cause__
+
+    def wire(self, prepared: PreparedCall, *, stream: bool = False) -> Wire:
+        """The one builder of the request as sent, for the sync and the async client alike.
+
+        :param stream: ask for server-sent events.
+        """
+        headers = self.settings.headers(prepared.client_request_id)
+        if stream:
+            headers["Accept"] = "text/event-stream"
+        return Wire(prepared.url, headers, prepared.content)
+
+    def _attempt(self, prepared: PreparedCall, on_text: OnText | None) -> Completion:
+        """One attempt over requests: a whole reply, or a stream assembled as it arrives."""
+        if prepared.body.get("stream"):
+            return self._post_stream(prepared, on_text)
         deadline = _Deadline.after(self.settings.timeouts.attempt)
         with self._keyless(), self._open(prepared, deadline, stream=False) as response:
             content = b"".join(self._body(response, prepared.url, deadline))
-            return parse_response(response.status_code, response.headers, content)
+            return parse_response(response.status_code, response.headers, content, conn_id=self.conn_id)
 
     def _post_stream(self, prepared: PreparedCall, on_text: OnText | None) -> Completion:
         from airflow_o3.streaming import NoProgress, StreamAssembler, sse_data, sse_lines
@@ -415,20 +669,16 @@ class O3MiniHook(BaseHook):
             raise error.without(sorted({key, json.dumps(key)[1:-1], repr(key)[1:-1]})) from None
 
     def _open(self, prepared: PreparedCall, deadline: _Deadline, *, stream: bool) -> requests.Response:
-        """POST the body and wait for the reply's headers; a failure to connect or to get them, and a
-        redirect, become typed errors. The body is left to :meth:`_body`.
+        """POST the body and wait for the reply's headers, taking a turn at the rate controller and
+        reporting the answer to it. The body is left to :meth:`_body`.
 
         :param deadline: when the attempt must be over.
         :param stream: ask for server-sent events.
         """
-
-        settings = self.settings
-        headers = settings.headers(prepared.client_request_id)
-        if stream:
-            headers["Accept"] = "text/event-stream"
+        wire = self.wire(prepared, stream=stream)
         if self.rate_control is not None:
             self.rate_control.acquire()
-        response = self._request("POST", prepared.url, headers, deadline, data=prepared.content)
+        response = self._request("POST", wire.url, wire.headers, deadline, data=wire.content)
         if self.rate_control is not None:
             self.rate_control.observe(response.status_code, response.headers)
         return response
@@ -445,10 +695,7 @@ class O3MiniHook(BaseHook):
         """Send one request and wait for the reply's headers until ``deadline`` at the latest,
         without following a redirect.
 
-        :raises AttemptTimeoutError: the headers had not all arrived by ``deadline``.
-        :raises RequestTimeoutError: no byte within the read timeout.
-        :raises ConnectError: the service could not be reached (:class:`TlsError`: TLS failed).
-        :raises RedirectError: a 3xx answer.
+        :raises ServiceError: as :func:`transport_error` maps a failure; :class:`RedirectError` for a 3xx.
         """
         import requests
 
@@ -467,11 +714,7 @@ class O3MiniHook(BaseHook):
                     allow_redirects=False,
                 )
         except (requests.Timeout, requests.ConnectionError) as error:
-            if deadline.left() <= 0:
-                raise deadline.timed_out(url) from None
-            if isinstance(error, requests.Timeout):
-                raise _no_reply(url, error) from None
-            raise _unreachable(url, error) from None
+            raise transport_error(url, error, deadline) from None
         try:
             _refuse_redirect(response.status_code, response.headers, url, self.settings.base_url)
         except RedirectError:
@@ -485,10 +728,10 @@ class O3MiniHook(BaseHook):
         Each wait for bytes is bounded by the read timeout and by what is left of the attempt, and
         a read returns whatever has arrived, so a reply trickling in is cut at the deadline.
 
-        :raises AttemptTimeoutError: the deadline passed.
-        :raises ReplyTooLargeError: more than ``max_reply_bytes`` arrived.
+        :raises ServiceError: as :func:`transport_error` maps a failure; :class:`ReplyTooLargeError`
+            when more than ``max_reply_bytes`` arrived.
         """
-        from urllib3.exceptions import HTTPError, ReadTimeoutError
+        from urllib3.exceptions import HTTPError
 
         settings = self.settings
         received = 0
@@ -499,12 +742,8 @@ class O3MiniHook(BaseHook):
             _limit_wait(response, wait)
             try:
                 chunk = response.raw.read1(_CHUNK_BYTES)
-            except ReadTimeoutError as error:
-                if deadline.left() <= 0:
-                    raise deadline.timed_out(url) from None
-                raise _no_reply(url, error) from None
             except (HTTPError, OSError) as error:
-                raise _unreachable(url, error) from None
+                raise transport_error(url, error, deadline) from None
             if not chunk:
                 return
             received += len(chunk)
@@ -519,41 +758,18 @@ class O3MiniHook(BaseHook):
 
         return httpx.AsyncClient(verify=_tls_context(), follow_redirects=False)
 
-    @observed_async
-    async def asend(self, prepared: PreparedCall, client: httpx.AsyncClient) -> Completion:
-        """The async twin of :meth:`send`, for the triggerer: the same retry policy, the same typed errors.
-
-        The response cache is not read here: the trigger reads and writes it in threads, so no storage
-        I/O blocks the triggerer's event loop.
-
-        :raises InvalidRequestError: a streamed request (``stream: true``), which this path does not read.
-        :raises ServiceError: a subclass naming the status, the service's message and the fix.
-        """
-        if prepared.body.get("stream"):
-            raise InvalidRequestError("asend reads whole replies (fix: send the request without stream)")
-        settings = await self.aget_settings()
-        try:
-            return await acall_with_retries(settings.retry, lambda: self._apost(prepared, client))
-        except ServiceError as error:
-            raise error.for_connection(self.conn_id) from error.__cause__
-
-    async def _apost(self, prepared: PreparedCall, client: httpx.AsyncClient) -> Completion:
+    async def _aattempt(self, prepared: PreparedCall, client: httpx.AsyncClient) -> Completion:
         """One attempt over httpx, cut at the attempt timeout whatever the server does."""
         import httpx
 
-        settings = self.settings
-        try:
-            with self._keyless():
-                async with asyncio.timeout(settings.timeouts.attempt):
-                    status, headers, content = await self._aexchange(prepared, client)
-        except TimeoutError:
-            raise _Deadline(0.0, settings.timeouts.attempt).timed_out(prepared.url) from None
-        except httpx.TimeoutException as error:
-            raise _no_reply(prepared.url, error) from None
-        except httpx.TransportError as error:
-            raise _unreachable(prepared.url, error) from None
+        deadline = _Deadline.after(self.settings.timeouts.attempt)
         with self._keyless():
-            return parse_response(status, headers, content)
+            try:
+                async with asyncio.timeout(deadline.left()):
+                    status, headers, content = await self._aexchange(prepared, client)
+            except (TimeoutError, httpx.TransportError) as error:
+                raise transport_error(prepared.url, error, deadline) from None
+            return parse_response(status, headers, content, conn_id=self.conn_id)
 
     async def _aexchange(
         self, prepared: PreparedCall, client: httpx.AsyncClient
@@ -562,21 +778,22 @@ class O3MiniHook(BaseHook):
         import httpx
 
         settings = self.settings
+        wire = self.wire(prepared)
         async with client.stream(
             "POST",
-            prepared.url,
-            content=prepared.content,
-            headers=settings.headers(prepared.client_request_id),
+            wire.url,
+            content=wire.content,
+            headers=wire.headers,
             timeout=httpx.Timeout(settings.timeouts.read, connect=settings.timeouts.connect),
             follow_redirects=False,
         ) as response:
-            _refuse_redirect(response.status_code, response.headers, prepared.url, settings.base_url)
+            _refuse_redirect(response.status_code, response.headers, wire.url, settings.base_url)
             pieces: list[bytes] = []
             received = 0
             async for chunk in response.aiter_bytes():
                 received += len(chunk)
                 if received > settings.max_reply_bytes:
-                    raise _too_large(prepared.url, response.status_code, settings.max_reply_bytes)
+                    raise _too_large(wire.url, response.status_code, settings.max_reply_bytes)
                 pieces.append(chunk)
             return response.status_code, response.headers, b"".join(pieces)
 

@@ -6,12 +6,12 @@ policy, and the task resumes in ``execute_complete`` with the reply, or with the
 (and the same message) a call in the worker would have raised. The trigger's serialized arguments
 hold no secret: it reads the API key from the connection when it runs.
 
-With the response cache on, the trigger reads the cache before sending and stores the reply as soon
-as it arrives, so a trigger that runs again (the triggerer restarted) does not pay again. The request
-itself runs on an event loop of its own, in a thread of the triggerer process: the triggerer's
-shutdown cancels every task on its own loop at once, and a request there would be cut off unanswered
-after it was paid for. A cancelled trigger waits a bounded ``grace_period`` for its reply, stores
-it, then lets the cancellation through.
+With the response cache on, the hook's ``asend`` (the cache read and write every path shares) reads
+the cache before sending and stores the reply as soon as it arrives, so a trigger that runs again (the
+triggerer restarted) does not pay again. The request itself runs on an event loop of its own, in a
+thread of the triggerer process: the triggerer's shutdown cancels every task on its own loop at once,
+and a request there would be cut off unanswered after it was paid for. A cancelled trigger waits a
+bounded ``grace_period`` for its reply, stores it, then lets the cancellation through.
 
 This module is imported by the triggerer; the hook, httpx and the cache are imported in a thread when
 a trigger runs, so that nothing blocks the triggerer's event loop.
@@ -23,18 +23,18 @@ import asyncio
 import contextlib
 import os
 import threading
-import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_o3 import errors
+from airflow_o3.deprecations import warn_renamed
 from airflow_o3.errors import HttpFailure, O3Error, ServiceError
 
 if TYPE_CHECKING:
     import concurrent.futures
-    from collections.abc import AsyncIterator, Coroutine, Mapping
+    from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 
     import httpx
 
@@ -51,8 +51,13 @@ class O3MiniTrigger(BaseTrigger):
     :param conn_id: the ``aimlapi`` connection; its key is read when the trigger runs, never stored.
     :param body: the request body, as checked by the operator (model, messages, parameters).
     :param client_request_id: sent as ``X-Client-Request-Id``, to trace the call at the service.
-    :param retry: retry settings overriding the connection's, as a dict of ``RetryPolicy`` fields.
-    :param timeout: read timeout in seconds, overriding the connection's.
+    :param request_retry: HTTP retry settings overriding the connection's, as a dict of
+        :class:`~airflow_o3.retry.RequestRetry` fields.
+    :param read_timeout: read timeout in seconds, overriding the connection's.
+    :param fallback_conn_ids: connections tried in turn when ``conn_id`` fails for good with 401, 403
+        or a retryable error (see :class:`~airflow_o3.hooks.o3mini.O3MiniHook`).
+    :param retry: the old name of ``request_retry`` (a trigger serialized by an older release).
+    :param timeout: the old name of ``read_timeout``.
     :param cache: the response cache's settings (``mode``, ``path``, ``grace_period``), as a dict;
         ``None`` for no cache.
     :param cache_key: the request's cache entry, as the operator's hook computed it (a digest of the
@@ -65,19 +70,29 @@ class O3MiniTrigger(BaseTrigger):
         conn_id: str,
         body: Mapping[str, Any],
         client_request_id: str | None = None,
-        retry: Mapping[str, Any] | None = None,
-        timeout: float | None = None,
+        request_retry: Mapping[str, Any] | None = None,
+        read_timeout: float | None = None,
         cache: Mapping[str, Any] | None = None,
         cache_key: str | None = None,
+        fallback_conn_ids: Sequence[str] = (),
+        retry: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is not annotated
+        if retry is not None:
+            warn_renamed("retry", "request_retry", "O3MiniTrigger")
+            request_retry = request_retry if request_retry is not None else retry
+        if timeout is not None:
+            warn_renamed("timeout", "read_timeout", "O3MiniTrigger")
+            read_timeout = read_timeout if read_timeout is not None else timeout
         self.conn_id = conn_id
         self.body = dict(body)
         self.client_request_id = client_request_id
-        self.retry = dict(retry) if retry else None
-        self.timeout = timeout
+        self.request_retry = dict(request_retry) if request_retry else None
+        self.read_timeout = read_timeout
         self.cache = dict(cache) if cache else None
         self.cache_key = cache_key
+        self.fallback_conn_ids = list(fallback_conn_ids)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -86,25 +101,21 @@ class O3MiniTrigger(BaseTrigger):
                 "conn_id": self.conn_id,
                 "body": self.body,
                 "client_request_id": self.client_request_id,
-                "retry": self.retry,
-                "timeout": self.timeout,
+                "request_retry": self.request_retry,
+                "read_timeout": self.read_timeout,
                 "cache": self.cache,
                 "cache_key": self.cache_key,
+                "fallback_conn_ids": self.fallback_conn_ids,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        started = time.monotonic()
         try:
             hook, cache = await asyncio.to_thread(self._hook_and_cache)
-            key = self.cache_key if cache is not None else None
-            if cache is not None and key and (stored := await cache.aget(key)) is not None:
-                self._report_cache_hit(hook, stored, key, started)
-                yield TriggerEvent(completion_event(stored, key))
-                return
             settings = await hook.aget_settings()
             prepared = _prepared_call(settings.chat_url, self.body, self.client_request_id)
-            completion = await self._send(hook, prepared, cache, key)
+            completion = await self._send(hook, prepared, cache)
+            key = await asyncio.to_thread(self._entry, hook, prepared, completion) if cache else None
         except O3Error as error:
             yield TriggerEvent(error_event(error))
             return
@@ -115,29 +126,31 @@ class O3MiniTrigger(BaseTrigger):
         from airflow_o3.cache import CacheSettings, ResponseCache
         from airflow_o3.hooks.o3mini import O3MiniHook
 
-        hook = O3MiniHook(conn_id=self.conn_id, retry=self.retry, timeout=self.timeout)
+        hook = O3MiniHook(
+            conn_id=self.conn_id,
+            request_retry=self.request_retry,
+            read_timeout=self.read_timeout,
+            fallback_conn_ids=self.fallback_conn_ids,
+        )
         settings = CacheSettings.coerce(self.cache)
         return hook, ResponseCache(settings) if settings.mode != "off" else None
 
-    def _report_cache_hit(self, hook: O3MiniHook, stored: Completion, key: str, started: float) -> None:
-        from airflow_o3.observability import report_call
-
-        self.log.info("Reply read from the response cache (entry %s): nothing sent, nothing paid", key[:16])
-        report_call(hook, _prepared_call("", self.body, self.client_request_id), stored, started)
+    def _entry(self, hook: O3MiniHook, prepared: PreparedCall, completion: Completion) -> str | None:
+        """The cache entry of the connection that answered (or whose stored reply was served)."""
+        return hook.cache_keys(prepared, self.cache_key).get(completion.conn_id or "")
 
     async def _send(
-        self, hook: O3MiniHook, prepared: PreparedCall, cache: ResponseCache | None, key: str | None
+        self, hook: O3MiniHook, prepared: PreparedCall, cache: ResponseCache | None
     ) -> Completion:
-        """Send on the request loop and store the reply there as soon as it arrives.
+        """Send on the request loop, where the hook reads the cache first and stores the reply as
+        soon as it arrives.
 
         Cancelled meanwhile (the triggerer stops, or the trigger moves), the trigger waits up to the
         cache's ``grace_period`` for the reply to be stored, then lets the cancellation through.
         """
-        storing = cache is not None and cache.settings.mode == "on" and key is not None
+        storing = cache is not None and cache.settings.mode == "on"
         client = await asyncio.to_thread(hook.async_client)  # imports the transport, reads the CA bundle
-        in_flight = _run_on_request_loop(
-            _send_and_store(hook, client, prepared, cache if storing else None, key)
-        )
+        in_flight = _run_on_request_loop(_send_with(hook, client, prepared, cache, self.cache_key))
         reply = asyncio.wrap_future(in_flight)
         try:
             return await asyncio.shield(reply)
@@ -177,19 +190,17 @@ def _prepared_call(url: str, body: Mapping[str, Any], client_request_id: str | N
     return PreparedCall(url, body, client_request_id)
 
 
-async def _send_and_store(
+async def _send_with(
     hook: O3MiniHook,
     client: httpx.AsyncClient,
     prepared: PreparedCall,
     cache: ResponseCache | None,
     key: str | None,
 ) -> Completion:
-    """Send the request; store the reply (in a thread) the moment it arrives, before anything else."""
+    """Send the request through the hook, which reads the cache first and stores the reply (in a
+    thread) the moment it arrives, before anything else."""
     async with client:
-        completion = await hook.asend(prepared, client)
-    if cache is not None and key:
-        await cache.aput(key, completion)
-    return completion
+        return await hook.asend(prepared, client, cache=cache, cache_key=key)
 
 
 _request_loop: tuple[asyncio.AbstractEventLoop, threading.Thread, int] | None = None
@@ -218,7 +229,8 @@ def _run_on_request_loop(coroutine: Coroutine[Any, Any, T]) -> concurrent.future
 
 def completion_event(completion: Completion, cache_key: str | None = None) -> dict[str, Any]:
     """The event for a reply: its body, the headers that carry its cost and request id, whether it
-    came from the response cache, and its cache entry (``None`` without the cache)."""
+    came from the response cache, its cache entry (``None`` without the cache) and the connection
+    that answered."""
     from airflow_o3.response import record_headers
 
     return {
@@ -227,6 +239,7 @@ def completion_event(completion: Completion, cache_key: str | None = None) -> di
         "headers": record_headers(completion),
         "from_cache": completion.from_cache,
         "cache_key": cache_key,
+        "conn_id": completion.conn_id,
     }
 
 
@@ -250,9 +263,10 @@ def completion_from_event(event: Mapping[str, Any]) -> Completion:
     from airflow_o3.response import completion_from_body
 
     if event.get("status") == "success":
-        return completion_from_body(
+        completion = completion_from_body(
             event["response"], event["headers"], from_cache=bool(event.get("from_cache"))
         )
+        return replace(completion, conn_id=event.get("conn_id"))
     raise error_from_event(event)
 
 

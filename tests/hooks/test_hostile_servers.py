@@ -264,7 +264,7 @@ def test_headers_trickling_a_byte_every_half_second_are_cut_at_the_attempt_timeo
 def test_an_attempt_timeout_is_retried_within_the_retry_policy(monkeypatch):
     with Hostile(trickle) as server:
         connect(monkeypatch, server.base_url, attempt_timeout=1, read_timeout=1)
-        hook = O3MiniHook(retry={**FIVE_FAST, "max_retry_seconds": 1.5})
+        hook = O3MiniHook(request_retry={**FIVE_FAST, "max_retry_seconds": 1.5})
         started = time.monotonic()
         with pytest.raises(errors.AttemptTimeoutError, match=r"gave up after 2 attempt\(s\)"):
             hook.chat(USER)
@@ -299,7 +299,7 @@ def test_a_25_mb_reply_is_refused_at_the_default_20_mb_limit_and_not_asked_again
     with Hostile(huge(25 * 1024 * 1024)) as server:
         connect(monkeypatch, server.base_url)
         with pytest.raises(errors.ReplyTooLargeError) as raised:
-            O3MiniHook(retry=FIVE_FAST).chat(USER)
+            O3MiniHook(request_retry=FIVE_FAST).chat(USER)
     assert len(server.requests) == 1
     assert not raised.value.retryable
     assert f"max_reply_bytes={20 * 1024 * 1024} bytes" in str(raised.value)
@@ -329,7 +329,7 @@ def test_a_redirect_is_refused_naming_the_base_url_and_the_target_gets_nothing(m
         with Hostile(redirect(status, location)) as server:
             connect(monkeypatch, server.base_url)
             with pytest.raises(errors.RedirectError) as raised:
-                call(O3MiniHook(retry=FIVE_FAST))
+                call(O3MiniHook(request_retry=FIVE_FAST))
         assert target.requests == []
     assert len(server.requests) == 1
     message = str(raised.value)
@@ -367,7 +367,7 @@ def test_a_bearer_token_and_the_key_in_a_5_kb_error_never_reach_the_error_or_the
     with Hostile(echo_bearer) as server:
         connect(monkeypatch, server.base_url)
         with pytest.raises(ServerError) as raised:
-            call(O3MiniHook(retry={**FIVE_FAST, "max_attempts": 2}))
+            call(O3MiniHook(request_retry={**FIVE_FAST, "max_attempts": 2}))
     assert len(server.requests) == 2
     text = str(raised.value)
     assert "upstream refused Authorization: Bearer ***" in text
@@ -470,7 +470,7 @@ def test_https_against_a_plain_http_server_is_not_retried_and_says_to_write_http
     with Hostile(answer) as server:
         connect(monkeypatch, server.base_url.replace("http://", "https://"))
         with pytest.raises(errors.TlsError) as raised:
-            call(O3MiniHook(retry=FIVE_FAST))
+            call(O3MiniHook(request_retry=FIVE_FAST))
     assert server.connections == 1
     assert not raised.value.retryable
     assert "the TLS handshake failed" in str(raised.value)

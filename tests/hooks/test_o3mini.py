@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
+from airflow_o3.deprecations import O3DeprecationWarning
 from airflow_o3.errors import (
     AuthenticationError,
     BadRequestError,
     BadResponseError,
+    ConfigurationError,
     ConnectError,
     InvalidRequestError,
     OutOfCreditsError,
@@ -25,7 +28,7 @@ FAST = {"max_attempts": 4, "initial_backoff": 0.01, "max_backoff": 0.02}
 
 @pytest.fixture
 def hook(o3_standin_connection):
-    return O3MiniHook(retry=FAST)
+    return O3MiniHook(request_retry=FAST)
 
 
 def test_chat_posts_a_contract_valid_body_and_returns_a_typed_completion(hook, o3_standin_connection):
@@ -126,14 +129,14 @@ def test_connection_reset_is_retried(hook, o3_standin_connection):
 
 def test_read_timeout_is_retried(o3_standin_connection):
     o3_standin_connection.script(Stall(1.0))
-    hook = O3MiniHook(retry=FAST, timeout=0.3)
+    hook = O3MiniHook(request_retry=FAST, read_timeout=0.3)
     assert hook.chat(USER).text
     assert len(o3_standin_connection.chat_requests) == 2
 
 
 def test_read_timeouts_that_run_out_name_the_timeout_setting(o3_standin_connection):
     o3_standin_connection.script(Stall(1.0), Stall(1.0))
-    hook = O3MiniHook(retry={**FAST, "max_attempts": 2}, timeout=0.2)
+    hook = O3MiniHook(request_retry={**FAST, "max_attempts": 2}, read_timeout=0.2)
     with pytest.raises(RequestTimeoutError, match="read_timeout"):
         hook.chat(USER)
 
@@ -144,7 +147,7 @@ def test_unreachable_service_is_a_connect_error(monkeypatch):
         json.dumps({"conn_type": "aimlapi", "host": "http://127.0.0.1:9/v1", "password": "k"}),
     )
     with pytest.raises(ConnectError, match=r"could not reach http://127\.0\.0\.1:9/v1"):
-        O3MiniHook(retry={"max_attempts": 2, "initial_backoff": 0}).chat(USER)
+        O3MiniHook(request_retry={"max_attempts": 2, "initial_backoff": 0}).chat(USER)
 
 
 @pytest.mark.parametrize(
@@ -213,11 +216,11 @@ def test_connection_extras_set_model_timeouts_and_retries(monkeypatch):
     assert settings.model == "o3-mini-2025-01-31"
     assert settings.timeouts == Timeouts(connect=3.0, read=900.0, attempt=1200.0)
     assert settings.max_reply_bytes == 1_000_000
-    assert (settings.retry.max_attempts, settings.retry.max_elapsed) == (2, 60.0)
-    overridden = O3MiniHook(retry={"max_attempts": 7}, timeout=30).settings
-    assert (overridden.retry.max_attempts, overridden.retry.max_elapsed) == (7, 60.0)
+    assert (settings.retry.max_attempts, settings.retry.max_retry_seconds) == (2, 60.0)
+    overridden = O3MiniHook(request_retry={"max_attempts": 7}, read_timeout=30).settings
+    assert (overridden.retry.max_attempts, overridden.retry.max_retry_seconds) == (7, 60.0)
     assert overridden.timeouts == Timeouts(connect=3.0, read=30.0, attempt=1200.0)
-    assert O3MiniHook(timeout=3600).settings.timeouts.attempt == 3600.0
+    assert O3MiniHook(read_timeout=3600).settings.timeouts.attempt == 3600.0
 
 
 def test_the_attempt_timeout_defaults_to_30_minutes_and_never_undercuts_the_read_timeout(monkeypatch):
@@ -243,7 +246,7 @@ def test_the_attempt_timeout_defaults_to_30_minutes_and_never_undercuts_the_read
 def test_uri_form_connection_with_encoded_base_url(monkeypatch, o3_standin):
     monkeypatch.setenv("AIRFLOW_CONN_AIMLAPI_DEFAULT", o3_standin.connection_uri("uri-key"))
     assert O3MiniHook().settings.base_url == o3_standin.base_url
-    assert O3MiniHook(retry=FAST).chat(USER).text
+    assert O3MiniHook(request_retry=FAST).chat(USER).text
     assert o3_standin.chat_requests[0].header("Authorization") == "Bearer uri-key"
 
 
@@ -276,3 +279,35 @@ def test_connection_form_metadata_matches_the_hook():
     assert conn_type["connection-type"] == O3MiniHook.conn_type
     assert conn_type["hook-class-name"] == f"{O3MiniHook.__module__}.{O3MiniHook.__name__}"
     assert O3MiniHook.get_ui_field_behaviour()["relabeling"] == {"host": "Base URL", "password": "API Key"}
+
+
+def test_the_old_hook_arguments_retry_and_timeout_still_work_with_a_deprecation_warning(
+    o3_standin_connection,
+):
+    with pytest.warns(O3DeprecationWarning) as warned:
+        hook = O3MiniHook(retry={"max_attempts": 3}, timeout=42)
+    assert [str(w.message).split(";")[0] for w in warned] == [
+        "O3MiniHook: retry is renamed request_retry",
+        "O3MiniHook: timeout is renamed read_timeout",
+    ]
+    assert (hook.settings.retry.max_attempts, hook.settings.timeouts.read) == (3, 42.0)
+
+
+@pytest.mark.parametrize(
+    ("connection", "fragment"),
+    [
+        ({"host": "https://user:secret@proxy.internal/v1"}, "the connection's host has an '@'"),
+        ({"extra": {"read_timeout": "soon"}}, "connection extra read_timeout='soon'"),
+        ({"extra": {"max_attempts": 0}}, "retry setting max_attempts is 0"),
+        ({"password": ""}, "has no API key"),
+    ],
+)
+def test_an_unusable_connection_is_a_configuration_error_raised_before_any_request(
+    monkeypatch, o3_standin, connection, fragment
+):
+    fields = {"conn_type": "aimlapi", "host": o3_standin.base_url, "password": "k", **connection}
+    monkeypatch.setenv("AIRFLOW_CONN_AIMLAPI_DEFAULT", json.dumps(fields))
+    with pytest.raises(ConfigurationError, match=re.escape(fragment)) as raised:
+        O3MiniHook().chat(USER)
+    assert "secret" not in str(raised.value)
+    assert o3_standin.chat_requests == []

@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 
 from airflow_o3.cache import CacheSettings, ResponseCache
+from airflow_o3.deprecations import O3DeprecationWarning
 from airflow_o3.errors import (
     AuthenticationError,
+    ConfigurationError,
     ConnectError,
     HttpFailure,
     InvalidRequestError,
@@ -43,23 +45,41 @@ def fire(trigger: O3MiniTrigger) -> dict[str, Any]:
 
 
 def trigger(**kwargs: Any) -> O3MiniTrigger:
-    return O3MiniTrigger(conn_id="aimlapi_default", body=BODY, retry=FAST, **kwargs)
+    return O3MiniTrigger(conn_id="aimlapi_default", body=BODY, request_retry=FAST, **kwargs)
 
 
 def test_serialized_kwargs_round_trip_and_hold_no_secret(o3_standin_connection):
-    classpath, kwargs = trigger(client_request_id="dag:task:run:t1", timeout=30.0).serialize()
+    classpath, kwargs = trigger(client_request_id="dag:task:run:t1", read_timeout=30.0).serialize()
     assert classpath == "airflow_o3.triggers.o3mini.O3MiniTrigger"
     assert kwargs == {
         "conn_id": "aimlapi_default",
         "body": BODY,
         "client_request_id": "dag:task:run:t1",
-        "retry": FAST,
-        "timeout": 30.0,
+        "request_retry": FAST,
+        "read_timeout": 30.0,
         "cache": None,
         "cache_key": None,
+        "fallback_conn_ids": [],
     }
     assert KEY not in json.dumps(kwargs)
     assert O3MiniTrigger(**kwargs).serialize() == (classpath, kwargs)
+
+
+def test_a_trigger_serialized_with_the_old_names_retry_and_timeout_still_runs_with_a_warning(
+    o3_standin_connection,
+):
+    with pytest.warns(O3DeprecationWarning) as warned:
+        old = O3MiniTrigger(conn_id="aimlapi_default", body=BODY, retry={"max_attempts": 1}, timeout=0.2)
+    assert [str(w.message).split(";")[0] for w in warned] == [
+        "O3MiniTrigger: retry is renamed request_retry",
+        "O3MiniTrigger: timeout is renamed read_timeout",
+    ]
+    kwargs = old.serialize()[1]
+    assert (kwargs["request_retry"], kwargs["read_timeout"]) == ({"max_attempts": 1}, 0.2)
+    assert "retry" not in kwargs and "timeout" not in kwargs
+    o3_standin_connection.script(Stall(seconds=1.0))
+    with pytest.raises(RequestTimeoutError, match="gave up after 1 attempt"):
+        completion_from_event(fire(old))
 
 
 def test_the_event_rebuilds_the_same_completion_as_the_sync_path(o3_standin_connection):
@@ -95,7 +115,7 @@ def test_a_service_error_comes_back_as_the_same_typed_error_with_the_same_messag
 
     o3_standin_connection.script(HttpError(401, "Invalid API key"))
     with pytest.raises(AuthenticationError) as direct:
-        O3MiniHook(retry=FAST).chat(BODY["messages"])
+        O3MiniHook(request_retry=FAST).chat(BODY["messages"])
     assert str(deferred.value) == str(direct.value).replace("req-standin-2", "req-standin-1")
     assert "connection 'aimlapi_default'" in str(deferred.value)
     assert KEY not in json.dumps(event)
@@ -111,7 +131,7 @@ def test_retries_that_run_out_say_so_after_the_round_trip(o3_standin_connection)
 def test_a_read_timeout_is_a_request_timeout_error(o3_standin_connection):
     o3_standin_connection.script(Stall(2.0), Stall(2.0), Stall(2.0))
     with pytest.raises(RequestTimeoutError, match=r"no reply from .* in time \(ReadTimeout\)"):
-        completion_from_event(fire(trigger(timeout=0.2)))
+        completion_from_event(fire(trigger(read_timeout=0.2)))
 
 
 def test_an_unreachable_service_is_a_connect_error(monkeypatch):
@@ -128,8 +148,8 @@ def test_an_unreachable_service_is_a_connect_error(monkeypatch):
 def test_a_connection_without_a_key_is_reported_not_crashed(monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_AIMLAPI_DEFAULT", json.dumps({"conn_type": "aimlapi"}))
     event = fire(trigger())
-    assert event == {"status": "error", "error": "InvalidRequestError", "message": event["message"]}
-    with pytest.raises(InvalidRequestError, match="has no API key"):
+    assert event == {"status": "error", "error": "ConfigurationError", "message": event["message"]}
+    with pytest.raises(ConfigurationError, match="has no API key"):
         completion_from_event(event)
 
 
@@ -172,7 +192,9 @@ def cached_trigger(tmp_path, **cache: Any) -> O3MiniTrigger:
     hook = O3MiniHook()
     settings = {"mode": "on", "path": str(tmp_path), **cache}
     key = hook.cache_key(hook.prepare(BODY["messages"]))
-    return O3MiniTrigger(conn_id="aimlapi_default", body=BODY, retry=FAST, cache=settings, cache_key=key)
+    return O3MiniTrigger(
+        conn_id="aimlapi_default", body=BODY, request_retry=FAST, cache=settings, cache_key=key
+    )
 
 
 def stored(trigger: O3MiniTrigger) -> Any:
@@ -339,7 +361,9 @@ def test_a_reply_trickling_into_the_triggerer_is_cut_at_the_attempt_timeout_and_
         monkeypatch.setenv("AIRFLOW_CONN_AIMLAPI_DEFAULT", json.dumps(connection))
         started = time.monotonic()
         event = fire(
-            O3MiniTrigger(conn_id="aimlapi_default", body=BODY, retry={"max_attempts": 1}, timeout=1)
+            O3MiniTrigger(
+                conn_id="aimlapi_default", body=BODY, request_retry={"max_attempts": 1}, read_timeout=1
+            )
         )
         elapsed = time.monotonic() - started
     finally:
