@@ -283,3 +283,8 @@ class BalanceUnavailableError(O3Error):
     def __init__(self, message: str, *, retryable: bool = False) -> None:
         self.retryable = retryable
         super().__init__(message)
+
+
+class InsufficientBalanceError(O3Error):
+    """A batch with ``min_balance_usd`` did not start: its estimated cost would leave less than
+    that on the account. Final: nothing was sent, and a retry would find the same balance."""
