@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
 from airflow_o3.parameters import REJECTED_PARAMETERS  # the stand-in refuses them with 400, as o3-mini does
+from airflow_o3.testing.billing import BALANCE_PATHS, answer_balance
 from airflow_o3.testing.faults import (
     Body,
     ConnectionReset,
@@ -694,6 +695,8 @@ class StandInServer:
             self._chat(handler, record)
         elif handler.command == "GET" and path in MODELS_PATHS:
             handler.respond_json(200, self._models(), {})
+        elif path in BALANCE_PATHS:
+            answer_balance(self, handler, record)
         else:
             error = HttpError(404, f"Cannot {handler.command} {path or '/'}", shape="aimlapi")
             payload, content_type = _error_body(error, path, uuid.uuid4().hex)
