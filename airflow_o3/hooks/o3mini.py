@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     import httpx
     import requests
 
+    from airflow_o3.ledger import DailyLedger
     from airflow_o3.ratecontrol import RateController
     from airflow_o3.streaming import OnText
 
@@ -272,6 +273,15 @@ class O3MiniHook(BaseHook):
         return replace(settings, timeouts=timeouts, retry=retry)
 
     @cached_property
+    def ledger(self) -> DailyLedger:
+        """The connection's daily spend ledger: checked before each request, told of each paid reply."""
+        from airflow_o3.ledger import DailyLedger
+
+        settings = self.settings
+        fingerprint = connection_fingerprint(settings.base_url, settings.api_key)
+        return DailyLedger(self.conn_id, fingerprint, settings.cap)
+
+    @cached_property
     def session(self) -> requests.Session:
         """One pooled HTTP session for every call this hook makes."""
         import requests
@@ -354,6 +364,7 @@ class O3MiniHook(BaseHook):
                     if choice.text:
                         on_text(choice.index, choice.text)
             return stored
+        self.ledger.check()
         sleep = self.rate_control.sleep if self.rate_control is not None else time.sleep
         try:
             if prepared.body.get("stream"):
@@ -364,6 +375,7 @@ class O3MiniHook(BaseHook):
                 completion = call_with_retries(self.settings.retry, lambda: self._post(prepared), sleep=sleep)
         except ServiceError as error:
             raise error.for_connection(self.conn_id) from error.__cause__
+        self.ledger.record(completion)
         if cache is not None:
             cache.put(key, completion)
         return completion
@@ -532,10 +544,13 @@ class O3MiniHook(BaseHook):
         if prepared.body.get("stream"):
             raise InvalidRequestError("asend reads whole replies (fix: send the request without stream)")
         settings = await self.aget_settings()
+        await asyncio.to_thread(self.ledger.check)
         try:
-            return await acall_with_retries(settings.retry, lambda: self._apost(prepared, client))
+            completion = await acall_with_retries(settings.retry, lambda: self._apost(prepared, client))
         except ServiceError as error:
             raise error.for_connection(self.conn_id) from error.__cause__
+        await asyncio.to_thread(self.ledger.record, completion)
+        return completion
 
     async def _apost(self, prepared: PreparedCall, client: httpx.AsyncClient) -> Completion:
         """One attempt over httpx, cut at the attempt timeout whatever the server does."""
@@ -609,10 +624,13 @@ class O3MiniHook(BaseHook):
         except (ValueError, AttributeError):
             models = set()
         listed = "is listed" if settings.model in models else "is NOT listed"
+        from airflow_o3.billing import balance_summary
+
+        balance = balance_summary(settings.billing_base_url, settings.api_key, self.ledger)
         return True, (
             f"Reached {settings.models_url} in {time.monotonic() - started:.2f}s; model "
             f"{settings.model!r} {listed}; an API key is set (it is checked by the first real call, "
-            "since listing models is free and needs no key)"
+            f"since listing models is free and needs no key); {balance}"
         )
 
     def _get(self, url: str, headers: Mapping[str, str]) -> tuple[int, Mapping[str, str], bytes]:
