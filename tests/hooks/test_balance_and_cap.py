@@ -83,13 +83,17 @@ def test_once_the_day_spend_reaches_the_cap_no_request_starts_and_the_error_name
     assert "spent on" in message
 
 
-def test_a_reply_in_the_response_cache_is_still_served_at_the_cap(connect, o3_standin, tmp_path):
+def test_at_the_cap_a_cached_reply_is_still_served_and_an_uncached_request_refused(
+    connect, o3_standin, tmp_path
+):
     cache = ResponseCache(CacheSettings(mode="on", path=str(tmp_path / "cache")))
     first = connect(daily_budget_usd=0.000001).chat(USER, cache=cache)
     again = connect(daily_budget_usd=0.000001).chat(USER, cache=cache)
     assert again.from_cache
     assert again.text == first.text
-    assert len(o3_standin.chat_requests) == 1
+    with pytest.raises(DailyBudgetExceededError):
+        connect(daily_budget_usd=0.000001).chat([{"role": "user", "content": "Not cached"}], cache=cache)
+    assert len(o3_standin.chat_requests) == 1, "only a request the cache cannot answer is refused"
 
 
 def test_the_async_path_of_the_triggerer_is_held_by_the_cap_too(connect, o3_standin):
