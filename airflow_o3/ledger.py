@@ -250,10 +250,13 @@ class DailyLedger:
         except Exception as error:
             log.warning(
                 "The reply was paid for but the daily spend ledger of connection %r could not be "
-                "written (%s): other workers do not see this spend until a write succeeds, and this "
-                "process refuses new requests while it cannot write (fix: make %s writable)",
+                "written (%s): other workers do not see this spend until a write succeeds%s "
+                "(fix: make %s writable)",
                 self.conn_id,
                 _why(error),
+                ", and this process refuses new requests while it cannot write"
+                if self.settings.daily_budget_usd is not None
+                else "",
                 self.settings.root,
             )
 
