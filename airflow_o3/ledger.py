@@ -181,6 +181,16 @@ _tallies: dict[tuple[str, str, str, int], _Tally] = {}
 _seen: dict[tuple[str, str, str], _Seen] = {}
 
 
+def _new_lock_after_fork() -> None:
+    """A forked child gets a free lock: another thread of the parent may have held it at the fork.
+    The child's totals are its own (keyed by process id), so nothing else needs resetting."""
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_after_fork)
+
+
 def _writer_name() -> str:
     """This process's file name: host, process id and a random part (a process id is reused)."""
     host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:60] or "host"

@@ -202,3 +202,22 @@ def test_cap_extras_are_read_from_strings_as_the_connection_form_stores_them():
     assert settings == CapSettings(
         daily_budget_usd=25.0, ledger_path="s3://bucket/o3", ledger_refresh_seconds=0.0
     )
+
+
+def record_in_a_forked_child(root: str) -> None:
+    ledger(root).record(paid(0.01))
+
+
+def test_a_process_forked_while_another_thread_records_can_record_too(tmp_path):
+    from airflow_o3 import ledger as module
+
+    with module._lock:  # as if a batch thread were recording at the moment of the fork
+        child = multiprocessing.get_context("fork").Process(
+            target=record_in_a_forked_child, args=(str(tmp_path),)
+        )
+        child.start()
+    child.join(timeout=30)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0, "the child hung on the lock it inherited"
+    assert ledger(str(tmp_path)).spent("2026-11-30") == pytest.approx(0.01)
