@@ -221,3 +221,27 @@ def test_a_process_forked_while_another_thread_records_can_record_too(tmp_path):
         child.kill()
     assert child.exitcode == 0, "the child hung on the lock it inherited"
     assert ledger(str(tmp_path)).spent("2026-11-30") == pytest.approx(0.01)
+
+
+def test_on_object_storage_the_cap_counts_the_files_of_every_worker():
+    from tests.dagrun import AIRFLOW_3
+
+    if not AIRFLOW_3:
+        pytest.skip("Airflow 2's ObjectStoragePath has no memory:// filesystem to stand in for s3://")
+    import uuid
+
+    import fsspec
+
+    root = f"memory://o3-ledger-{uuid.uuid4().hex}"
+    other = json.dumps({"version": 1, "usd": 0.02, "credits": 40_000, "priced_usd": 0.02, "requests": 2})
+    folder = f"{root[len('memory://') :]}/{FINGERPRINT[:32]}/2026-11-30"
+    fsspec.filesystem("memory").pipe(f"/{folder}/worker-b-1-abc.json", other.encode())
+    own = ledger(root, cap=0.03)
+    own.check()
+    own.record(paid(0.01, 20_000))
+    with pytest.raises(DailyBudgetExceededError, match=r"\$0\.030000 spent"):
+        own.check()
+    assert len(fsspec.filesystem("memory").ls(f"/{folder}")) == 2, "this process wrote a file of its own"
+    fsspec.filesystem("memory").pipe(f"/{folder}/worker-c-1-abc.json", b"{broken")
+    with pytest.raises(LedgerUnavailableError, match=r"worker-c-1-abc\.json could not be read"):
+        own.check()
