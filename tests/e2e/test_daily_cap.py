@@ -208,6 +208,7 @@ def wait_until(condition, processes, seconds: float = 180.0) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_two_tasks_in_two_processes_that_together_exceed_the_cap_the_second_is_stopped(
     dag_file, test_dags_folder, monkeypatch, tmp_path

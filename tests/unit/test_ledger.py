@@ -88,6 +88,7 @@ def test_threads_of_one_process_lose_no_update(tmp_path):
     assert data["usd"] == pytest.approx(0.4)
 
 
+@pytest.mark.slow  # starts processes
 def test_processes_writing_at_once_are_all_counted_by_a_reader_elsewhere(tmp_path):
     with multiprocessing.get_context("spawn").Pool(4) as pool:
         pids = pool.starmap(spend_in_a_process, [(str(tmp_path), 25)] * 4)
@@ -98,6 +99,7 @@ def test_processes_writing_at_once_are_all_counted_by_a_reader_elsewhere(tmp_pat
         reader.check()
 
 
+@pytest.mark.slow  # starts processes
 def test_other_processes_spend_is_seen_within_ledger_refresh_seconds(tmp_path):
     reader = ledger(str(tmp_path), cap=0.02, refresh=3600)
     reader.check()  # reads the (empty) day and keeps it for an hour
@@ -208,6 +210,7 @@ def record_in_a_forked_child(root: str) -> None:
     ledger(root).record(paid(0.01))
 
 
+@pytest.mark.slow  # starts processes
 def test_a_process_forked_while_another_thread_records_can_record_too(tmp_path):
     from airflow_o3 import ledger as module
 
