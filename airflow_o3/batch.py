@@ -14,7 +14,14 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from airflow_o3.budget import Budget, BudgetExceededError, Spend
-from airflow_o3.errors import AuthenticationError, InvalidRequestError, O3Error, OutOfCreditsError
+from airflow_o3.errors import (
+    AuthenticationError,
+    DailyBudgetExceededError,
+    InvalidRequestError,
+    LedgerUnavailableError,
+    O3Error,
+    OutOfCreditsError,
+)
 from airflow_o3.parameters import coerce_settings
 from airflow_o3.ratecontrol import StoppedError
 
@@ -37,8 +44,9 @@ ItemErrorPolicy = Literal["fail", "continue"]
 ITEM_ERROR_POLICIES: tuple[str, ...] = ("fail", "continue")
 MAX_CONCURRENCY = 512
 
-ACCOUNT_ERRORS = (AuthenticationError, OutOfCreditsError)
-"""Errors no item can avoid (a wrong key, no credits): they stop the batch whatever the policy."""
+ACCOUNT_ERRORS = (AuthenticationError, OutOfCreditsError, DailyBudgetExceededError, LedgerUnavailableError)
+"""Errors no item can avoid (a wrong key, no credits, the connection's daily cap reached or its
+ledger unreachable): they stop the batch whatever the policy."""
 
 STOP_POLL = 0.1
 """Seconds between two looks at whether the batch was stopped from outside (task kill)."""

@@ -271,3 +271,29 @@ def error_class_for_status(status: int) -> type[ServiceError]:
     if status in (408, 409) or status >= 500:
         return ServerError
     return BadRequestError
+
+
+class DailyBudgetExceededError(O3Error):
+    """The connection's daily cap (extra ``daily_budget_usd``) is reached: no new request starts
+    until the next UTC day. Final: a task retry today would meet the same cap."""
+
+
+class LedgerUnavailableError(O3Error):
+    """The daily spend ledger could not be read or written, so the cap cannot be kept: no request
+    starts. Retryable: nothing was paid, and the storage may be back by the task's next try."""
+
+    retryable = True
+
+
+class BalanceUnavailableError(O3Error):
+    """The account balance could not be read (billing host unreachable, a refused key, a reply of
+    the wrong shape). ``retryable`` follows the cause: a timeout may pass, a 401 will not."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        self.retryable = retryable
+        super().__init__(message)
+
+
+class InsufficientBalanceError(O3Error):
+    """A batch with ``min_balance_usd`` did not start: its estimated cost would leave less than
+    that on the account. Final: nothing was sent, and a retry would find the same balance."""

@@ -55,6 +55,29 @@ CONNECTION_TYPE: dict[str, Any] = {
             "description": "Seconds after which no new attempt starts.",
             "schema": {"type": ["number", "null"], "default": 900, "minimum": 0},
         },
+        "daily_budget_usd": {
+            "label": "Daily budget (USD)",
+            "description": "Dollars this connection may spend per UTC day, over all tasks and workers; "
+            "once reached, no new request starts until 00:00 UTC. Empty: no cap.",
+            "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
+        },
+        "ledger_path": {
+            "label": "Spend ledger path",
+            "description": "Where the day's spend is kept: a local folder (one machine; default "
+            "$AIRFLOW_HOME/o3_ledger) or a URL every worker reaches, e.g. s3://bucket/o3-ledger.",
+            "schema": {"type": ["string", "null"]},
+        },
+        "ledger_refresh_seconds": {
+            "label": "Ledger refresh (s)",
+            "description": "How stale other workers' spend may be when the cap is checked; 0 reads it "
+            "at every request.",
+            "schema": {"type": ["number", "null"], "default": 5, "minimum": 0},
+        },
+        "billing_base_url": {
+            "label": "Billing base URL",
+            "description": "Where the account balance is read (GET /v1/billing/balance).",
+            "schema": {"type": ["string", "null"], "default": "https://billing.aimlapi.com"},
+        },
     },
 }
 

@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow_o3 import __version__
+from airflow_o3.billing import DEFAULT_BILLING_BASE_URL, billing_base_url_from_extras
 from airflow_o3.errors import ConfigurationError
+from airflow_o3.ledger import CapSettings, cap_settings_from_extras
 from airflow_o3.retry import RequestRetry
 
 if TYPE_CHECKING:
@@ -73,6 +75,8 @@ class ClientSettings:
     timeouts: Timeouts = Timeouts()
     retry: RequestRetry = RequestRetry()
     max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
+    billing_base_url: str = DEFAULT_BILLING_BASE_URL
+    cap: CapSettings = field(default_factory=CapSettings)
 
     @property
     def chat_url(self) -> str:
@@ -207,4 +211,6 @@ def settings_from_connection(
         ),
         retry=retry,
         max_reply_bytes=_size(extras, "max_reply_bytes", DEFAULT_MAX_REPLY_BYTES),
+        billing_base_url=billing_base_url_from_extras(conn_id, extras),
+        cap=cap_settings_from_extras(conn_id, extras),
     )

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     import httpx
     import requests
 
+    from airflow_o3.ledger import DailyLedger
     from airflow_o3.ratecontrol import RateController
     from airflow_o3.streaming import OnText
 
@@ -384,6 +385,15 @@ class O3MiniHook(BaseHook):
         return replace(settings, timeouts=timeouts, retry=retry)
 
     @cached_property
+    def ledger(self) -> DailyLedger:
+        """The connection's daily spend ledger: checked before each request, told of each paid reply."""
+        from airflow_o3.ledger import DailyLedger
+
+        settings = self.settings
+        fingerprint = connection_fingerprint(settings.base_url, settings.api_key)
+        return DailyLedger(self.conn_id, fingerprint, settings.cap)
+
+    @cached_property
     def session(self) -> requests.Session:
         """One pooled HTTP session for every call this hook makes."""
         import requests
@@ -461,11 +471,13 @@ class O3MiniHook(BaseHook):
         chain = self._chain()
         for position, hook in enumerate(chain):
             call = hook.retargeted(prepared, self.settings.model)
+            hook.ledger.check()
             try:
                 completion = hook._with_retries(functools.partial(hook._attempt, call, on_text))
             except ServiceError as error:
                 _fall_back_or_raise(error, chain[position + 1 :])
                 continue
+            hook.ledger.record(completion)
             return self._answered(cache, keys, hook.conn_id, completion)
         raise AssertionError("unreachable: the last connection's error is raised")  # pragma: no cover
 
@@ -502,11 +514,13 @@ class O3MiniHook(BaseHook):
         for position, hook in enumerate(chain):
             await hook.aget_settings()
             call = hook.retargeted(prepared, settings.model)
+            await asyncio.to_thread(hook.ledger.check)
             try:
                 completion = await hook._awith_retries(functools.partial(hook._aattempt, call, client))
             except ServiceError as error:
                 _fall_back_or_raise(error, chain[position + 1 :])
                 continue
+            await asyncio.to_thread(hook.ledger.record, completion)
             if cache is None:
                 return self._answered(None, keys, hook.conn_id, completion)
             return await asyncio.to_thread(self._answered, cache, keys, hook.conn_id, completion)
@@ -826,10 +840,13 @@ class O3MiniHook(BaseHook):
         except (ValueError, AttributeError):
             models = set()
         listed = "is listed" if settings.model in models else "is NOT listed"
+        from airflow_o3.billing import balance_summary
+
+        balance = balance_summary(settings.billing_base_url, settings.api_key, self.ledger)
         return True, (
             f"Reached {settings.models_url} in {time.monotonic() - started:.2f}s; model "
             f"{settings.model!r} {listed}; an API key is set (it is checked by the first real call, "
-            "since listing models is free and needs no key)"
+            f"since listing models is free and needs no key); {balance}"
         )
 
     def _get(self, url: str, headers: Mapping[str, str]) -> tuple[int, Mapping[str, str], bytes]:

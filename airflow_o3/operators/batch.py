@@ -88,6 +88,10 @@ class O3MiniBatchOperator(O3MiniOperator):
     :param on_item_error: ``"fail"`` (default): the first item that fails stops the batch and fails
         the task; ``"continue"``: a failed item's result is ``None``, its error is listed in the
         ``errors`` XCom, and the others go on. A wrong key or an empty account stops the batch either way.
+    :param min_balance_usd: before the first request, read the account's balance and refuse to start
+        (a final error, nothing sent) when the batch's estimated cost would leave less than this many
+        dollars. The estimate is at the list price: each request's text as prompt tokens plus its
+        ``max_completion_tokens`` (else 4,000) per choice; replies the cache holds are counted too.
     :param progress_interval: seconds between two progress lines in the log.
     :param cache: as for :class:`O3MiniOperator`; with it on, a retry of a failed or stopped batch
         reads the replies of the items that completed and pays only for the others.
@@ -112,6 +116,7 @@ class O3MiniBatchOperator(O3MiniOperator):
         limits: BatchLimits | Mapping[str, Any] | None = None,
         budget: Budget | Mapping[str, Any] | None = None,
         on_item_error: ItemErrorPolicy = "fail",
+        min_balance_usd: float | None = None,
         progress_interval: float = 5.0,
         **kwargs: Any,
     ) -> None:
@@ -139,7 +144,16 @@ class O3MiniBatchOperator(O3MiniOperator):
             raise InvalidRequestError(
                 f"{self.task_id}: progress_interval is {progress_interval!r} (fix: use seconds above 0)"
             )
+        if min_balance_usd is not None and (
+            isinstance(min_balance_usd, bool)
+            or not isinstance(min_balance_usd, int | float)
+            or min_balance_usd < 0
+        ):
+            raise InvalidRequestError(
+                f"{self.task_id}: min_balance_usd is {min_balance_usd!r} (fix: use dollars, 0 or more)"
+            )
         self.items = items
+        self.min_balance_usd = min_balance_usd
         self.on_item_error = on_item_error
         self.progress_interval = progress_interval
 
@@ -190,6 +204,11 @@ class O3MiniBatchOperator(O3MiniOperator):
             calls, failures = self.prepare_items(hook, items, context)
             if self.dry_run_only:
                 return self._dry_run(calls, failures)
+            if self.min_balance_usd is not None:
+                from airflow_o3.billing import check_batch_balance
+
+                bodies = [call.body for call in calls if call is not None]
+                self.log.info("Balance checked: %s", check_batch_balance(hook, bodies, self.min_balance_usd))
             self.log.info(
                 "Sending %d item(s), up to %d at a time%s",
                 len(calls) - len(failures),

@@ -40,6 +40,7 @@ from urllib.parse import quote, urlsplit
 
 from airflow_o3.contract import CREDITS_PER_USD, LIST_PRICE
 from airflow_o3.request import body_problems
+from airflow_o3.testing.billing import BALANCE_PATHS, answer_balance
 from airflow_o3.testing.faults import (
     Body,
     ConnectionReset,
@@ -564,15 +565,20 @@ class StandInServer:
         return f"http://{self.host}:{self.port}/v1"
 
     def connection_json(self, api_key: str = "standin-test-key") -> str:
-        """The JSON value for ``AIRFLOW_CONN_AIMLAPI_DEFAULT`` pointing at this server."""
-        return json.dumps({"conn_type": "aimlapi", "host": self.base_url, "password": api_key})
+        """The JSON value for ``AIRFLOW_CONN_AIMLAPI_DEFAULT`` pointing at this server (its billing
+        endpoint too, so that ``test_connection`` reads the balance here, not from the service)."""
+        extra = {"billing_base_url": f"http://{self.host}:{self.port}"}
+        connection = {"conn_type": "aimlapi", "host": self.base_url, "password": api_key, "extra": extra}
+        return json.dumps(connection)
 
     def connection_uri(self, api_key: str = "standin-test-key") -> str:
         """The same connection in Airflow's URI form, ``aimlapi://:KEY@<url-encoded base URL>``.
 
         Airflow decodes the host back to the full ``http://...`` base URL, which the hook uses as is.
         """
-        return f"aimlapi://:{quote(api_key, safe='')}@{quote(self.base_url, safe='')}"
+        billing = quote(f"http://{self.host}:{self.port}", safe="")
+        key, base = quote(api_key, safe=""), quote(self.base_url, safe="")
+        return f"aimlapi://:{key}@{base}?billing_base_url={billing}"
 
     # -- what the server has seen ----------------------------------------------------------------
 
@@ -662,6 +668,8 @@ class StandInServer:
             self._chat(handler, record)
         elif handler.command == "GET" and path in MODELS_PATHS:
             handler.respond_json(200, self._models(), {})
+        elif path in BALANCE_PATHS:
+            answer_balance(self, handler, record)
         else:
             error = HttpError(404, f"Cannot {handler.command} {path or '/'}", shape="aimlapi")
             payload, content_type = _error_body(error, path, uuid.uuid4().hex)
