@@ -113,8 +113,8 @@ def test_dry_run_end_to_end_renders_upstream_data_logs_and_pushes_the_body_and_s
 
     log = result.task_log("classify")
     assert (
-        f"Render only, nothing sent. The request would be POST {o3_standin_connection.base_url}/chat/completions"
-        in log
+        "Render only, nothing sent. The request would be POST "
+        f"{o3_standin_connection.base_url}/chat/completions" in log
     )
     assert '"content": "Ticket T-17: Charged twice for {{ plan }}, please refund."' in log
     assert result.leaks(STANDIN_API_KEY) == []
