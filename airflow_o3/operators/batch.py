@@ -189,12 +189,6 @@ class O3MiniBatchOperator(BaseOperator):
         check_arguments(kwargs.get("task_id"), kwargs)
         return super().partial(**kwargs)
 
-    def get_template_env(self, dag: Any = None) -> jinja2.Environment:
-        """The DAG's environment with the prompt rules (see :func:`~airflow_o3.call.prompt_environment`);
-        outside a DAG, a strict one, so an undefined variable always fails."""
-        strict = dag is None and not self.has_dag()  # type: ignore[no-untyped-call]  # not annotated in Airflow
-        return prompt_environment(super().get_template_env(dag), self.task_id, strict=strict)
-
     def render_template(
         self,
         content: Any,
@@ -203,8 +197,9 @@ class O3MiniBatchOperator(BaseOperator):
         seen_oids: set[int] | None = None,
     ) -> Any:
         """Airflow's rendering, with the prompt rules of :func:`~airflow_o3.call.prompt_environment`
-        (Airflow passes the DAG's environment here, on the mapped path too)."""
-        env = prompt_environment(jinja_env or self.get_template_env(), self.task_id)
+        (on the mapped path too); outside a DAG an undefined variable is always an error."""
+        strict = not self.has_dag()  # type: ignore[no-untyped-call]  # not annotated in Airflow
+        env = prompt_environment(jinja_env or self.get_template_env(), self.task_id, strict=strict)
         return super().render_template(content, context, env, seen_oids)
 
     def resolve_template_files(self) -> None:

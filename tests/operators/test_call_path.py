@@ -89,19 +89,6 @@ def test_the_render_command_refuses_a_parameter_as_the_operator_does(tmp_path):
     assert str(raised.value).removeprefix("ask: ") in done.stderr
 
 
-def test_a_batch_renders_inline_text_ending_in_md_per_item_as_text(o3_standin_connection):
-    operator = O3MiniBatchOperator(
-        task_id="enrich",
-        items=["a", "b"],
-        prompt="Summarise {{ item }} as in NOTES.md",
-        request_retry=FAST_RETRY,
-    )
-    assert operator.execute(stub_context()) == [
-        "Stand-in reply to: Summarise a as in NOTES.md",
-        "Stand-in reply to: Summarise b as in NOTES.md",
-    ]
-
-
 def test_the_request_object_names_the_empty_field_after_rendering():
     from airflow_o3.call import O3Call
 
