@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from airflow_o3.deprecations import warn_renamed
@@ -390,6 +390,19 @@ class O3Call:
             raise InvalidRequestError(f"{prefix}{error}") from None
         return cls(output=output, **{**fields, "parameters": dict(fields.get("parameters") or {})})
 
+    @classmethod
+    def from_arguments(cls, arguments: Mapping[str, Any], kwargs: Mapping[str, Any]) -> O3Call:
+        """The call an operator's arguments describe, after every check that can be made at DAG parse.
+
+        :param arguments: the operator's named arguments (its ``locals()`` in ``__init__``): the
+            fields of :class:`O3Call` and ``response_format`` are taken from them.
+        :param kwargs: its other keyword arguments (``task_id``, ...), which must hold no request
+            parameter (see :func:`check_arguments`).
+        """
+        request = {name: arguments[name] for name in _ARGUMENTS if name in arguments}
+        check_arguments(kwargs.get("task_id"), {**kwargs, **request})
+        return cls.checked(kwargs.get("task_id"), **request)
+
     @property
     def choices(self) -> int:
         """How many answers are asked for (``n``): with more than one, the result is a list."""
@@ -483,3 +496,24 @@ class O3Call:
             },
         )
         return value, usage
+
+
+_ARGUMENTS = (*(f.name for f in fields(O3Call) if f.name != "output"), "response_format")
+"""The operator arguments that describe its call."""
+
+
+def render_template(
+    operator: Any,
+    content: Any,
+    context: Context,
+    jinja_env: jinja2.Environment | None = None,
+    seen_oids: Any = None,
+) -> Any:
+    """Airflow's ``render_template``, with the prompt rules of :func:`prompt_environment` (on the mapped
+    path too); outside a DAG an undefined variable is always an error. The operators' own method."""
+    from airflow.providers.common.compat.sdk import BaseOperator
+
+    env = prompt_environment(
+        jinja_env or operator.get_template_env(), operator.task_id, strict=not operator.has_dag()
+    )
+    return BaseOperator.render_template(operator, content, context, env, seen_oids)

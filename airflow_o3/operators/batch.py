@@ -24,8 +24,8 @@ from airflow_o3.call import (
     O3Call,
     check_arguments,
     client_request_id,
-    prompt_environment,
     read_template_files,
+    render_template,
     take_renamed,
     task_failure_on_final_errors,
 )
@@ -34,7 +34,6 @@ from airflow_o3.errors import InvalidRequestError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    import jinja2
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_o3.batch import BatchOutcome, ItemErrorPolicy
@@ -143,18 +142,9 @@ class O3MiniBatchOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         renamed = take_renamed(kwargs, type(self).__name__)
-        request = {
-            "prompt": prompt,
-            "system_prompt": system_prompt,
-            "messages": messages,
-            "model": model,
-            "reasoning_effort": reasoning_effort,
-            "max_completion_tokens": max_completion_tokens,
-            "parameters": parameters,
-        }
-        check_arguments(kwargs.get("task_id"), {**kwargs, **request})
+        call = O3Call.from_arguments(locals(), kwargs)
         super().__init__(**kwargs)
-        self.call = O3Call.checked(self.task_id, response_format=response_format, **request)
+        self.call = call
         try:
             self.limits = BatchLimits.coerce(limits)
             self.budget = Budget.coerce(budget)
@@ -189,18 +179,8 @@ class O3MiniBatchOperator(BaseOperator):
         check_arguments(kwargs.get("task_id"), kwargs)
         return super().partial(**kwargs)
 
-    def render_template(
-        self,
-        content: Any,
-        context: Context,
-        jinja_env: jinja2.Environment | None = None,
-        seen_oids: set[int] | None = None,
-    ) -> Any:
-        """Airflow's rendering, with the prompt rules of :func:`~airflow_o3.call.prompt_environment`
-        (on the mapped path too); outside a DAG an undefined variable is always an error."""
-        strict = not self.has_dag()  # type: ignore[no-untyped-call]  # not annotated in Airflow
-        env = prompt_environment(jinja_env or self.get_template_env(), self.task_id, strict=strict)
-        return super().render_template(content, context, env, seen_oids)
+    render_template = render_template
+    """Airflow's rendering with the prompt rules (:func:`airflow_o3.call.render_template`)."""
 
     def resolve_template_files(self) -> None:
         """Read the prompt template files when the DAG is parsed, by the rule of

@@ -20,8 +20,8 @@ from airflow_o3.call import (
     O3Call,
     check_arguments,
     client_request_id,
-    prompt_environment,
     read_template_files,
+    render_template,
     reply_value,
     take_renamed,
     task_failure_on_final_errors,
@@ -32,7 +32,6 @@ from airflow_o3.structured import reask_messages
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    import jinja2
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_o3.cache import CacheSettings, ResponseCache
@@ -136,19 +135,9 @@ class O3MiniOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         renamed = take_renamed(kwargs, type(self).__name__)
-        request = {
-            "prompt": prompt,
-            "system_prompt": system_prompt,
-            "messages": messages,
-            "model": model,
-            "reasoning_effort": reasoning_effort,
-            "max_completion_tokens": max_completion_tokens,
-            "parameters": parameters,
-            "stream": stream,
-        }
-        check_arguments(kwargs.get("task_id"), {**kwargs, **request})
+        call = O3Call.from_arguments(locals(), kwargs)
         super().__init__(**kwargs)
-        self.call = O3Call.checked(self.task_id, response_format=response_format, **request)
+        self.call = call
         self.worker_reason = self._check_worker_needs(stream, json_retries, deferrable)
         self.prompt = prompt
         self.system_prompt = system_prompt
@@ -204,18 +193,8 @@ class O3MiniOperator(BaseOperator):
 
         return O3MiniHook(conn_id=self.conn_id, retry=self.request_retry, timeout=self.read_timeout)
 
-    def render_template(
-        self,
-        content: Any,
-        context: Context,
-        jinja_env: jinja2.Environment | None = None,
-        seen_oids: set[int] | None = None,
-    ) -> Any:
-        """Airflow's rendering, with the prompt rules of :func:`~airflow_o3.call.prompt_environment`
-        (on the mapped path too); outside a DAG an undefined variable is always an error."""
-        strict = not self.has_dag()  # type: ignore[no-untyped-call]  # not annotated in Airflow
-        env = prompt_environment(jinja_env or self.get_template_env(), self.task_id, strict=strict)
-        return super().render_template(content, context, env, seen_oids)
+    render_template = render_template
+    """Airflow's rendering with the prompt rules (:func:`airflow_o3.call.render_template`)."""
 
     @classmethod
     def partial(cls, **kwargs: Any) -> Any:
