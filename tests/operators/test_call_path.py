@@ -98,3 +98,23 @@ def test_the_request_object_names_the_empty_field_after_rendering():
     rendered = [{"role": "user", "content": "fine"}, {"role": "user", "content": "  "}]
     with pytest.raises(InvalidRequestError, match=r"the rendered messages\[1\]\.content is empty"):
         call.conversation(lambda value: rendered)
+
+
+def test_a_batch_renders_every_content_of_its_conversation_per_item(o3_standin_connection):
+    conversation = [
+        {"role": "developer", "content": "Row {{ index }}."},
+        {"role": "user", "content": "Industry of {{ item.company }}? {{ item.note }}"},
+    ]
+    items = [{"company": "A", "note": "{{ 6 * 7 }}"}, {"company": "B", "note": ""}]
+    O3MiniBatchOperator(task_id="enrich", items=items, messages=conversation).execute(stub_context())
+    sent = sorted(
+        (request.body["messages"] for request in o3_standin_connection.chat_requests),
+        key=lambda messages: messages[0]["content"],
+    )
+    assert sent == [
+        [
+            {"role": "developer", "content": "Row 0."},
+            {"role": "user", "content": "Industry of A? {{ 6 * 7 }}"},
+        ],
+        [{"role": "developer", "content": "Row 1."}, {"role": "user", "content": "Industry of B? "}],
+    ]
