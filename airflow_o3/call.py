@@ -498,8 +498,10 @@ class O3Call:
         return value, usage
 
 
-_ARGUMENTS = (*(f.name for f in fields(O3Call) if f.name != "output"), "response_format")
-"""The operator arguments that describe its call."""
+REQUEST_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(O3Call) if f.name != "output")
+"""The fields of :class:`O3Call` that are operator arguments of the same name."""
+
+_ARGUMENTS = (*REQUEST_FIELDS, "response_format")
 
 
 def render_template(

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
 from airflow_o3.call import (
+    REQUEST_FIELDS,
     TEMPLATE_EXT,
     O3Call,
     check_arguments,
@@ -220,15 +221,10 @@ class O3MiniOperator(BaseOperator):
         self.prepare_template()
 
     def request(self) -> O3Call:
-        """The call as the template fields are now: rendered when the task runs, and as a subclass's
-        ``execute`` may have set them before calling this one's."""
-        return replace(
-            self.call,
-            prompt=self.prompt,
-            system_prompt=self.system_prompt,
-            messages=self.messages,
-            model=self.model,
-        )
+        """The call as the operator's fields are now: the template fields rendered when the task runs,
+        and whatever a subclass's ``execute`` set (``prompt``, ``messages``, ``parameters``, ...) before
+        calling this one's."""
+        return replace(self.call, **{name: getattr(self, name) for name in REQUEST_FIELDS})
 
     def execute(self, context: Context) -> Any:
         if self.worker_reason:
