@@ -1,9 +1,9 @@
 """``airflow-o3-render``: render a prompt template and print the request body, without Airflow.
 
-The same check as an ``O3MiniOperator`` with ``dry_run=True``, for a laptop or a CI job where no
+The same check as an ``O3MiniOperator`` with ``render_only=True``, for a laptop or a CI job where no
 Airflow runs: the template is rendered with Jinja the way Airflow renders it (sandboxed, undefined
-variables are errors), with variables from JSON; the body is built and checked against the contract
-by the functions the operator uses; nothing is sent. ::
+variables are errors), with variables from JSON; the body is built and checked by the operator's own
+:class:`~airflow_o3.call.O3Call`; nothing is sent. ::
 
     airflow-o3-render dags/prompts/daily_report.md.j2 \\
         --vars '{"ds": "2026-01-31", "params": {"audience": "ops"}, "xcom": {"collect_figures": {...}}}' \\
@@ -22,11 +22,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from airflow_o3.call import O3Call, check_arguments
 from airflow_o3.errors import InvalidRequestError
-from airflow_o3.parameters import OWN_PARAMETERS, REASONING_EFFORTS
-from airflow_o3.request import build_body
+from airflow_o3.parameters import REASONING_EFFORTS
 from airflow_o3.settings import DEFAULT_MODEL
-from airflow_o3.structured import output_format
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -96,42 +95,27 @@ def render(
         raise InvalidRequestError(f"{where}: {error.message} (fix: add the variable to --vars)") from None
 
 
-def request_body(
-    prompt: str,
-    *,
-    system_prompt: str | None = None,
-    model: str = DEFAULT_MODEL,
-    reasoning_effort: str | None = None,
-    max_completion_tokens: int | None = None,
-    response_format: Any = None,
-    stream: bool = False,
-    parameters: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The body an ``O3MiniOperator`` with these arguments sends for this rendered prompt.
+def request_call(arguments: argparse.Namespace, prompt: str, system_prompt: str | None) -> O3Call:
+    """The call an ``O3MiniOperator`` with these options makes, for the rendered prompts.
 
-    :raises InvalidRequestError: an empty prompt, or anything the contract refuses.
+    :raises InvalidRequestError: anything the operator refuses when the DAG is parsed.
     """
-    for name, text in (("prompt", prompt), ("system prompt", system_prompt)):
-        if text is not None and not text.strip():
-            raise InvalidRequestError(
-                f"the rendered {name} is empty (fix: check the template and its variables)"
-            )
-    for name in OWN_PARAMETERS:
-        if name in (parameters or {}):
-            raise InvalidRequestError(f"pass {name} as its own option, not in --parameters")
-    messages = [{"role": "developer", "content": system_prompt}] if system_prompt is not None else []
-    messages.append({"role": "user", "content": prompt})
-    output = output_format(response_format)
-    if output is not None:
-        output.check(messages)
-    params = {
-        "reasoning_effort": reasoning_effort,
-        "max_completion_tokens": max_completion_tokens,
-        "response_format": dict(output.response_format) if output else None,
-        "stream": True if stream else None,
-        **(parameters or {}),
+    parameters = _json_option(arguments.parameters, "--parameters") if arguments.parameters else None
+    request = {
+        "reasoning_effort": arguments.reasoning_effort,
+        "max_completion_tokens": arguments.max_completion_tokens,
+        "parameters": parameters,
     }
-    return build_body(model, messages, params)
+    check_arguments(None, request, own="option")
+    return O3Call.checked(
+        None,
+        prompt=prompt,
+        system_prompt=system_prompt,
+        model=arguments.model,
+        stream=arguments.stream,
+        response_format=_response_format(arguments.response_format),
+        **request,
+    )
 
 
 def _json_option(text: str, option: str) -> Any:
@@ -213,16 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             system_prompt = render(
                 args.system_prompt, variables, searchpath=searchpath, where="--system-prompt"
             )
-        body = request_body(
-            prompt,
-            system_prompt=system_prompt,
-            model=args.model,
-            reasoning_effort=args.reasoning_effort,
-            max_completion_tokens=args.max_completion_tokens,
-            response_format=_response_format(args.response_format),
-            stream=args.stream,
-            parameters=_json_option(args.parameters, "--parameters") if args.parameters else None,
-        )
+        call = request_call(args, prompt, system_prompt)
+        body = call.body(args.model, call.conversation())
     except (InvalidRequestError, OSError) as error:
         print(f"{PROGRAM}: error: {error}", file=sys.stderr)
         return 1

@@ -1,12 +1,17 @@
-"""Batch: 2,000 items at 100 ms server latency with max_concurrency=64, against the ideal 2000 x 0.1 / 64 s.
+"""Batch: 2,000 items at 100 ms server latency with max_concurrency=64, two figures the issue names.
 
-Target: ``O3MiniBatchOperator`` wall time <= 1.25 x ideal. Printed beside it, from the same run:
+(a) The task's whole duration (``O3MiniBatchOperator.execute``: rendering every item, the calls,
+    publishing the XComs) against its calls alone (the engine's ``elapsed_s``, the first request to
+    the last reply). Target: <= 1.10 x.
+(b) The calls against the stand-in server alone: the same number of requests from 64 threads with bare
+    ``requests`` (the ceiling of this Python server on this machine; the batch cannot beat it).
+    Target: the calls reach 0.97 of the ceiling's speed (server alone / calls >= 0.97, that is calls
+    <= 1.031 x the server alone).
 
-- the stand-in server alone: the same number of requests from 64 threads with bare ``requests``
-  (the ceiling of this Python server on this machine; the batch cannot beat it);
-- the same work through dynamic task mapping (``O3MiniOperator.partial().expand()``) and through the
-  batch operator, both in ``dag.test()``, for ``--mapped-items`` items (200 by default: mapping pays a
-  task instance per item, so the 2,000-item figure is extrapolated from the per-item cost).
+Printed beside them: the ideal ``items x latency / concurrency``, and the same work through dynamic
+task mapping (``O3MiniOperator.partial().expand()``) and through the batch operator, both in
+``dag.test()``, for ``--mapped-items`` items (200 by default: mapping pays a task instance per item, so
+the 2,000-item figure is extrapolated from the per-item cost).
 
 Run: ``.venv/bin/python benchmarks/batch.py`` (options: ``--items``, ``--latency``, ``--concurrency``,
 ``--mapped-items``; ``--mapped-items 0`` skips the dag.test() comparison).
@@ -149,18 +154,25 @@ def main() -> int:
         f"batch: {args.items:,} items, server latency {args.latency * 1000:.0f} ms, max_concurrency "
         f"{args.concurrency}; stand-in in its own process on loopback; {os.cpu_count()} cores"
     )
+    calls = summary["elapsed_s"]
     print(f"  ideal (items x latency / concurrency)       {ideal:7.3f} s")
     print(
-        f"  stand-in alone (bare requests, {args.concurrency} threads)  {alone:7.3f} s  = "
-        f"{alone / ideal:.3f} x ideal   (this server's ceiling here)"
+        f"  stand-in alone (bare requests, {args.concurrency} threads)  {alone:7.3f} s  "
+        "(this server's ceiling here)"
     )
     print(
-        f"  O3MiniBatchOperator.execute                {elapsed:7.3f} s  = {elapsed / ideal:.3f} x ideal   "
-        f"({elapsed / alone:.3f} x the server alone; {summary['items_per_s']:.0f} items/s; "
-        f"{summary['succeeded']:,} succeeded, {summary['failed']} failed)"
+        f"  the batch's calls (first request to last reply)  {calls:7.3f} s  "
+        f"({summary['items_per_s']:.0f} items/s; {summary['succeeded']:,} succeeded, "
+        f"{summary['failed']} failed)"
     )
-    met = elapsed <= 1.25 * ideal
-    print(f"target (batch <= 1.25 x ideal): {verdict(met)}")
+    print(f"  the whole task (O3MiniBatchOperator.execute)     {elapsed:7.3f} s")
+    whole, ceiling = elapsed / calls, alone / calls
+    print(f"(a) whole task / its calls alone:    {whole:.3f} x   target <= 1.10 x: {verdict(whole <= 1.10)}")
+    print(
+        f"(b) server alone / the batch's calls: {ceiling:.3f}     target >= 0.97 "
+        f"(calls {calls / alone:.3f} x the server alone): {verdict(ceiling >= 0.97)}"
+    )
+    met = whole <= 1.10 and ceiling >= 0.97
     if mapped is not None and batched is not None:
         items = args.mapped_items
         per_mapped = mapped / items

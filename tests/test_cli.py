@@ -205,9 +205,9 @@ def test_a_schema_file_is_sent_in_strict_form(capsys, tmp_path):
         ),
         (
             ["--parameters", '{"stop": ["a", "b", "c", "d", "e"]}'],
-            "stop: got ['a', 'b', 'c', 'd', 'e'] (fix: use a string or a list of at most 4 strings)",
+            "parameters['stop']: got ['a', 'b', 'c', 'd', 'e'] (fix: use a string or a list of at most 4",
         ),
-        (["--parameters", '{"n": 0}'], "n: got 0 (fix: use a whole number of 1 or more)"),
+        (["--parameters", '{"n": 0}'], "parameters['n']: got 0 (fix: use a whole number of 1 or more)"),
         (["--response-format", "nope.json"], "is neither 'json_object', 'text' nor a file"),
         (["--parameters", "{seed: 1}"], "--parameters is not valid JSON"),
     ],

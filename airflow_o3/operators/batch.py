@@ -2,40 +2,51 @@
 
 Dynamic task mapping costs a task instance per row (tens of milliseconds each in ``dag.test()``,
 seconds each under a scheduler) and fills the grid view; this operator sends thousands of calls from
-one task. Like the operator module, it imports nothing heavy at DAG parse time.
+one task. It holds one :class:`~airflow_o3.call.O3Call`, renders it per item, and hands the prepared
+calls to the engine in :mod:`airflow_o3.batch`. Like the operator module, it imports nothing heavy at
+DAG parse time.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from functools import partial
+from typing import TYPE_CHECKING, Any, ClassVar, cast
+
+from airflow.providers.common.compat.sdk import BaseOperator
 
 from airflow_o3.batch import ITEM_ERROR_POLICIES, BatchLimits, ItemFailure
 from airflow_o3.budget import Budget
-from airflow_o3.errors import InvalidRequestError
-from airflow_o3.operators.o3mini import (
-    O3MiniOperator,
-    _task_failure_on_final_errors,
+from airflow_o3.call import (
+    TEMPLATE_EXT,
+    O3Call,
+    check_arguments,
     client_request_id,
-    names_template_file,
-    reply_value,
+    read_template_files,
+    render_template,
+    take_renamed,
+    task_failure_on_final_errors,
 )
+from airflow_o3.errors import InvalidRequestError
 
 if TYPE_CHECKING:
-    import jinja2
+    from collections.abc import Sequence
+
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_o3.batch import BatchOutcome, ItemErrorPolicy
+    from airflow_o3.cache import CacheSettings
     from airflow_o3.hooks.o3mini import O3MiniHook, PreparedCall
     from airflow_o3.ratecontrol import RateController
-    from airflow_o3.response import Completion
+    from airflow_o3.retry import RequestRetry
 
 PER_ITEM_FIELDS: tuple[str, ...] = ("prompt", "system_prompt", "messages")
 """Template fields rendered once per item, with ``item`` and ``index`` in the context."""
 
 
-class O3MiniBatchOperator(O3MiniOperator):
+class O3MiniBatchOperator(BaseOperator):
     """Ask o3-mini once per item of a list, up to ``max_concurrency`` calls at a time; return the
     replies in input order.
 
@@ -67,10 +78,12 @@ class O3MiniBatchOperator(O3MiniOperator):
     The batch renders its prompt itself, once per item, whether it is mapped
     (``.partial(prompt=...).expand(items=...)``) or not. So the UI's Rendered Templates view and
     ``airflow tasks render`` show ``prompt``, ``system_prompt`` and ``messages`` as written, beside the
-    rendered ``items`` and ``model``; ``dry_run=True`` logs and returns every item's exact request.
+    rendered ``items`` and ``model``; ``render_only=True`` logs and returns every item's exact request.
 
-    The batch runs in the worker (``deferrable`` does not apply); ``stream`` and ``json_retries`` are
-    not available. All other arguments are those of :class:`O3MiniOperator`.
+    The batch runs in the worker; it takes no ``stream``, ``json_retries`` or ``deferrable``. The
+    arguments it shares with :class:`O3MiniOperator` (``conn_id``, ``model``, ``reasoning_effort``,
+    ``max_completion_tokens``, ``response_format``, ``parameters``, ``request_retry``,
+    ``read_timeout``, ``fallback_conn_ids``, ``render_only``) mean the same there.
 
     :param items: the list to enrich, usually an upstream task's output (``items=load_rows()``) or a
         template that renders to a list (with ``render_template_as_native_obj=True`` on the DAG).
@@ -98,8 +111,11 @@ class O3MiniBatchOperator(O3MiniOperator):
     """
 
     template_fields: Sequence[str] = ("items", "prompt", "system_prompt", "messages", "model")
+    template_ext: Sequence[str] = TEMPLATE_EXT
     template_fields_renderers: ClassVar[dict[str, str]] = {
-        **O3MiniOperator.template_fields_renderers,
+        "prompt": "md",
+        "system_prompt": "md",
+        "messages": "json",
         "items": "json",
     }
     ui_color = "#c2ecd5"
@@ -113,6 +129,17 @@ class O3MiniBatchOperator(O3MiniOperator):
         prompt: str | None = None,
         system_prompt: str | None = None,
         messages: list[dict[str, Any]] | None = None,
+        conn_id: str = "aimlapi_default",
+        model: str | None = None,
+        reasoning_effort: str | None = None,
+        max_completion_tokens: int | None = None,
+        response_format: dict[str, Any] | type | str | None = None,
+        parameters: dict[str, Any] | None = None,
+        request_retry: RequestRetry | dict[str, Any] | None = None,
+        read_timeout: float | None = None,
+        fallback_conn_ids: Sequence[str] = (),
+        cache: CacheSettings | dict[str, Any] | str | bool | None = None,
+        render_only: bool = False,
         limits: BatchLimits | Mapping[str, Any] | None = None,
         budget: Budget | Mapping[str, Any] | None = None,
         on_item_error: ItemErrorPolicy = "fail",
@@ -120,17 +147,10 @@ class O3MiniBatchOperator(O3MiniOperator):
         progress_interval: float = 5.0,
         **kwargs: Any,
     ) -> None:
-        task_id = kwargs.get("task_id")
-        for name, why in (
-            ("stream", "a batch logs its progress, not each reply as it is written"),
-            ("json_retries", "a batch does not ask again; failed items are listed in the errors XCom"),
-            ("deferrable", "a batch runs in the worker; max_concurrency keeps it short"),
-        ):
-            if kwargs.pop(name, None):
-                raise InvalidRequestError(f"{task_id}: {name} is not available in a batch ({why})")
-        super().__init__(
-            prompt=prompt, system_prompt=system_prompt, messages=messages, deferrable=False, **kwargs
-        )
+        renamed = take_renamed(kwargs, type(self).__name__)
+        call = O3Call.from_arguments(locals(), kwargs)
+        super().__init__(**kwargs)
+        self.call = call
         try:
             self.limits = BatchLimits.coerce(limits)
             self.budget = Budget.coerce(budget)
@@ -152,31 +172,45 @@ class O3MiniBatchOperator(O3MiniOperator):
             raise InvalidRequestError(
                 f"{self.task_id}: min_balance_usd is {min_balance_usd!r} (fix: use dollars, 0 or more)"
             )
-        self.items = items
+        self.items = _as_written(items) if _is_list(items) else items
+        self.prompt = _as_written(prompt)
+        self.system_prompt = _as_written(system_prompt)
+        self.messages = _as_written(messages)
+        self.conn_id = conn_id
+        self.model = model
+        self.response_format = response_format
+        self.request_retry = renamed.get("request_retry", request_retry)
+        self.read_timeout = renamed.get("read_timeout", read_timeout)
+        self.fallback_conn_ids = tuple(fallback_conn_ids)
+        self.cache = cache
+        self.render_only = renamed.get("render_only", render_only)
         self.min_balance_usd = min_balance_usd
         self.on_item_error = on_item_error
         self.progress_interval = progress_interval
 
-    def render_template(
-        self,
-        content: Any,
-        context: Context,
-        jinja_env: jinja2.Environment | None = None,
-        seen_oids: set[int] | None = None,
-    ) -> Any:
-        """Airflow's rendering, except for what is rendered per item or is data.
+    @classmethod
+    def partial(cls, **kwargs: Any) -> Any:
+        """Airflow's ``partial``, with the batch's checks of the arguments given there."""
+        kwargs.update(take_renamed(kwargs, cls.__name__))
+        check_arguments(kwargs.get("task_id"), kwargs)
+        return super().partial(**kwargs)
 
-        Airflow renders every template field through this method, on the mapped path too (which goes
-        around ``render_template_fields``). ``prompt``, ``system_prompt`` and ``messages`` are left as
-        written: :meth:`execute` renders them once per item, with ``item`` and ``index``. ``items``
-        given as a list is data and is left as it is; an upstream output or a template string is
-        resolved by Airflow, and its values are not rendered either.
-        """
-        if content is self.items and _is_list(content):
-            return content
-        if any(content is getattr(self, name) for name in PER_ITEM_FIELDS):
-            return content
-        return super().render_template(content, context, jinja_env, seen_oids)
+    render_template = render_template
+    """Airflow's rendering with the prompt rules (:func:`airflow_o3.call.render_template`)."""
+
+    def resolve_template_files(self) -> None:
+        """Read the prompt template files when the DAG is parsed, by the rule of
+        :meth:`O3MiniOperator.resolve_template_files`; ``items`` and ``model`` are never read as files."""
+        env = self.get_template_env()
+        for name in PER_ITEM_FIELDS:
+            value = read_template_files(env, self.task_id, name, _unwrapped(getattr(self, name)))
+            setattr(self, name, _as_written(value))
+        self.prepare_template()
+
+    def request(self) -> O3Call:
+        """The call with the per-item templates as written, to be rendered for each item."""
+        fields = {name: _unwrapped(getattr(self, name)) for name in PER_ITEM_FIELDS}
+        return replace(self.call, model=self.model, **fields)
 
     def execute(self, context: Context) -> list[Any]:
         from airflow_o3.batch import run_batch
@@ -184,13 +218,15 @@ class O3MiniBatchOperator(O3MiniOperator):
         from airflow_o3.hooks.o3mini import O3MiniHook
         from airflow_o3.ratecontrol import RateController
 
-        with _task_failure_on_final_errors():
+        call = self.request()
+        with task_failure_on_final_errors():
             items = self._item_list()
             spend = Spend(self.budget)
             hook = O3MiniHook(
                 conn_id=self.conn_id,
-                retry=self.retry,
-                timeout=self.timeout,
+                request_retry=self.request_retry,
+                read_timeout=self.read_timeout,
+                fallback_conn_ids=self.fallback_conn_ids,
                 pool_size=self.limits.max_concurrency,
             )
             hook.call_log_level = logging.DEBUG
@@ -201,9 +237,9 @@ class O3MiniBatchOperator(O3MiniOperator):
                 retry=hook.settings.retry,
             )
             hook.rate_control = self._rate_control = control
-            calls, failures = self.prepare_items(hook, items, context)
-            if self.dry_run_only:
-                return self._dry_run(calls, failures)
+            calls, failures = self.prepare_items(call, hook, items, context)
+            if self.render_only:
+                return self._render_only(calls, failures)
             if self.min_balance_usd is not None:
                 from airflow_o3.billing import check_batch_balance
 
@@ -219,11 +255,11 @@ class O3MiniBatchOperator(O3MiniOperator):
                 hook,
                 calls,
                 failures=failures,
-                reply=self._item_result,
+                reply=call.result,
                 limits=self.limits,
                 control=control,
                 spend=spend,
-                cache=self.response_cache(),
+                cache=self._response_cache(),
                 on_item_error=self.on_item_error,
                 log=self.log,
                 progress_interval=self.progress_interval,
@@ -237,32 +273,27 @@ class O3MiniBatchOperator(O3MiniOperator):
             self._rate_control.stop()
 
     def prepare_items(
-        self, hook: O3MiniHook, items: Sequence[Any], context: Context
+        self, call: O3Call, hook: O3MiniHook, items: Sequence[Any], context: Context
     ) -> tuple[list[PreparedCall | None], dict[int, ItemFailure]]:
         """Render and check every item's request before anything is sent.
 
-        With ``on_item_error="fail"`` the first item whose request cannot be built fails the task
-        (nothing has been paid); with ``"continue"`` it is recorded and not sent.
+        Each item renders the call's templates through Airflow's ``render_template`` with ``item``
+        and ``index`` added to the context. With ``on_item_error="fail"`` the first item whose
+        request cannot be built fails the task (nothing has been paid); with ``"continue"`` it is
+        recorded and not sent.
         """
-        templates = _ItemTemplates(self, self.get_template_env())
-        parameters = self.request_parameters()
+        env = self.get_template_env()
         base = dict(context)
         request_id = client_request_id(context)
         calls: list[PreparedCall | None] = []
         failures: dict[int, ItemFailure] = {}
         for index, item in enumerate(items):
+            item_context = cast("Context", {**base, "item": item, "index": index})
             try:
-                messages = templates.messages(base, item, index)
-                if index == 0 and self.output_format is not None:
-                    self.output_format.check(messages)
-                calls.append(
-                    hook.prepare(
-                        messages,
-                        model=self.model,
-                        client_request_id=f"{request_id}:i{index}"[-128:],
-                        **parameters,
-                    )
+                messages = call.conversation(
+                    partial(self.render_template, context=item_context, jinja_env=env)
                 )
+                calls.append(call.prepare(hook, messages, f"{request_id}:i{index}"[-128:]))
             except Exception as error:
                 problem = error if isinstance(error, InvalidRequestError) else _render_error(error)
                 if self.on_item_error == "fail":
@@ -271,24 +302,27 @@ class O3MiniBatchOperator(O3MiniOperator):
                 calls.append(None)
         return calls, failures
 
-    def _item_result(self, completion: Completion) -> Any:
-        values = [reply_value(choice, completion, self.output_format) for choice in completion.choices]
-        return values if (self.parameters.get("n") or 1) > 1 else values[0]
+    def _response_cache(self) -> Any:
+        from airflow_o3.cache import CacheSettings, ResponseCache
+
+        settings = CacheSettings.coerce(self.cache)
+        return ResponseCache(settings) if settings.mode != "off" else None
 
     def _item_list(self) -> list[Any]:
-        if not _is_list(self.items):
+        items = _unwrapped(self.items)
+        if not _is_list(items):
             raise InvalidRequestError(
-                f"{self.task_id}: items is a {type(self.items).__name__}, not a list (fix: pass the "
+                f"{self.task_id}: items is a {type(items).__name__}, not a list (fix: pass the "
                 "upstream task's output, e.g. items=load_rows(), or set render_template_as_native_obj=True "
                 "on the DAG so that a template renders to a list)"
             )
-        return list(self.items)
+        return list(items)
 
-    def _dry_run(self, calls: list[PreparedCall | None], failures: dict[int, ItemFailure]) -> list[Any]:
+    def _render_only(self, calls: list[PreparedCall | None], failures: dict[int, ItemFailure]) -> list[Any]:
         bodies = [None if call is None else dict(call.body) for call in calls]
         for failure in failures.values():
-            self.log.warning("Dry run: %s", failure.error)
-        self.log.info("Dry run, nothing sent: %d request body(ies) built and checked", len(bodies))
+            self.log.warning("Render only: %s", failure.error)
+        self.log.info("Render only, nothing sent: %d request body(ies) built and checked", len(bodies))
         return bodies
 
     def publish_batch(self, context: Context, outcome: BatchOutcome) -> list[Any]:
@@ -348,70 +382,16 @@ def _render_error(error: Exception) -> InvalidRequestError:
     )
 
 
-class _ItemTemplates:
-    """The per-item fields of an operator, compiled once and rendered for each item.
+def _as_written(value: Any) -> Any:
+    """A value Airflow's rendering at task start leaves as written (Airflow's ``literal``): a per-item
+    template, or items given as a list, which are data."""
+    from airflow.providers.common.compat.sdk import literal
 
-    Every string in ``prompt``, ``system_prompt`` and ``messages`` is a template, as Airflow renders
-    them; a file path (one word ending in one of the operator's ``template_ext``, the rule of
-    :func:`~airflow_o3.operators.o3mini.names_template_file`) is loaded from the DAG's folder.
-    """
+    return None if value is None else literal(value)
 
-    def __init__(self, operator: O3MiniBatchOperator, env: jinja2.Environment) -> None:
-        self._env = env
-        self._ext = tuple(operator.template_ext)
-        self.prompt = self._compile(operator.prompt)
-        self.system_prompt = self._compile(operator.system_prompt)
-        self.message_list = self._compile(operator.messages)
 
-    def _compile(self, value: Any) -> Any:
-        if isinstance(value, str):
-            if names_template_file(value, self._ext):
-                return self._env.get_template(value)
-            return self._env.from_string(value)
-        if isinstance(value, list):
-            return [self._compile(element) for element in value]
-        if isinstance(value, dict):
-            return {key: self._compile(element) for key, element in value.items()}
-        return value
+def _unwrapped(value: Any) -> Any:
+    """What :func:`_as_written` wrapped (a field Airflow has not rendered yet), or the value itself."""
+    from airflow.providers.common.compat.sdk import literal
 
-    def _render(self, compiled: Any, context: dict[str, Any]) -> Any:
-        import jinja2
-
-        if isinstance(compiled, jinja2.Template):
-            rendered = compiled.render(context)
-            return rendered if isinstance(rendered, str) else str(rendered)
-        if isinstance(compiled, list):
-            return [self._render(element, context) for element in compiled]
-        if isinstance(compiled, dict):
-            return {key: self._render(element, context) for key, element in compiled.items()}
-        return compiled
-
-    def fields(self, base: dict[str, Any], item: Any, index: int) -> tuple[Any, Any, Any]:
-        """``prompt``, ``system_prompt`` and ``messages`` rendered for one item."""
-        context = {**base, "item": item, "index": index}
-        return (
-            self._render(self.prompt, context),
-            self._render(self.system_prompt, context),
-            self._render(self.message_list, context),
-        )
-
-    def messages(self, base: dict[str, Any], item: Any, index: int) -> list[dict[str, Any]]:
-        """The conversation sent for one item; an empty rendered prompt is refused."""
-        prompt, system_prompt, message_list = self.fields(base, item, index)
-        if message_list is not None:
-            messages = [dict(message) for message in message_list]
-        else:
-            messages = [{"role": "developer", "content": system_prompt}] if system_prompt is not None else []
-            messages.append({"role": "user", "content": prompt})
-        for position, message in enumerate(messages):
-            content = message.get("content")
-            if isinstance(content, str) and not content.strip() and message.get("role") != "assistant":
-                field = (
-                    f"messages[{position}].content"
-                    if message_list is not None
-                    else ("system_prompt" if message["role"] == "developer" else "prompt")
-                )
-                raise InvalidRequestError(
-                    f"the rendered {field} is empty (fix: check the template and the item's values)"
-                )
-        return messages
+    return value.value if isinstance(value, type(literal(None))) else value

@@ -19,14 +19,14 @@ from tests.dagrun import run_dag
 REPO = Path(__file__).resolve().parent.parent.parent
 
 
-@pytest.mark.parametrize("dry_run", [False, True])
+@pytest.mark.parametrize("render_only", [False, True])
 @pytest.mark.parametrize("operator_class", [O3MiniOperator, O3MiniBatchOperator])
-def test_the_dry_run_argument_leaves_baseoperators_dry_run_method_callable(operator_class, dry_run):
+def test_the_render_only_argument_leaves_baseoperators_dry_run_method_callable(operator_class, render_only):
     """Airflow 2's ``tasks test --dry-run`` calls ``task.dry_run()``: the argument must not hide it."""
     extra = {"items": ["a"]} if operator_class is O3MiniBatchOperator else {}
-    operator = operator_class(task_id="ask", prompt="Hello {{ ds }}", dry_run=dry_run, **extra)
+    operator = operator_class(task_id="ask", prompt="Hello {{ ds }}", render_only=render_only, **extra)
     operator.dry_run()  # BaseOperator's: logs the template fields, sends nothing
-    assert operator.dry_run_only is dry_run
+    assert operator.render_only is render_only
 
 
 STREAMING_DAG = """

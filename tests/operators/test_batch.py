@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
-from airflow.providers.common.compat.sdk import AirflowFailException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
 from airflow_o3.batch import BatchItemError, BatchStoppedError
 from airflow_o3.errors import InvalidRequestError, ServerError
@@ -39,7 +39,7 @@ def batch(**kwargs) -> O3MiniBatchOperator:
         "task_id": "enrich",
         "items": ROWS,
         "prompt": PROMPT,
-        "retry": FAST_RETRY,
+        "request_retry": FAST_RETRY,
         "limits": {"max_concurrency": 4},
         "progress_interval": 0.05,
         **kwargs,
@@ -250,7 +250,7 @@ def test_structured_output_is_parsed_per_item(o3_standin_connection):
 
 
 def test_dry_run_builds_every_body_and_sends_nothing(o3_standin_connection):
-    result, _ = run(batch(dry_run=True))
+    result, _ = run(batch(render_only=True))
     assert o3_standin_connection.chat_requests == []
     assert [body["messages"][-1]["content"] for body in result] == [
         expected_reply(index).removeprefix("Stand-in reply to: ") for index in range(len(ROWS))
@@ -279,13 +279,18 @@ def test_items_that_are_not_a_list_fail_with_the_fix(o3_standin_connection, item
         ({"budget": {"max_cost_usd": 0}}, "max_cost_usd is 0"),
         ({"budget": {"on_exceeded": "pause"}}, "on_exceeded is 'pause'"),
         ({"on_item_error": "skip"}, "on_item_error is 'skip'"),
-        ({"stream": True}, "stream is not available in a batch"),
-        ({"deferrable": True}, "deferrable is not available in a batch"),
     ],
 )
 def test_bad_settings_fail_at_dag_parse_with_the_fix(arguments, fragment):
     with pytest.raises(InvalidRequestError, match=fragment):
         batch(**arguments)
+
+
+@pytest.mark.parametrize("argument", ["stream", "json_retries", "deferrable"])
+def test_stream_json_retries_and_deferrable_are_no_arguments_of_a_batch(argument):
+    """Airflow's own check of unknown arguments refuses them, naming them, when the DAG is parsed."""
+    with pytest.raises((TypeError, AirflowException), match=rf"(?s)Invalid arguments.*{argument}"):
+        batch(**{argument: True})
 
 
 A_MONTH_AHEAD = format_datetime(datetime.now(UTC) + timedelta(days=30), usegmt=True)
@@ -311,7 +316,7 @@ def batch_workers() -> list[threading.Thread]:
 def test_a_huge_or_endless_retry_after_is_capped_by_the_retry_policy(o3_standin_connection, headers):
     o3_standin_connection.script(*[HttpError(429, "slow down", headers=headers)] * 2)
     started = time.monotonic()
-    result, xcoms = run(batch(items=ROWS[:4], retry=CAPPED_RETRY, limits={"max_concurrency": 2}))
+    result, xcoms = run(batch(items=ROWS[:4], request_retry=CAPPED_RETRY, limits={"max_concurrency": 2}))
     assert time.monotonic() - started < 8, "each wait is at most max_retry_after (1 s)"
     assert result == [expected_reply(index) for index in range(4)]
     assert xcoms["batch"]["rate_limited"] == 2
@@ -338,7 +343,7 @@ def kill_when_waiting(
 def test_on_kill_stops_a_batch_paused_on_an_endless_retry_after_within_two_seconds(o3_standin_connection):
     endless = HttpError(429, "slow down", headers={"Retry-After": "99999"})
     o3_standin_connection.script(*[endless] * 20)
-    operator = batch(retry={"max_attempts": 10, "max_retry_after": 3600, "max_retry_seconds": 86400})
+    operator = batch(request_retry={"max_attempts": 10, "max_retry_after": 3600, "max_retry_seconds": 86400})
     kills: list[tuple[float, int]] = []
     kill_when_waiting(operator, o3_standin_connection, kills)
     with pytest.raises(BatchStoppedError, match="the task was killed") as raised:

@@ -27,7 +27,7 @@ ARGUMENTS = {
 
 def test_dry_run_returns_the_exact_body_a_real_run_sends_and_sends_nothing(o3_standin_connection):
     context = stub_context()
-    body = O3MiniOperator(task_id="ask", dry_run=True, **ARGUMENTS).execute(context)
+    body = O3MiniOperator(task_id="ask", render_only=True, **ARGUMENTS).execute(context)
     assert o3_standin_connection.chat_requests == []
     assert context["ti"].xcoms == {}, "no usage or completion: nothing was called"
     validate_request_body(body, strict=True)
@@ -39,7 +39,7 @@ def test_dry_run_returns_the_exact_body_a_real_run_sends_and_sends_nothing(o3_st
 
 
 def test_dry_run_refuses_what_a_real_run_would_refuse_before_sending(o3_standin_connection):
-    operator = O3MiniOperator(task_id="ask", prompt="hi", dry_run=True)
+    operator = O3MiniOperator(task_id="ask", prompt="hi", render_only=True)
     operator.parameters["tools"] = [{"type": "function"}]  # as a value known only at run time would be
     with pytest.raises(AirflowFailException, match=r"tools\[0\].function: Field required"):
         operator.execute(stub_context())
@@ -48,7 +48,7 @@ def test_dry_run_refuses_what_a_real_run_would_refuse_before_sending(o3_standin_
 
 def test_dry_run_without_a_connection_assumes_the_default_model(monkeypatch):
     monkeypatch.delenv("AIRFLOW_CONN_AIMLAPI_DEFAULT", raising=False)
-    body = O3MiniOperator(task_id="ask", prompt="hi", dry_run=True, conn_id="no_such_connection").execute(
+    body = O3MiniOperator(task_id="ask", prompt="hi", render_only=True, conn_id="no_such_connection").execute(
         stub_context()
     )
     assert body == {"model": "o3-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -58,7 +58,7 @@ def test_dry_run_takes_the_model_from_the_connection(monkeypatch, o3_standin):
     connection = json.loads(o3_standin.connection_json())
     connection["extra"] = {"model": "o3-mini-2025-01-31"}
     monkeypatch.setenv("AIRFLOW_CONN_AIMLAPI_DEFAULT", json.dumps(connection))
-    body = O3MiniOperator(task_id="ask", prompt="hi", dry_run=True).execute(stub_context())
+    body = O3MiniOperator(task_id="ask", prompt="hi", render_only=True).execute(stub_context())
     assert body["model"] == "o3-mini-2025-01-31"
     assert o3_standin.chat_requests == []
 
@@ -82,7 +82,7 @@ def test_dry_run_end_to_end_renders_upstream_data_logs_and_pushes_the_body_and_s
             "{{ ti.xcom_pull(task_ids='load_ticket')['text'] }}",
             response_format=TICKET_SCHEMA,
             reasoning_effort="low",
-            dry_run=True,
+            render_only=True,
         )
 
         @task
@@ -112,8 +112,8 @@ def test_dry_run_end_to_end_renders_upstream_data_logs_and_pushes_the_body_and_s
 
     log = result.task_log("classify")
     assert (
-        f"Dry run, nothing sent. The request would be POST {o3_standin_connection.base_url}/chat/completions"
-        in log
+        "Render only, nothing sent. The request would be POST "
+        f"{o3_standin_connection.base_url}/chat/completions" in log
     )
     assert '"content": "Ticket T-17: Charged twice for {{ plan }}, please refund."' in log
     assert result.leaks(STANDIN_API_KEY) == []

@@ -44,7 +44,7 @@ class Ticket(BaseModel):
 
 
 def structured_operator(**kwargs: object) -> O3MiniOperator:
-    return O3MiniOperator(task_id="ask", prompt=USER, retry=FAST_RETRY, **kwargs)
+    return O3MiniOperator(task_id="ask", prompt=USER, request_retry=FAST_RETRY, **kwargs)
 
 
 def objects_in(schema: object) -> list[dict]:
@@ -187,7 +187,7 @@ def test_parse_time_checks_import_nothing_outside_the_provider():
 
         O3MiniOperator(task_id="a", prompt="p", response_format=DuckModel, json_retries=1, stream=True)
         O3MiniOperator(task_id="b", prompt="p", response_format={"type": "object", "properties": {}})
-        O3MiniOperator(task_id="c", prompt="JSON please", response_format="json_object", dry_run=True)
+        O3MiniOperator(task_id="c", prompt="JSON please", response_format="json_object", render_only=True)
         new = sorted(m for m in set(sys.modules) - before if not m.startswith("airflow_o3"))
         print(json.dumps(new))
         """

@@ -28,7 +28,7 @@ def test_defined_variables_render_outside_a_dag():
         task_id="ask", prompt="Hello {{ params.who }}", system_prompt="Be {{ params.tone }}."
     )
     operator.render_template_fields({"params": {"who": "ops", "tone": "brief"}})
-    assert operator.build_messages() == [
+    assert operator.request().conversation() == [
         {"role": "developer", "content": "Be brief."},
         {"role": "user", "content": "Hello ops"},
     ]
@@ -149,7 +149,7 @@ def test_message_contents_and_urls_that_look_like_files_are_sent_as_text():
         ],
     )
     operator.render_template_fields({"params": {}})
-    assert [message["content"] for message in operator.build_messages()][1:] == [
+    assert [message["content"] for message in operator.request().conversation()][1:] == [
         "figures.csv",
         "https://example.com/report.html",
     ]

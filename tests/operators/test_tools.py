@@ -52,7 +52,7 @@ def tool_operator(**kwargs: object) -> O3MiniOperator:
         task_id="ask",
         prompt="What is the weather in Oslo and Lima?",
         parameters={"tools": [WEATHER_TOOL], "tool_choice": "required"},
-        retry=FAST_RETRY,
+        request_retry=FAST_RETRY,
         **kwargs,
     )
 
