@@ -223,3 +223,24 @@ def test_the_decorators_are_found_through_the_provider_registry():
 
     assert task.o3_mini is o3_mini_task
     assert task.o3_mini_branch is o3_mini_branch_task
+
+
+def test_returned_messages_with_their_own_developer_message_and_a_system_prompt_fail_once(
+    dag_file, o3_standin_connection
+):
+    dag_id = write_dag(
+        dag_file,
+        "o3_taskflow_two_system_prompts",
+        """
+    @task.o3_mini(system_prompt="Answer in French.")
+    def converse():
+        return [{"role": "developer", "content": "Answer in German."}, {"role": "user", "content": "Hi"}]
+
+    converse()
+""",
+    )
+    result = run_dag(dag_id)
+    assert result.task_state("converse") == "failed"
+    assert result.try_number("converse") == 1
+    assert "start with a developer message and system_prompt is given too" in result.task_log("converse")
+    assert o3_standin_connection.chat_requests == []

@@ -10,7 +10,7 @@ import pytest
 
 from airflow_o3.testing import Reply
 from tests.contract import validate_request_body
-from tests.dagrun import run_dag
+from tests.dagrun import AIRFLOW_3, run_dag
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -99,3 +99,21 @@ def test_taskflow_example_triggered_by_hand_succeeds_on_the_stand_ins_default_re
     result = run_dag(dag_id, logical_date=None)
     result.assert_success()
     assert standin.chat_requests
+
+
+def test_the_readmes_first_example_runs_as_written(standin, dag_file):
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## A first DAG: `@task.o3_mini`", 1)[1]
+    source = section.split("```python\n", 1)[1].split("```", 1)[0]
+    if not AIRFLOW_3:
+        source = source.replace(
+            "from airflow.sdk import dag, task", "from airflow.decorators import dag, task"
+        )
+    dag_file(source.replace("@dag(", '@dag(dag_id="o3_readme_first_example", ', 1))
+    result = run_dag("o3_readme_first_example")
+    result.assert_success()
+    (request,) = standin.chat_requests
+    assert request.body["messages"][1]["content"].startswith(
+        "Write today's operations report from these figures:"
+    )
+    assert result.xcom("write_report").startswith("Stand-in reply to: Write today's operations report")

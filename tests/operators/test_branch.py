@@ -208,3 +208,24 @@ def test_bad_branch_arguments_are_refused_at_parse_naming_the_fix(arguments, mes
 
     with pytest.raises(InvalidRequestError, match=message):
         O3MiniBranchOperator(task_id="route", prompt="Which?", **arguments)
+
+
+def test_a_dry_run_returns_the_request_with_the_enum_and_skips_nothing(dag_file, o3_standin_connection):
+    dag_id = write_dag(
+        dag_file,
+        "o3_branch_dry_run",
+        """
+    route = O3MiniBranchOperator(task_id="route", prompt="Which team?", dry_run=True)
+    route >> list(handlers.values())
+""",
+    )
+    result = run_dag(dag_id)
+    result.assert_success()
+    assert o3_standin_connection.chat_requests == []
+    body = result.xcom("route")
+    assert body["response_format"]["json_schema"]["schema"]["properties"]["choice"]["enum"] == [
+        "billing",
+        "bug",
+        "other",
+    ]
+    assert {result.task_state(name) for name in ("billing", "bug", "other")} == {"success"}
