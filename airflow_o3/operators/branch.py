@@ -15,9 +15,10 @@ from airflow.providers.common.compat.sdk import XCOM_RETURN_KEY, AirflowFailExce
 
 from airflow_o3.errors import InvalidRequestError
 from airflow_o3.operators.o3mini import O3MiniOperator
-from airflow_o3.operators.upstream import UpstreamInputsMixin, checked_inputs
+from airflow_o3.operators.upstream import checked_inputs, render_with_inputs
 
 if TYPE_CHECKING:
+    import jinja2
     from airflow.providers.common.compat.sdk import Context
 
 REASON_FIELD = {
@@ -98,7 +99,7 @@ def choice_schema(options: Mapping[str, Branch], multiple: bool) -> dict[str, An
     }
 
 
-class O3MiniBranchOperator(UpstreamInputsMixin, O3MiniOperator, BranchMixIn):
+class O3MiniBranchOperator(O3MiniOperator, BranchMixIn):
     """Ask o3-mini which downstream task(s) should run; the others are skipped, as with ``@task.branch``.
 
     The prompt says what to decide (``"Which team should handle this ticket? ..."``); the operator
@@ -121,7 +122,7 @@ class O3MiniBranchOperator(UpstreamInputsMixin, O3MiniOperator, BranchMixIn):
     """
 
     inherits_from_skipmixin = True
-    template_fields: Sequence[str] = (*O3MiniOperator.template_fields, "inputs")
+    template_fields: Sequence[str] = tuple(dict.fromkeys((*O3MiniOperator.template_fields, "inputs")))
     template_fields_renderers: ClassVar[dict[str, str]] = {
         **O3MiniOperator.template_fields_renderers,
         "inputs": "json",
@@ -147,6 +148,16 @@ class O3MiniBranchOperator(UpstreamInputsMixin, O3MiniOperator, BranchMixIn):
         self.multiple = multiple
         super().__init__(**kwargs)
         self.inputs = checked_inputs(self.task_id, inputs)
+
+    def render_template(
+        self,
+        content: Any,
+        context: Context,
+        jinja_env: jinja2.Environment | None = None,
+        seen_oids: set[int] | None = None,
+    ) -> Any:
+        """The operator's rendering, with ``inputs`` in the context and the pulls checked first."""
+        return render_with_inputs(self, super().render_template, content, context, jinja_env, seen_oids)
 
     def branch_options(self) -> dict[str, Branch]:
         """The options the model chooses from, each checked to be directly downstream.

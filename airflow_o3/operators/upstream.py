@@ -12,7 +12,7 @@ This module is imported at DAG parse: it imports nothing heavy (jinja2 is loaded
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException
@@ -93,9 +93,9 @@ def missing_upstream_pulls(operator: Any, jinja_env: jinja2.Environment | None =
     :param jinja_env: the environment to parse with; the task's own by default.
     :return: one message per missing dependency, naming the field and the fix; ``[]`` when none.
     """
-    dag = getattr(operator, "dag", None)
-    if dag is None:
+    if not operator.has_dag():
         return []
+    dag = operator.dag
     env = jinja_env or operator.get_template_env()
     in_dag = dag.get_task(operator.task_id)
     upstream = set(in_dag.get_flat_relative_ids(upstream=True)) | {operator.task_id}
@@ -169,12 +169,30 @@ def _literal_task_ids(call: nodes.Call) -> set[str]:
     return set()
 
 
+def render_with_inputs(
+    operator: Any,
+    render: Callable[..., Any],
+    content: Any,
+    context: Context,
+    jinja_env: jinja2.Environment | None,
+    seen_oids: set[int] | None,
+) -> Any:
+    """An operator's ``render_template`` with ``inputs``: check the pulls and resolve ``inputs`` into
+    the context first (once per rendering), then render ``content`` with ``render`` (the operator's
+    inherited ``render_template``); the ``inputs`` field itself renders to the values resolved then.
+    Calling it again from a subclass changes nothing."""
+    add_inputs_to_context(operator, context, jinja_env)
+    if content and content is getattr(operator, INPUTS_KEY, None):
+        return context[INPUTS_KEY]  # type: ignore[literal-required]
+    return render(content, context, jinja_env, seen_oids)
+
+
 class UpstreamInputsMixin:
-    """Gives an operator ``inputs``: list it before the operator's class, add ``"inputs"`` to its
+    """Gives an operator ``inputs``: list it before the operator's base class, add ``"inputs"`` to its
     ``template_fields`` and store ``self.inputs = checked_inputs(task_id, inputs)`` in ``__init__``.
 
     Every rendering of the task first checks its ``ti.xcom_pull`` calls and resolves ``inputs`` into
-    the context; the ``inputs`` field itself renders to those resolved values (pulled once).
+    the context (see :func:`render_with_inputs`).
     """
 
     inputs: dict[str, Any]
@@ -186,7 +204,5 @@ class UpstreamInputsMixin:
         jinja_env: jinja2.Environment | None = None,
         seen_oids: set[int] | None = None,
     ) -> Any:
-        add_inputs_to_context(self, context, jinja_env)
-        if content and content is getattr(self, INPUTS_KEY, None):
-            return context[INPUTS_KEY]  # type: ignore[literal-required]
-        return super().render_template(content, context, jinja_env, seen_oids)  # type: ignore[misc]
+        render = super().render_template  # type: ignore[misc]
+        return render_with_inputs(self, render, content, context, jinja_env, seen_oids)
