@@ -229,3 +229,28 @@ def test_a_dry_run_returns_the_request_with_the_enum_and_skips_nothing(dag_file,
         "other",
     ]
     assert {result.task_state(name) for name in ("billing", "bug", "other")} == {"success"}
+
+
+def test_inputs_reach_the_branch_prompt_as_data_and_make_the_edge(dag_file, o3_standin_connection):
+    dag_id = write_dag(
+        dag_file,
+        "o3_branch_inputs",
+        """
+    @task
+    def load_ticket():
+        return {"text": "Charged twice {{ 6*7 }}"}
+
+    route = O3MiniBranchOperator(task_id="route", inputs={"ticket": load_ticket()},
+                                 prompt="Which team for: {{ inputs.ticket.text }}")
+    route >> list(handlers.values())
+""",
+    )
+    o3_standin_connection.script(chosen("billing"))
+    result = run_dag(dag_id)
+    result.assert_success()
+    (request,) = o3_standin_connection.chat_requests
+    assert request.body["messages"] == [
+        {"role": "user", "content": "Which team for: Charged twice {{ 6*7 }}"}
+    ]
+    assert result.task_state("load_ticket") == "success"
+    assert result.xcom("route")["task_ids"] == ["billing"]
