@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     import jinja2
     from airflow.providers.common.compat.sdk import Context
 
+_NOT_FOR_A_CHOICE = ("n", "tools", "tool_choice")
+"""Request parameters that would make the reply something other than one choice."""
+
 REASON_FIELD = {
     "type": "string",
     "description": "One short sentence: why this branch fits.",
@@ -138,11 +141,15 @@ class O3MiniBranchOperator(O3MiniOperator, BranchMixIn):
         **kwargs: Any,
     ) -> None:
         task_id = kwargs.get("task_id")
+        parameters = kwargs.get("parameters")
         refused = [name for name in ("response_format", "json_retries") if kwargs.get(name)]
+        if isinstance(parameters, Mapping):
+            refused += [f"parameters[{name!r}]" for name in _NOT_FOR_A_CHOICE if name in parameters]
         if refused:
             raise InvalidRequestError(
                 f"{task_id}: {', '.join(refused)} cannot be given to a branching task: it asks for its "
-                "own schema, an enum of the branches (fix: drop it, or use O3MiniOperator and @task.branch)"
+                "own schema, an enum of the branches, and takes one answer (fix: drop it, or use "
+                "O3MiniOperator and @task.branch)"
             )
         self.options = branches(task_id, choices) if choices is not None else None
         self.multiple = multiple

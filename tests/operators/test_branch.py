@@ -121,6 +121,7 @@ def test_multiple_choices_run_every_chosen_branch(dag_file, o3_standin_connectio
     result = run_dag(dag_id)
     result.assert_success()
     (request,) = o3_standin_connection.chat_requests
+    validate_request_body(request.body, strict=True)
     choice = request.body["response_format"]["json_schema"]["schema"]["properties"]["choice"]
     assert choice["type"] == "array"
     assert choice["items"]["enum"] == ["billing", "bug", "other"]
@@ -198,6 +199,8 @@ def test_a_deferred_branch_chooses_after_the_triggerer_answers(dag_file, o3_stan
     [
         ({"response_format": "json_object"}, "response_format cannot be given to a branching task"),
         ({"json_retries": 1}, "json_retries cannot be given to a branching task"),
+        ({"parameters": {"n": 2}}, r"parameters\['n'\] cannot be given to a branching task"),
+        ({"parameters": {"tools": []}}, r"parameters\['tools'\] cannot be given"),
         ({"choices": "billing"}, "choices is 'billing'"),
         ({"choices": ["billing"]}, "a choice needs at least two"),
         ({"choices": {"a": 3, "b": "bug"}}, r"choices\['a'\] is 3"),
