@@ -154,3 +154,20 @@ def test_pulled_task_ids_are_the_literal_ids_of_this_dags_pulls(template, found)
 def test_unusable_inputs_are_refused_at_parse(inputs, message):
     with pytest.raises(InvalidRequestError, match=message):
         checked_inputs("ask", inputs)
+
+
+@pytest.mark.parametrize(
+    "dag_id",
+    [
+        "o3_daily_report",
+        "o3_classify_tickets",
+        "o3_daily_report_taskflow",
+        "o3_classify_tickets_taskflow",
+        "o3_branch_tickets",
+    ],
+)
+def test_every_pull_in_the_example_dags_reads_a_task_that_runs_first(dag_id):
+    from tests.dagrun import load_dag
+
+    dag = load_dag(dag_id)
+    assert [problem for task in dag.tasks for problem in missing_upstream_pulls(task)] == []
