@@ -28,6 +28,8 @@ INPUTS_KEY = "inputs"
 """The name of the upstream values in the template context: ``{{ inputs.<name> }}``."""
 
 _TASK_INSTANCE_NAMES = frozenset({"ti", "task_instance"})
+_ELSEWHERE = frozenset({"dag_id", "run_id", "include_prior_dates"})
+"""``xcom_pull`` arguments that read another DAG or run, where this run's edges say nothing."""
 
 
 def checked_inputs(task_id: str | None, inputs: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -121,8 +123,9 @@ def _missing_message(task_id: str, field: str, pulled: str, exists: bool) -> str
 
 def pulled_task_ids(env: jinja2.Environment, value: Any) -> set[str]:
     """The task ids written out in ``ti.xcom_pull(...)`` calls of every template in ``value`` (a
-    string, or the strings inside lists and dicts). Pulls from another DAG (``dag_id=``) and task ids
-    computed in the template are left out: only a literal id can be checked."""
+    string, or the strings inside lists and dicts). Pulls from another DAG or run (``dag_id=``,
+    ``run_id=``, ``include_prior_dates=``) and task ids computed in the template are left out: only a
+    literal id read from this run can be checked."""
     import jinja2
 
     found: set[str] = set()
@@ -158,7 +161,7 @@ def _literal_task_ids(call: nodes.Call) -> set[str]:
     if not (isinstance(target.node, nodes.Name) and target.node.name in _TASK_INSTANCE_NAMES):
         return set()
     keywords = {keyword.key: keyword.value for keyword in call.kwargs}
-    if "dag_id" in keywords:
+    if _ELSEWHERE.intersection(keywords):
         return set()
     argument = keywords.get("task_ids", call.args[0] if call.args else None)
     if isinstance(argument, nodes.Const) and isinstance(argument.value, str):

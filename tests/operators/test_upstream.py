@@ -134,6 +134,8 @@ def test_missing_pulls_name_each_field_and_task_and_accept_ancestors():
         ("{{ ti.xcom_pull('a', key='k') }}", {"a"}),
         ('{% set x = task_instance.xcom_pull(task_ids=["a", "b"]) %}{{ x }}', {"a", "b"}),
         ("{{ ti.xcom_pull(task_ids='a', dag_id='other') }}", set()),
+        ("{{ ti.xcom_pull(task_ids='a', include_prior_dates=True) }}", set()),
+        ("{{ ti.xcom_pull(task_ids='a', run_id=params.run) }}", set()),
         ("{{ ti.xcom_pull(task_ids=params.which) }}", set()),
         ("{{ other.xcom_pull(task_ids='a') }}", set()),
         ("{{ ti.xcom_pull(task_ids='a' }}", set()),
