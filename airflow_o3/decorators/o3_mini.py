@@ -115,10 +115,10 @@ def _is_message(value: Any) -> bool:
 
 
 def _described(value: Any) -> str:
-    if isinstance(value, str | list):
-        return (
-            f"an empty {type(value).__name__}" if not value else f"a {type(value).__name__} of other things"
-        )
+    if isinstance(value, str):
+        return "an empty string"
+    if isinstance(value, list):
+        return "an empty list" if not value else "a list that is not all {'role', 'content'} dicts"
     return f"{type(value).__name__} {str(value)[:80]!r}"
 
 
