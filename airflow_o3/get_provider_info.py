@@ -100,8 +100,19 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "AI/ML API",
-                "python-modules": ["airflow_o3.operators.o3mini", "airflow_o3.operators.batch"],
+                "python-modules": [
+                    "airflow_o3.operators.o3mini",
+                    "airflow_o3.operators.batch",
+                    "airflow_o3.operators.branch",
+                ],
             }
+        ],
+        "task-decorators": [
+            {"class-name": "airflow_o3.decorators.o3_mini.o3_mini_task", "name": "o3_mini"},
+            {
+                "class-name": "airflow_o3.decorators.o3_mini_branch.o3_mini_branch_task",
+                "name": "o3_mini_branch",
+            },
         ],
         "triggers": [{"integration-name": "AI/ML API", "python-modules": ["airflow_o3.triggers.o3mini"]}],
         "connection-types": [CONNECTION_TYPE],

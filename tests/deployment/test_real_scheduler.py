@@ -52,7 +52,15 @@ REPO = Path(__file__).resolve().parents[2]
 TEST_DAGS = Path(__file__).resolve().parent / "dags"
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 HEALTH = ("metadatabase", "scheduler", "triggerer", "dag_processor")
-EXAMPLES = ("o3_daily_report", "o3_enrich_rows", "o3_batch_enrich", "o3_classify_tickets")
+EXAMPLES = (
+    "o3_daily_report",
+    "o3_enrich_rows",
+    "o3_batch_enrich",
+    "o3_classify_tickets",
+    "o3_daily_report_taskflow",
+    "o3_classify_tickets_taskflow",
+    "o3_branch_tickets",
+)
 DEFERRED_DAG = "o3_deferred_call"
 SLOW_SECONDS = 4.0
 """How long the slow stand-in thinks before each answer: the window in which the call is in flight.
