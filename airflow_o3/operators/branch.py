@@ -9,16 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import XCOM_RETURN_KEY, AirflowFailException, BranchMixIn
 
 from airflow_o3.errors import InvalidRequestError
 from airflow_o3.operators.o3mini import O3MiniOperator
-from airflow_o3.operators.upstream import checked_inputs, render_with_inputs
 
 if TYPE_CHECKING:
-    import jinja2
     from airflow.providers.common.compat.sdk import Context
 
 _NOT_FOR_A_CHOICE = ("n", "tools", "tool_choice")
@@ -120,16 +118,9 @@ class O3MiniBranchOperator(O3MiniOperator, BranchMixIn):
         ``{"task_id": ..., "description": ...}`` when a label needs explaining. Task group ids work
         as task ids.
     :param multiple: let the model choose one or more branches instead of exactly one.
-    :param inputs: upstream outputs by name, e.g. ``{"ticket": load_ticket()}``, usable in the prompt
-        as ``{{ inputs.ticket }}``; Airflow makes them upstream of this task.
     """
 
     inherits_from_skipmixin = True
-    template_fields: Sequence[str] = tuple(dict.fromkeys((*O3MiniOperator.template_fields, "inputs")))
-    template_fields_renderers: ClassVar[dict[str, str]] = {
-        **O3MiniOperator.template_fields_renderers,
-        "inputs": "json",
-    }
     ui_color = "#f5e6d6"
 
     def __init__(
@@ -137,7 +128,6 @@ class O3MiniBranchOperator(O3MiniOperator, BranchMixIn):
         *,
         choices: BranchChoices | None = None,
         multiple: bool = False,
-        inputs: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         task_id = kwargs.get("task_id")
@@ -154,17 +144,6 @@ class O3MiniBranchOperator(O3MiniOperator, BranchMixIn):
         self.options = branches(task_id, choices) if choices is not None else None
         self.multiple = multiple
         super().__init__(**kwargs)
-        self.inputs = checked_inputs(self.task_id, inputs)
-
-    def render_template(
-        self,
-        content: Any,
-        context: Context,
-        jinja_env: jinja2.Environment | None = None,
-        seen_oids: set[int] | None = None,
-    ) -> Any:
-        """The operator's rendering, with ``inputs`` in the context and the pulls checked first."""
-        return render_with_inputs(self, super().render_template, content, context, jinja_env, seen_oids)
 
     def branch_options(self) -> dict[str, Branch]:
         """The options the model chooses from, each checked to be directly downstream.

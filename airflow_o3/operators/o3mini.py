@@ -8,6 +8,7 @@ loaded when the task runs.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import replace
 from functools import cached_property
@@ -22,17 +23,19 @@ from airflow_o3.call import (
     check_arguments,
     client_request_id,
     read_template_files,
-    render_template,
     reply_value,
     take_renamed,
     task_failure_on_final_errors,
 )
+from airflow_o3.call import render_template as render_prompt_template
 from airflow_o3.errors import CompletionError, InvalidRequestError, StructuredOutputError
+from airflow_o3.operators.upstream import checked_inputs, render_with_inputs
 from airflow_o3.structured import reask_messages
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
+    import jinja2
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_o3.cache import CacheSettings, ResponseCache
@@ -65,6 +68,10 @@ class O3MiniOperator(BaseOperator):
         name for the system role); templated like ``prompt``.
     :param messages: instead of ``prompt``, a whole conversation as a list of ``{"role", "content"}``
         dicts; every content is templated.
+    :param inputs: upstream outputs by name, e.g. ``{"rows": load_rows()}``, usable in the templates as
+        ``{{ inputs.rows }}``; Airflow makes those tasks upstream of this one, and their values are data
+        (never rendered). A template that pulls ``ti.xcom_pull(task_ids="x")`` from a task that is not
+        upstream fails before anything is sent, naming the missing ``x >> task``.
     :param conn_id: the ``aimlapi`` connection holding the API key.
     :param model: the model to call; defaults to the connection's ``model`` extra, else ``o3-mini``.
     :param reasoning_effort: ``low``, ``medium`` (the service's default) or ``high``: more effort
@@ -108,12 +115,13 @@ class O3MiniOperator(BaseOperator):
         runs in the worker, saying so in its log.
     """
 
-    template_fields: Sequence[str] = ("prompt", "system_prompt", "messages", "model")
+    template_fields: Sequence[str] = ("inputs", "prompt", "system_prompt", "messages", "model")
     template_ext: Sequence[str] = TEMPLATE_EXT
     template_fields_renderers: ClassVar[dict[str, str]] = {
         "prompt": "md",
         "system_prompt": "md",
         "messages": "json",
+        "inputs": "json",
     }
     ui_color = "#d6f5e3"
     _published: dict[str, Any] | None = None  # what execute published, for OpenLineage
@@ -124,6 +132,7 @@ class O3MiniOperator(BaseOperator):
         prompt: str | None = None,
         system_prompt: str | None = None,
         messages: list[dict[str, Any]] | None = None,
+        inputs: Mapping[str, Any] | None = None,
         conn_id: str = "aimlapi_default",
         model: str | None = None,
         reasoning_effort: str | None = None,
@@ -145,6 +154,7 @@ class O3MiniOperator(BaseOperator):
         super().__init__(**kwargs)
         self.call = call
         self.worker_reason = self._check_worker_needs(stream, json_retries, deferrable)
+        self.inputs = checked_inputs(self.task_id, inputs)
         self.prompt = prompt
         self.system_prompt = system_prompt
         self.messages = messages
@@ -205,8 +215,17 @@ class O3MiniOperator(BaseOperator):
             fallback_conn_ids=self.fallback_conn_ids,
         )
 
-    render_template = render_template
-    """Airflow's rendering with the prompt rules (:func:`airflow_o3.call.render_template`)."""
+    def render_template(
+        self,
+        content: Any,
+        context: Context,
+        jinja_env: jinja2.Environment | None = None,
+        seen_oids: set[int] | None = None,
+    ) -> Any:
+        """Airflow's rendering with the prompt rules (:func:`airflow_o3.call.render_template`), after
+        the task's ``xcom_pull`` calls are checked and ``inputs`` resolved into the context."""
+        render = functools.partial(render_prompt_template, self)
+        return render_with_inputs(self, render, content, context, jinja_env, seen_oids)
 
     @classmethod
     def partial(cls, **kwargs: Any) -> Any:
@@ -234,8 +253,9 @@ class O3MiniOperator(BaseOperator):
     def request(self) -> O3Call:
         """The call as the operator's fields are now: the template fields rendered when the task runs,
         and whatever a subclass's ``execute`` set (``prompt``, ``messages``, ``parameters``, ...) before
-        calling this one's."""
-        return replace(self.call, **{name: getattr(self, name) for name in REQUEST_FIELDS})
+        calling this one's, ``output_format`` included)."""
+        fields = {name: getattr(self, name) for name in REQUEST_FIELDS}
+        return replace(self.call, output=self.output_format, **fields)
 
     def execute(self, context: Context) -> Any:
         if self.worker_reason:

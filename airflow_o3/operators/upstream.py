@@ -188,24 +188,3 @@ def render_with_inputs(
     if content and content is getattr(operator, INPUTS_KEY, None):
         return context[INPUTS_KEY]  # type: ignore[literal-required]
     return render(content, context, jinja_env, seen_oids)
-
-
-class UpstreamInputsMixin:
-    """Gives an operator ``inputs``: list it before the operator's base class, add ``"inputs"`` to its
-    ``template_fields`` and store ``self.inputs = checked_inputs(task_id, inputs)`` in ``__init__``.
-
-    Every rendering of the task first checks its ``ti.xcom_pull`` calls and resolves ``inputs`` into
-    the context (see :func:`render_with_inputs`).
-    """
-
-    inputs: dict[str, Any]
-
-    def render_template(
-        self,
-        content: Any,
-        context: Context,
-        jinja_env: jinja2.Environment | None = None,
-        seen_oids: set[int] | None = None,
-    ) -> Any:
-        render = super().render_template  # type: ignore[misc]
-        return render_with_inputs(self, render, content, context, jinja_env, seen_oids)

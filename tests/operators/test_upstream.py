@@ -14,7 +14,7 @@ HEADER = """
 import pendulum
 from datetime import timedelta
 from airflow.providers.common.compat.sdk import DAG, task
-from tests.operators.upstream_operator import AskWithInputs
+from airflow_o3.operators.o3mini import O3MiniOperator
 
 with DAG(dag_id="{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
          default_args={{"retries": 2, "retry_delay": timedelta(0)}}):
@@ -41,7 +41,7 @@ def test_inputs_by_name_become_upstream_and_are_rendered_into_the_prompt_as_data
         dag_file,
         "o3_inputs_by_name",
         """
-    AskWithInputs(
+    O3MiniOperator(
         task_id="classify",
         inputs={"ticket": load_ticket(), "customer": load_customer(), "day": "{{ ds }}"},
         prompt=(
@@ -67,7 +67,7 @@ def test_inputs_by_name_become_upstream_and_are_rendered_into_the_prompt_as_data
 def test_inputs_create_the_dependencies_when_the_dag_is_parsed():
     from airflow.providers.common.compat.sdk import DAG, task
 
-    from tests.operators.upstream_operator import AskWithInputs
+    from airflow_o3.operators.o3mini import O3MiniOperator
 
     with DAG(dag_id="o3_inputs_edges", schedule=None) as dag:
 
@@ -75,7 +75,7 @@ def test_inputs_create_the_dependencies_when_the_dag_is_parsed():
         def load_ticket() -> str:
             return "x"
 
-        ask = AskWithInputs(task_id="ask", inputs={"ticket": load_ticket()}, prompt="{{ inputs.ticket }}")
+        ask = O3MiniOperator(task_id="ask", inputs={"ticket": load_ticket()}, prompt="{{ inputs.ticket }}")
     assert ask.upstream_task_ids == {"load_ticket"}
     assert missing_upstream_pulls(dag.get_task("ask")) == []
 
@@ -89,7 +89,7 @@ def test_a_pull_from_a_task_that_is_not_upstream_fails_before_sending_naming_the
         "o3_pull_not_upstream",
         """
     load_ticket()
-    AskWithInputs(task_id="classify", prompt="Ticket: {{ ti.xcom_pull(task_ids='load_ticket')['text'] }}")
+    O3MiniOperator(task_id="classify", prompt="Ticket: {{ ti.xcom_pull(task_ids='load_ticket')['text'] }}")
 """,
     )
     result = run_dag(dag_id)
@@ -105,7 +105,7 @@ def test_missing_pulls_name_each_field_and_task_and_accept_ancestors():
     from airflow.providers.common.compat.sdk import DAG
     from airflow.providers.standard.operators.empty import EmptyOperator
 
-    from tests.operators.upstream_operator import AskWithInputs
+    from airflow_o3.operators.o3mini import O3MiniOperator
 
     with DAG(dag_id="o3_pull_check", schedule=None) as dag:
         first, second, unrelated = (
@@ -113,7 +113,7 @@ def test_missing_pulls_name_each_field_and_task_and_accept_ancestors():
             EmptyOperator(task_id="second"),
             EmptyOperator(task_id="unrelated"),
         )
-        ask = AskWithInputs(
+        ask = O3MiniOperator(
             task_id="ask",
             system_prompt="{{ ti.xcom_pull(task_ids=['first', 'unrelated']) }}",
             prompt="{{ ti.xcom_pull('second') }} {{ task_instance.xcom_pull(task_ids='typo') }}",
