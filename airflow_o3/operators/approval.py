@@ -76,15 +76,16 @@ def checked_approval_timeout(task_id: str | None, approval_timeout: Any) -> time
 
     :raises InvalidRequestError: naming the task, the value and the fix.
     """
-    if isinstance(approval_timeout, int | float) and not isinstance(approval_timeout, bool):
-        approval_timeout = timedelta(seconds=approval_timeout)
-    if not isinstance(approval_timeout, timedelta) or approval_timeout <= timedelta(0):
+    duration = approval_timeout
+    if isinstance(duration, int | float) and not isinstance(duration, bool):
+        duration = timedelta(seconds=duration)
+    if not isinstance(duration, timedelta) or duration <= timedelta(0):
         raise InvalidRequestError(
             f"{task_id}: approval_timeout is {approval_timeout!r} (fix: a positive timedelta or number "
             "of seconds, e.g. timedelta(hours=4); every wait for a person is bounded, and when it ends "
             "the reply is rejected)"
         )
-    return approval_timeout
+    return duration
 
 
 def reply_field_text(reply: Any) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -58,11 +59,16 @@ class Reviewer:
     """A person answering the approval request through Airflow's REST API, from another thread,
     while dag.test() waits for the answer."""
 
+    patience = 60.0
+    """Seconds to wait for the request before failing the runs (dag.test() would wait for ever)."""
+
     def __init__(self, client: Any) -> None:
         self._client = client
         self.request: dict[str, Any] | None = None
         self.status: int | None = None
         self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
 
     def answer(self, dag_id: str, options: list[str], params_input: dict[str, Any] | None = None) -> None:
         """Answer the first approval request of ``dag_id`` once it appears."""
@@ -74,22 +80,46 @@ class Reviewer:
         self._start(lambda: self._sweep_after_deadline(dag_id))
 
     def _start(self, work: Callable[[], None]) -> None:
-        self._thread = threading.Thread(target=work, daemon=True)
+        def run() -> None:
+            try:
+                work()
+            except BaseException as error:  # reported by join(), in the test
+                self._error = error
+
+        self._thread = threading.Thread(target=run, daemon=True)
         self._thread.start()
 
     def join(self) -> None:
-        assert self._thread is not None
-        self._thread.join(timeout=5)
+        """Stop waiting, and raise what went wrong in the reviewer's thread, if anything did."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._error is not None:
+            raise self._error
 
     def _pending(self, dag_id: str) -> dict[str, Any]:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        """The request of ``dag_id`` waiting for an answer. If none comes in time, the dag's running
+        runs are marked failed, so dag.test() ends."""
+        deadline = time.monotonic() + self.patience
+        while time.monotonic() < deadline and not self._stop.is_set():
             response = self._client.get(f"/api/v2/dags/{dag_id}/dagRuns/~/hitlDetails")
-            details = response.json().get("hitl_details", [])
-            if details and details[0]["task_instance"]["state"] == "awaiting_input":
-                return dict(details[0])
+            for detail in response.json().get("hitl_details", []):
+                if detail["task_instance"]["state"] == "awaiting_input" and not detail["response_received"]:
+                    return dict(detail)
             time.sleep(0.2)
-        raise AssertionError(f"no approval request of {dag_id} within 60 s")
+        self._fail_running_runs(dag_id)
+        raise AssertionError(f"no approval request of {dag_id} awaiting input; its runs were failed")
+
+    def _fail_running_runs(self, dag_id: str) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not self._stop.is_set():
+            runs = self._client.get(f"/api/v2/dags/{dag_id}/dagRuns?state=running").json()["dag_runs"]
+            for run in runs:
+                path = f"/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}"
+                self._client.patch(path, json={"state": "failed"})
+            if runs:
+                return
+            time.sleep(0.2)
 
     def _answer(self, dag_id: str, options: list[str], params_input: dict[str, Any] | None) -> None:
         self.request = detail = self._pending(dag_id)
@@ -238,3 +268,53 @@ def test_an_edited_json_reply_that_breaks_the_schema_fails_without_a_retry(
     assert "the approved reply field is not the JSON the task hands on" in result.task_log("ask")
     assert result.task_state("downstream") == "upstream_failed"
     assert len(o3_standin_connection.chat_requests) == 1
+
+
+@pytest.fixture
+def example_operator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The example DAG uses ``O3MiniOperator(require_approval=...)``. Until that argument is wired
+    into O3MiniOperator (see docs/approval.md, "Wiring"), the DAG gets the test subclass that wires
+    it; once it is, this does nothing and the example runs on the real operator."""
+    import inspect
+
+    import airflow_o3.operators
+    from tests.e2e.approving_operator import ApprovingO3MiniOperator
+
+    if "require_approval" not in inspect.signature(airflow_o3.operators.O3MiniOperator.__init__).parameters:
+        monkeypatch.setattr(airflow_o3.operators, "O3MiniOperator", ApprovingO3MiniOperator)
+
+
+def test_the_example_dag_publishes_only_the_approved_edit(
+    example_operator, o3_standin, monkeypatch, tmp_path, reviewer
+):
+    from tests.contract import validate_request_body
+
+    monkeypatch.setenv("AIRFLOW_CONN_AIMLAPI_DEFAULT", o3_standin.connection_json(KEY))
+    monkeypatch.setenv("O3_REPORT_DIR", str(tmp_path))
+    o3_standin.script(Reply(content="**New:** download your invoices as PDF."))
+    reviewer.answer("o3_approval", ["Approve"], {"reply": "New: invoices as PDF, on the billing page."})
+    result = run_dag("o3_approval", run_conf={"change": "Invoices can be downloaded as PDF."})
+
+    result.assert_success()
+    (request,) = o3_standin.chat_requests
+    validate_request_body(request.body, strict=True)
+    assert request.body["messages"][1]["content"].endswith("Invoices can be downloaded as PDF.")
+    assert reviewer.request is not None
+    assert "**New:** download your invoices as PDF." in reviewer.request["body"]
+    published = Path(result.xcom("publish"))
+    assert published.parent == tmp_path
+    assert published.read_text(encoding="utf-8") == "New: invoices as PDF, on the billing page."
+    assert result.leaks(KEY) == []
+
+
+def test_the_example_dag_publishes_nothing_when_the_draft_is_rejected(
+    example_operator, o3_standin, monkeypatch, tmp_path, reviewer
+):
+    monkeypatch.setenv("AIRFLOW_CONN_AIMLAPI_DEFAULT", o3_standin.connection_json(KEY))
+    monkeypatch.setenv("O3_REPORT_DIR", str(tmp_path))
+    reviewer.answer("o3_approval", ["Reject"])
+    result = run_dag("o3_approval")
+
+    assert result.task_states == {"draft": "skipped", "publish": "skipped"}
+    assert list(tmp_path.iterdir()) == []
+    assert len(o3_standin.chat_requests) == 1
