@@ -511,3 +511,41 @@ def test_restarting_the_triggerer_mid_call_sends_the_request_once(deployment, sl
     state = deployment.wait_for_run(DEFERRED_DAG, run_id, timeout=60)
     assert state == "success", deployment.diagnosis(DEFERRED_DAG)
     assert _requests_for(slow_standin, topic) == 1
+
+
+# ------------------------------------------------------------------------------------------------
+# Approval: a person answers through the REST API, as the Required Actions page does
+# ------------------------------------------------------------------------------------------------
+
+APPROVAL_DAG = "o3_approval"
+
+
+def test_the_approval_example_waits_for_a_person_and_publishes_the_approved_edit(deployment, standin):
+    import inspect
+
+    from airflow_o3.operators import O3MiniOperator
+
+    if "require_approval" not in inspect.signature(O3MiniOperator.__init__).parameters:
+        pytest.skip("require_approval is not wired into O3MiniOperator yet (docs/approval.md, Wiring)")
+    deployment.wait_until(
+        "o3_approval parsed", lambda: APPROVAL_DAG in _dag_ids(deployment), 60, APPROVAL_DAG
+    )
+    change = "Invoices can be downloaded as PDF (deployment test)."
+    run_id = deployment.trigger(APPROVAL_DAG, {"change": change})
+    deployment.wait_until(
+        "the draft awaiting a person's answer",
+        lambda: deployment.task_states(APPROVAL_DAG, run_id).get("draft") == "awaiting_input",
+        timeout=60,
+        dag_id=APPROVAL_DAG,
+    )
+    hitl = f"/api/v2/dags/{APPROVAL_DAG}/dagRuns/{run_id}/taskInstances/draft/-1/hitlDetails"
+    request = deployment.api("GET", hitl)
+    assert request["options"] == ["Approve", "Reject"]
+    assert request["params"]["reply"]["value"] in request["body"]
+
+    edit = "New: invoices as PDF, approved in the deployment test."
+    deployment.api("PATCH", hitl, {"chosen_options": ["Approve"], "params_input": {"reply": edit}})
+    state = deployment.wait_for_run(APPROVAL_DAG, run_id, timeout=60)
+    assert state == "success", deployment.diagnosis(APPROVAL_DAG)
+    assert Path(deployment.xcom(APPROVAL_DAG, run_id, "publish")).read_text(encoding="utf-8") == edit
+    assert sum(change in prompt for prompt in _chat_prompts(standin)) == 1, "paid once"
