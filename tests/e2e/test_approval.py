@@ -272,16 +272,13 @@ def test_an_edited_json_reply_that_breaks_the_schema_fails_without_a_retry(
 
 @pytest.fixture
 def example_operator(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The example DAG uses ``O3MiniOperator(require_approval=...)``. Until that argument is wired
-    into O3MiniOperator (see docs/approval.md, "Wiring"), the DAG gets the test subclass that wires
-    it; once it is, this does nothing and the example runs on the real operator."""
-    import inspect
-
+    """The example DAG uses ``O3MiniOperator(require_approval=...)``: until that argument is wired
+    into O3MiniOperator (docs/approval.md, "Wiring"), the DAG gets the test subclass that wires it;
+    once it is, ApprovingO3MiniOperator is O3MiniOperator and this changes nothing."""
     import airflow_o3.operators
     from tests.e2e.approving_operator import ApprovingO3MiniOperator
 
-    if "require_approval" not in inspect.signature(airflow_o3.operators.O3MiniOperator.__init__).parameters:
-        monkeypatch.setattr(airflow_o3.operators, "O3MiniOperator", ApprovingO3MiniOperator)
+    monkeypatch.setattr(airflow_o3.operators, "O3MiniOperator", ApprovingO3MiniOperator)
 
 
 def test_the_example_dag_publishes_only_the_approved_edit(
