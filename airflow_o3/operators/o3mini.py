@@ -29,11 +29,13 @@ from airflow_o3.call import (
 )
 from airflow_o3.call import render_template as render_prompt_template
 from airflow_o3.errors import CompletionError, InvalidRequestError, StructuredOutputError
+from airflow_o3.operators.approval import DEFAULT_APPROVAL_TIMEOUT, ReplyApproval
 from airflow_o3.operators.upstream import checked_inputs, render_with_inputs
 from airflow_o3.structured import reask_messages
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+    from datetime import timedelta
 
     import jinja2
     from airflow.providers.common.compat.sdk import Context
@@ -47,7 +49,7 @@ if TYPE_CHECKING:
 __all__ = ["O3MiniOperator", "check_arguments", "client_request_id", "reply_value"]
 
 
-class O3MiniOperator(BaseOperator):
+class O3MiniOperator(ReplyApproval, BaseOperator):
     """Ask o3-mini through the AI/ML API with a Jinja-templated prompt; return its reply.
 
     The reply is the task's return value (XCom ``return_value``): the text; with ``response_format``
@@ -113,6 +115,12 @@ class O3MiniOperator(BaseOperator):
         default_deferrable``. Not with ``stream`` or ``json_retries``, which need the worker:
         ``deferrable=True`` with them fails at parse, and with only the config default such a task
         runs in the worker, saying so in its log.
+    :param require_approval: hold the reply until a person approves, edits or rejects it in Airflow's
+        UI (Browse > Required Actions) before downstream tasks see it; rejected, the task is skipped
+        and so are the downstream tasks. The reply is paid once. Airflow 3.1 and later (refused when
+        the DAG is parsed on older Airflow).
+    :param approval_timeout: how long to wait for the person (a timedelta or seconds; default 24
+        hours). With no answer by then the reply is rejected.
     """
 
     template_fields: Sequence[str] = ("inputs", "prompt", "system_prompt", "messages", "model")
@@ -147,6 +155,8 @@ class O3MiniOperator(BaseOperator):
         fallback_conn_ids: Sequence[str] = (),
         cache: CacheSettings | dict[str, Any] | str | bool | None = None,
         deferrable: bool | None = None,
+        require_approval: bool = False,
+        approval_timeout: timedelta | float = DEFAULT_APPROVAL_TIMEOUT,
         **kwargs: Any,
     ) -> None:
         renamed = take_renamed(kwargs, type(self).__name__)
@@ -175,6 +185,7 @@ class O3MiniOperator(BaseOperator):
         self.deferrable = (
             self._default_deferrable() if deferrable is None and not self.worker_reason else bool(deferrable)
         )
+        self.init_approval(require_approval, approval_timeout)
 
     def _default_deferrable(self) -> bool:
         return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
@@ -268,7 +279,9 @@ class O3MiniOperator(BaseOperator):
             if self.deferrable:
                 return self.defer_call(context, call, messages)
             completions = self.ask(context, call, messages)
-        return self.publish(context, call, completions[-1], completions[:-1], messages)
+        return self.await_approval(
+            context, self.publish(context, call, completions[-1], completions[:-1], messages)
+        )
 
     def ask(self, context: Context, call: O3Call, messages: list[dict[str, Any]]) -> list[Completion]:
         """Send the request, and ask again (up to ``json_retries`` times) while the JSON is unusable.
@@ -352,7 +365,7 @@ class O3MiniOperator(BaseOperator):
                 "The triggerer read the reply from the response cache (entry %s): nothing was paid for it",
                 str(event.get("cache_key"))[:16],
             )
-        return self.publish(context, self.request(), completion)
+        return self.await_approval(context, self.publish(context, self.request(), completion))
 
     def _log_reply_line(self, index: int, line: str) -> None:
         self.log.info("reply%s | %s", f"[{index}]" if self.call.choices > 1 else "", line)

@@ -519,3 +519,39 @@ def test_restarting_the_triggerer_mid_call_sends_the_request_once(deployment, sl
     state = deployment.wait_for_run(DEFERRED_DAG, run_id, timeout=60)
     assert state == "success", deployment.diagnosis(DEFERRED_DAG)
     assert _requests_for(slow_standin, topic) == 1
+
+
+# ------------------------------------------------------------------------------------------------
+# Approval: a person answers through the REST API, as the Required Actions page does
+# ------------------------------------------------------------------------------------------------
+
+APPROVAL_DAG = "o3_approval"
+APPROVAL_THINKING_SECONDS = 5.0
+
+
+def test_the_approval_example_waits_for_a_person_and_publishes_the_approved_edit(deployment, standin):
+    deployment.wait_until(
+        "o3_approval parsed", lambda: APPROVAL_DAG in _dag_ids(deployment), 60, APPROVAL_DAG
+    )
+    change = "Invoices can be downloaded as PDF (deployment test)."
+    run_id = deployment.trigger(APPROVAL_DAG, {"change": change})
+    deployment.wait_until(
+        "the draft awaiting a person's answer",
+        lambda: deployment.task_states(APPROVAL_DAG, run_id).get("draft") == "awaiting_input",
+        timeout=60,
+        dag_id=APPROVAL_DAG,
+    )
+    # A person takes seconds to answer. Airflow 3.3.2 fails a task answered before the scheduler has
+    # seen its worker exit after parking ("state mismatch": it takes the exit for the resumed try's).
+    time.sleep(APPROVAL_THINKING_SECONDS)
+    hitl = f"/api/v2/dags/{APPROVAL_DAG}/dagRuns/{run_id}/taskInstances/draft/-1/hitlDetails"
+    request = deployment.api("GET", hitl)
+    assert request["options"] == ["Approve", "Reject"]
+    assert request["params"]["reply"]["value"] in request["body"]
+
+    edit = "New: invoices as PDF, approved in the deployment test."
+    deployment.api("PATCH", hitl, {"chosen_options": ["Approve"], "params_input": {"reply": edit}})
+    state = deployment.wait_for_run(APPROVAL_DAG, run_id, timeout=60)
+    assert state == "success", deployment.diagnosis(APPROVAL_DAG)
+    assert Path(deployment.xcom(APPROVAL_DAG, run_id, "publish")).read_text(encoding="utf-8") == edit
+    assert sum(change in prompt for prompt in _chat_prompts(standin)) == 1, "paid once"
