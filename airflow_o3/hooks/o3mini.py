@@ -118,14 +118,15 @@ def _tls_failed(error: BaseException) -> bool:
 
 
 class _Deadline(NamedTuple):
-    """When one attempt must be over: ``at`` (a ``time.monotonic()`` value), ``seconds`` after it began."""
+    """When one attempt must be over: ``at`` (a ``time.monotonic()`` value), and that limit in words."""
 
     at: float
-    seconds: float
+    limit: str
 
     @classmethod
-    def after(cls, seconds: float) -> _Deadline:
-        return cls(time.monotonic() + seconds, seconds)
+    def after(cls, seconds: float, setting: str = "attempt_timeout=") -> _Deadline:
+        """``seconds`` from now; ``setting`` names the limit in the error (empty for a fixed one)."""
+        return cls(time.monotonic() + seconds, f"{setting}{seconds:g}s")
 
     def left(self) -> float:
         return self.at - time.monotonic()
@@ -134,8 +135,7 @@ class _Deadline(NamedTuple):
         return AttemptTimeoutError(
             HttpFailure(
                 None,
-                f"the reply from {url} was not complete within attempt_timeout={self.seconds:g}s; "
-                "the attempt was cut",
+                f"the reply from {url} was not complete within {self.limit}; the attempt was cut",
             )
         )
 
@@ -830,7 +830,7 @@ class O3MiniHook(BaseHook):
             )
         try:
             with self._keyless():
-                status, headers, content = self._get(settings.models_url, settings.headers())
+                status, headers, content = self.get_url(settings.models_url, settings.headers())
                 if status != 200:
                     parse_response(status, headers, content)
         except ServiceError as error:
@@ -842,16 +842,23 @@ class O3MiniHook(BaseHook):
         listed = "is listed" if settings.model in models else "is NOT listed"
         from airflow_o3.billing import balance_summary
 
-        balance = balance_summary(settings.billing_base_url, settings.api_key, self.ledger)
+        balance = balance_summary(self)
         return True, (
             f"Reached {settings.models_url} in {time.monotonic() - started:.2f}s; model "
             f"{settings.model!r} {listed}; an API key is set (it is checked by the first real call, "
             f"since listing models is free and needs no key); {balance}"
         )
 
-    def _get(self, url: str, headers: Mapping[str, str]) -> tuple[int, Mapping[str, str], bytes]:
-        """GET ``url`` within 30 s, as a POST is sent: no redirect followed, the size limit kept."""
-        deadline = _Deadline.after(_TEST_SECONDS)
+    def get_url(
+        self, url: str, headers: Mapping[str, str], *, seconds: float = _TEST_SECONDS
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """GET ``url`` (the models list, the billing host's balance) over this hook's session, as a
+        POST is sent: within ``seconds`` in all, no redirect followed, ``max_reply_bytes`` kept.
+
+        :raises ServiceError: as :func:`transport_error` maps a failure; :class:`RedirectError` for a
+            3xx, :class:`ReplyTooLargeError` for a reply over the size limit.
+        """
+        deadline = _Deadline.after(seconds, setting="")
         with self._request("GET", url, headers, deadline) as response:
             return response.status_code, response.headers, b"".join(self._body(response, url, deadline))
 
