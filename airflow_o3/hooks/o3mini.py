@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
 from airflow_o3.cache import ResponseCache, cache_key, connection_fingerprint
-from airflow_o3.deprecations import warn_renamed
+from airflow_o3.deprecations import renamed_argument
 from airflow_o3.errors import (
     AttemptTimeoutError,
     AuthenticationError,
@@ -333,15 +333,9 @@ class O3MiniHook(BaseHook):
         timeout: Timeouts | float | None = None,
     ) -> None:
         super().__init__()
-        if retry is not None:
-            warn_renamed("retry", "request_retry", "O3MiniHook")
-            request_retry = request_retry if request_retry is not None else retry
-        if timeout is not None:
-            warn_renamed("timeout", "read_timeout", "O3MiniHook")
-            read_timeout = read_timeout if read_timeout is not None else timeout
         self.conn_id = conn_id
-        self._retry = request_retry
-        self._timeout = read_timeout
+        self._retry = renamed_argument(request_retry, retry, "retry", "request_retry", "O3MiniHook")
+        self._timeout = renamed_argument(read_timeout, timeout, "timeout", "read_timeout", "O3MiniHook")
         self._pool_size = pool_size
         self.rate_control = rate_control
         self.fallback_conn_ids = _checked_fallbacks(conn_id, fallback_conn_ids)
