@@ -98,8 +98,8 @@ def cap_settings_from_extras(conn_id: str, extras: Mapping[str, Any]) -> CapSett
     :raises ConfigurationError: a cap that is not a number of dollars above 0, a refresh that is
         not seconds of 0 or more, or a ledger path with credentials in it.
     """
-    cap = _extra_number(conn_id, extras, "daily_budget_usd", "a number of dollars above 0, e.g. 25", 0.0)
-    refresh = _extra_number(conn_id, extras, "ledger_refresh_seconds", "seconds, 0 or more, e.g. 5", -1.0)
+    cap = extra_number(conn_id, extras, "daily_budget_usd", "a number of dollars above 0, e.g. 25", 0.0)
+    refresh = extra_number(conn_id, extras, "ledger_refresh_seconds", "seconds, 0 or more, e.g. 5", -1.0)
     path = str(extras.get("ledger_path") or "").strip() or None
     if path is not None and "://" in path and "@" in urlsplit(path).netloc:
         raise ConfigurationError(
@@ -113,9 +113,14 @@ def cap_settings_from_extras(conn_id: str, extras: Mapping[str, Any]) -> CapSett
     )
 
 
-def _extra_number(
+def extra_number(
     conn_id: str, extras: Mapping[str, Any], name: str, wanted: str, above: float
 ) -> float | None:
+    """The connection extra ``name`` as a finite number above ``above``; ``None`` when it is not set.
+
+    :param wanted: what to set instead, for the error (``"seconds, 0 or more, e.g. 5"``).
+    :raises ConfigurationError: a value that is not such a number (a boolean neither), naming it.
+    """
     value = extras.get(name)
     if value in (None, ""):
         return None
@@ -125,7 +130,8 @@ def _extra_number(
         number = math.nan
     if isinstance(value, bool) or not math.isfinite(number) or number <= above:
         raise ConfigurationError(
-            f"connection {conn_id!r}: the extra {name}={value!r} is not usable (fix: set it to {wanted})"
+            f"the connection extra {name}={value!r} is not usable (fix: set it to {wanted} on connection "
+            f"{conn_id!r})"
         )
     return number
 
