@@ -60,19 +60,6 @@ _CHUNK_BYTES = 65536
 """The most read from the socket at once; a read returns as soon as any bytes arrive."""
 
 
-def _no_reply(url: str, error: BaseException) -> RequestTimeoutError:
-    return RequestTimeoutError(HttpFailure(None, f"no reply from {url} in time ({type(error).__name__})"))
-
-
-def _unreachable(url: str, error: BaseException) -> ConnectError:
-    """A connection failure; a failed TLS handshake is a :class:`TlsError`, which is not retried."""
-    if _tls_failed(error):
-        return TlsError(
-            HttpFailure(None, f"could not reach {url}: the TLS handshake failed ({type(error).__name__})")
-        )
-    return ConnectError(HttpFailure(None, f"could not reach {url}: {type(error).__name__}"))
-
-
 def _timed_out(error: BaseException) -> bool:
     """Whether ``error`` is a timeout of the socket, asyncio, requests, urllib3 or httpx. A library
     is looked at only if it is loaded: an error cannot come from one that is not."""
@@ -98,11 +85,14 @@ def transport_error(url: str, error: BaseException, deadline: _Deadline) -> Serv
     :class:`RequestTimeoutError`; anything else a :class:`ConnectError` (:class:`TlsError` when the
     TLS handshake failed). Redirects and oversized replies are refused by :func:`_refuse_redirect`
     and :func:`_too_large`, on both paths too."""
+    kind = type(error).__name__
     if deadline.left() <= 0:
         return deadline.timed_out(url)
     if _timed_out(error):
-        return _no_reply(url, error)
-    return _unreachable(url, error)
+        return RequestTimeoutError(HttpFailure(None, f"no reply from {url} in time ({kind})"))
+    if _tls_failed(error):  # not retried
+        return TlsError(HttpFailure(None, f"could not reach {url}: the TLS handshake failed ({kind})"))
+    return ConnectError(HttpFailure(None, f"could not reach {url}: {kind}"))
 
 
 def _tls_failed(error: BaseException) -> bool:
@@ -601,15 +591,9 @@ class O3MiniHook(BaseHook):
         self, cache: ResponseCache | None, keys: Mapping[str, str], conn_id: str, completion: Completion
     ) -> Completion:
         """Store a paid reply under the entry of the connection that answered; name that connection."""
-        if cache is not None and conn_id in keys:
-            self._store(cache, keys[conn_id], completion)
+        if cache is not None and conn_id in keys:  # the one write of the cache, for every path
+            cache.put(keys[conn_id], completion)
         return completion if completion.conn_id == conn_id else replace(completion, conn_id=conn_id)
-
-    @staticmethod
-    def _store(cache: ResponseCache | None, key: str, completion: Completion) -> None:
-        """The one write of the response cache, for every path (sync, batch, triggerer)."""
-        if cache is not None:
-            cache.put(key, completion)
 
     def _with_retries(self, attempt: Callable[[], Completion]) -> Completion:
         """Run ``attempt`` under the retry settings; a final error names this hook's connection."""
