@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 class ProgressLog(Protocol):
     """Where a batch writes its progress lines: a stdlib or a structlog (Airflow 3) logger."""
 
-    def info(self, event: str, /, *args: Any) -> Any: ...
+    def info(self, event: str, /, *args: Any) -> Any:
+        """Log a progress line (``%``-style arguments)."""
 
 
 ItemErrorPolicy = Literal["fail", "continue"]
@@ -149,6 +150,7 @@ class BatchOutcome:
 
     @property
     def from_cache(self) -> int:
+        """How many items were read from the response cache (paid for by an earlier try)."""
         return sum(1 for completion in self.completions if completion is not None and completion.from_cache)
 
     def summary(self) -> dict[str, Any]:

@@ -105,6 +105,7 @@ def billing_base_url_from_extras(conn_id: str, extras: Mapping[str, Any]) -> str
 
 
 def balance_url(billing_base_url: str) -> str:
+    """The balance endpoint on the billing host."""
     return f"{billing_base_url.rstrip('/')}{BALANCE_PATH}"
 
 

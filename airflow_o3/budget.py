@@ -72,6 +72,7 @@ class Budget:
 
     @property
     def limited(self) -> bool:
+        """Whether the budget sets any limit."""
         return self.max_total_tokens is not None or self.max_cost_usd is not None
 
 

@@ -130,6 +130,7 @@ class ResponseCache:
 
     @property
     def enabled(self) -> bool:
+        """Whether the cache is on (read and write, or read only)."""
         return self.settings.mode != "off"
 
     def _entry(self, key: str) -> Any:

@@ -109,6 +109,7 @@ class ServiceError(O3Error):
 
     @property
     def status(self) -> int | None:
+        """The HTTP status of the failure, when there was one."""
         return self.failure.status
 
     def _describe(self) -> str:

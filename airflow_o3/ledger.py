@@ -89,6 +89,7 @@ class CapSettings:
 
     @property
     def root(self) -> str:
+        """Where the ledger lives: ``ledger_path``, else the local default folder."""
         return self.ledger_path or default_ledger_root()
 
 

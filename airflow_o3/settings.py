@@ -80,10 +80,12 @@ class ClientSettings:
 
     @property
     def chat_url(self) -> str:
+        """The chat completions endpoint of the connection."""
         return f"{self.base_url}/chat/completions"
 
     @property
     def models_url(self) -> str:
+        """The models endpoint (``test_connection`` reads it; it costs nothing)."""
         return f"{self.base_url}/models"
 
     def headers(self, client_request_id: str | None = None) -> dict[str, str]:

@@ -268,6 +268,7 @@ class PreparedCall:
 
     @property
     def content(self) -> bytes:
+        """The request body as sent: compact JSON, UTF-8."""
         return encode_body(self.body)
 
 

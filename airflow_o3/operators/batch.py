@@ -213,6 +213,8 @@ class O3MiniBatchOperator(BaseOperator):
         return replace(self.call, model=self.model, **fields)
 
     def execute(self, context: Context) -> list[Any]:
+        """Render and check every item's request, send them, push the batch's XComs; return the
+        results in order."""
         from airflow_o3.batch import run_batch
         from airflow_o3.budget import Spend
         from airflow_o3.hooks.o3mini import O3MiniHook

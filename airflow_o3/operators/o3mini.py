@@ -269,6 +269,7 @@ class O3MiniOperator(ReplyApproval, BaseOperator):
         return replace(self.call, output=self.output_format, **fields)
 
     def execute(self, context: Context) -> Any:
+        """Render and check the request, then send it (or defer, or only render it); return the reply."""
         if self.worker_reason:
             self.log.info("%s", self.worker_reason)
         call = self.request()

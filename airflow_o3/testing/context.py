@@ -34,6 +34,7 @@ class StubTaskInstance:
         self.xcoms: dict[str, Any] = {}
 
     def xcom_push(self, key: str, value: Any) -> None:
+        """Record the value under ``key``, as Airflow's XCom would."""
         self.xcoms[key] = value
 
 

@@ -91,6 +91,8 @@ class O3MiniTrigger(BaseTrigger):
         self.fallback_conn_ids = list(fallback_conn_ids)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
+        """What the triggerer stores to re-create the trigger: no secret, only names, the body and
+        the settings."""
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
@@ -106,6 +108,8 @@ class O3MiniTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Answer from the cache, or send the request (on a loop of its own); yield its reply or its
+        typed error."""
         try:
             hook, cache = await asyncio.to_thread(self._hook_and_cache)
             settings = await hook.aget_settings()
