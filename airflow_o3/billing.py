@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -22,17 +20,12 @@ from airflow_o3.errors import BalanceUnavailableError, ConfigurationError, O3Err
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    import requests
-
     from airflow_o3.hooks.o3mini import O3MiniHook
-    from airflow_o3.ledger import DailyLedger
 
 DEFAULT_BILLING_BASE_URL = "https://billing.aimlapi.com"
 BALANCE_PATH = "/v1/billing/balance"
-CONNECT_SECONDS = 10.0
 BALANCE_SECONDS = 30.0
 """The most a balance read may take in all, connect to last byte."""
-MAX_BALANCE_BYTES = 65536
 ESTIMATED_COMPLETION_TOKENS = 4000
 """Completion tokens (hidden reasoning included) a call is assumed to use when its request sets no
 ``max_completion_tokens``: a medium-effort answer of a few paragraphs. Set ``max_completion_tokens``
@@ -116,16 +109,32 @@ def balance_url(billing_base_url: str) -> str:
     return f"{billing_base_url.rstrip('/')}{BALANCE_PATH}"
 
 
-def read_balance(billing_base_url: str, api_key: str) -> Balance:
-    """Ask the billing host for the balance of ``api_key``'s account; within :data:`BALANCE_SECONDS`,
-    no redirect followed, at most :data:`MAX_BALANCE_BYTES` read. Costs nothing.
+def read_balance(hook: O3MiniHook) -> Balance:
+    """Ask the billing host of ``hook``'s connection for the balance of its key's account, over the
+    hook's transport: within :data:`BALANCE_SECONDS`, no redirect followed, the connection's
+    ``max_reply_bytes`` kept. Costs nothing.
 
     :raises BalanceUnavailableError: the status, the service's words (without the key) and the URL;
         retryable for a timeout, a connection failure, a 429 or a 5xx.
     """
-    url = balance_url(billing_base_url)
-    status, body = _get(url, api_key)
-    for secret in {api_key, json.dumps(api_key)[1:-1]}:
+    from airflow_o3.errors import RedirectError, ServiceError
+
+    settings = hook.settings
+    url = balance_url(settings.billing_base_url)
+    try:
+        status, _, body = hook.get_url(url, settings.headers(), seconds=BALANCE_SECONDS)
+    except RedirectError as error:
+        raise BalanceUnavailableError(
+            f"GET {url} answered HTTP {error.failure.status}, a redirect, which is not followed (fix: "
+            "set the connection extra billing_base_url to the billing host itself)"
+        ) from None
+    except ServiceError as error:
+        raise BalanceUnavailableError(
+            f"GET {url} failed: {error.failure.message} (fix: check the connection extra "
+            "billing_base_url and the network path from the worker to the billing host)",
+            retryable=error.retryable,
+        ) from None
+    for secret in {settings.api_key, json.dumps(settings.api_key)[1:-1]}:
         if len(secret) >= 5:
             body = body.replace(secret.encode(), b"***")
     return parse_balance(url, status, body)
@@ -172,70 +181,6 @@ def _shape_problem(data: Any) -> str | None:
         if isinstance(value, float) and not math.isfinite(value):
             return f"no usable {name!r}"
     return None
-
-
-def _get(url: str, api_key: str) -> tuple[int, bytes]:
-    """GET ``url`` with the key, cut at :data:`BALANCE_SECONDS` however slowly bytes arrive."""
-    import requests
-
-    from airflow_o3.settings import USER_AGENT
-
-    deadline = time.monotonic() + BALANCE_SECONDS
-    session = requests.Session()
-    session.trust_env = False  # a ~/.netrc entry would replace the Authorization header
-    session.proxies.update(requests.utils.get_environ_proxies(url))
-    session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-    headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json", "User-Agent": USER_AGENT}
-    try:
-        with session:
-            response = session.get(
-                url,
-                headers=headers,
-                timeout=(CONNECT_SECONDS, BALANCE_SECONDS),
-                stream=True,
-                allow_redirects=False,
-            )
-            with response:
-                if 300 <= response.status_code < 400:
-                    raise BalanceUnavailableError(
-                        f"GET {url} answered HTTP {response.status_code}, a redirect, which is not "
-                        "followed (fix: set the connection extra billing_base_url to the billing host itself)"
-                    )
-                return response.status_code, _read(response, deadline)
-    except requests.RequestException as error:
-        raise BalanceUnavailableError(
-            f"GET {url} failed: {type(error).__name__} (fix: check the connection extra billing_base_url "
-            "and the network path from the worker to the billing host)",
-            retryable=True,
-        ) from None
-
-
-def _read(response: requests.Response, deadline: float) -> bytes:
-    pieces: list[bytes] = []
-    received = 0
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise BalanceUnavailableError(
-                f"the reply of {response.url} was not complete within {BALANCE_SECONDS:g}s", retryable=True
-            )
-        sock = getattr(getattr(response.raw, "connection", None), "sock", None)
-        if sock is not None:
-            sock.settimeout(left)
-        try:
-            chunk = response.raw.read1(MAX_BALANCE_BYTES)
-        except Exception as error:
-            raise BalanceUnavailableError(
-                f"the reply of {response.url} broke off ({type(error).__name__})", retryable=True
-            ) from None
-        if not chunk:
-            return b"".join(pieces)
-        received += len(chunk)
-        if received > MAX_BALANCE_BYTES:
-            raise BalanceUnavailableError(
-                f"the reply of {response.url} is larger than {MAX_BALANCE_BYTES} bytes"
-            )
-        pieces.append(chunk)
 
 
 def estimate_call_usd(body: Mapping[str, Any]) -> float:
@@ -290,13 +235,13 @@ def check_balance_covers(
     return words
 
 
-def balance_summary(billing_base_url: str, api_key: str, ledger: DailyLedger) -> str:
+def balance_summary(hook: O3MiniHook) -> str:
     """The balance in words for ``test_connection``, or why it is unavailable; never raises."""
     try:
-        balance = read_balance(billing_base_url, api_key)
+        balance = read_balance(hook)
     except O3Error as error:
         return f"balance unavailable: {error}"
-    return balance.describe(ledger.credits_per_usd())
+    return balance.describe(hook.ledger.credits_per_usd())
 
 
 def check_batch_balance(hook: O3MiniHook, bodies: Sequence[Mapping[str, Any]], min_balance_usd: float) -> str:
@@ -305,6 +250,5 @@ def check_batch_balance(hook: O3MiniHook, bodies: Sequence[Mapping[str, Any]], m
 
     :return: the check in words, for the task log.
     """
-    settings = hook.settings
-    balance = read_balance(settings.billing_base_url, settings.api_key)
+    balance = read_balance(hook)
     return check_balance_covers(balance, hook.ledger.credits_per_usd(), bodies, min_balance_usd, hook.conn_id)

@@ -12,19 +12,18 @@ task would only make Airflow retry it and pay again.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
 import logging
 import math
 import os
-import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_o3.errors import ConfigurationError
 from airflow_o3.parameters import coerce_settings
+from airflow_o3.storage import local_folder, object_path, read_local, under_airflow_home, why, write_local
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -42,8 +41,7 @@ _FINGERPRINT_LABEL = b"airflow-o3 connection fingerprint v1"
 
 def default_cache_root() -> str:
     """``$AIRFLOW_HOME/o3_cache``: fine for one machine; use shared storage for several workers."""
-    home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
-    return os.path.join(home, "o3_cache")
+    return under_airflow_home("o3_cache")
 
 
 @dataclass(frozen=True)
@@ -127,8 +125,8 @@ class ResponseCache:
     def __init__(self, settings: CacheSettings) -> None:
         self.settings = settings
         location = settings.path or default_cache_root()
-        self._folder = _local_folder(location)
-        self._root: Any = None if self._folder is not None else _object_storage(location)
+        self._folder = local_folder(location)
+        self._root: Any = None if self._folder is not None else object_path(location)
 
     @property
     def enabled(self) -> bool:
@@ -151,12 +149,12 @@ class ResponseCache:
             return None
         entry = self._entry(key)
         try:
-            text = _read_local(entry) if isinstance(entry, str) else entry.read_text()
+            text = read_local(entry) if isinstance(entry, str) else entry.read_text()
         except FileNotFoundError:
             return None
         except Exception as error:
             log.warning(
-                "Response cache entry %s could not be read, so it counts as missing: %s", entry, _why(error)
+                "Response cache entry %s could not be read, so it counts as missing: %s", entry, why(error)
             )
             return None
         try:
@@ -165,7 +163,7 @@ class ResponseCache:
             log.warning(
                 "Response cache entry %s is not a stored reply, so it counts as missing: %s",
                 entry,
-                _why(error),
+                why(error),
             )
             return None
 
@@ -181,7 +179,7 @@ class ResponseCache:
         try:
             data = _entry_text(key, completion)
             if isinstance(entry, str):
-                _write_local(entry, data)
+                write_local(entry, data)
             else:
                 entry.parent.mkdir(parents=True, exist_ok=True)
                 entry.write_text(data)
@@ -190,34 +188,8 @@ class ResponseCache:
                 "The reply was paid for but NOT stored in the response cache (entry %s): %s. "
                 "A retry of this task will pay for it again; check that the cache path is writable",
                 entry,
-                _why(error),
+                why(error),
             )
-
-
-def _local_folder(location: str) -> str | None:
-    """The folder of a local cache (a path or a ``file://`` URL); ``None`` for object storage.
-
-    Local entries are read and written with plain file calls: Airflow's object storage layer would
-    load every provider's metadata at the first use, seconds of CPU in a triggerer.
-    """
-    if location.startswith("file://"):
-        return location[len("file://") :]
-    return None if "://" in location else location
-
-
-def _object_storage(location: str) -> Any:
-    from airflow.providers.common.compat.sdk import ObjectStoragePath
-
-    return ObjectStoragePath(location)
-
-
-def _read_local(path: str) -> str:
-    with open(path, encoding="utf-8") as file:
-        return file.read()
-
-
-def _why(error: Exception) -> str:
-    return f"{type(error).__name__}: {error}"[:300]
 
 
 def _entry_text(key: str, completion: Completion) -> str:
@@ -251,39 +223,3 @@ def _completion_of(text: str) -> Completion:
     if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
         raise ValueError("the entry's headers are not an object of strings")
     return completion_from_body(data.get("response"), headers, from_cache=True)
-
-
-def _write_local(path: str, data: str) -> None:
-    """Write ``data`` to ``path`` atomically, owner-only: folders 0700, the file 0600, whatever the umask."""
-    folder = os.path.dirname(path)
-    _make_private_folders(folder)
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            file.write(data)
-        os.chmod(temporary, 0o600)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-
-
-def _make_private_folders(folder: str) -> None:
-    """Create ``folder`` and its missing parents with mode 0700 (``os.makedirs`` applies the umask)."""
-    missing = []
-    while folder and not os.path.isdir(folder):
-        missing.append(folder)
-        parent = os.path.dirname(folder)
-        if parent == folder:
-            break
-        folder = parent
-    for created in reversed(missing):
-        try:
-            os.mkdir(created, 0o700)
-        except FileExistsError:  # made meanwhile by a concurrent writer
-            if not os.path.isdir(created):
-                raise
-        else:
-            os.chmod(created, 0o700)

@@ -30,7 +30,6 @@ whole total again at its next check or reply.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import json
 import logging
 import math
@@ -46,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow_o3.errors import ConfigurationError, DailyBudgetExceededError, LedgerUnavailableError
+from airflow_o3.storage import local_folder, object_path, read_local, under_airflow_home, why, write_local
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -64,8 +64,7 @@ _FILE_NAME = re.compile(r"[A-Za-z0-9._-]+\.json")
 
 def default_ledger_root() -> str:
     """``$AIRFLOW_HOME/o3_ledger``: one machine's folder; use shared storage for several machines."""
-    home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
-    return os.path.join(home, "o3_ledger")
+    return under_airflow_home("o3_ledger")
 
 
 def utc_day(now: float) -> str:
@@ -100,8 +99,8 @@ def cap_settings_from_extras(conn_id: str, extras: Mapping[str, Any]) -> CapSett
     :raises ConfigurationError: a cap that is not a number of dollars above 0, a refresh that is
         not seconds of 0 or more, or a ledger path with credentials in it.
     """
-    cap = _extra_number(conn_id, extras, "daily_budget_usd", "a number of dollars above 0, e.g. 25", 0.0)
-    refresh = _extra_number(conn_id, extras, "ledger_refresh_seconds", "seconds, 0 or more, e.g. 5", -1.0)
+    cap = extra_number(conn_id, extras, "daily_budget_usd", "a number of dollars above 0, e.g. 25", 0.0)
+    refresh = extra_number(conn_id, extras, "ledger_refresh_seconds", "seconds, 0 or more, e.g. 5", -1.0)
     path = str(extras.get("ledger_path") or "").strip() or None
     if path is not None and "://" in path and "@" in urlsplit(path).netloc:
         raise ConfigurationError(
@@ -115,9 +114,14 @@ def cap_settings_from_extras(conn_id: str, extras: Mapping[str, Any]) -> CapSett
     )
 
 
-def _extra_number(
+def extra_number(
     conn_id: str, extras: Mapping[str, Any], name: str, wanted: str, above: float
 ) -> float | None:
+    """The connection extra ``name`` as a finite number above ``above``; ``None`` when it is not set.
+
+    :param wanted: what to set instead, for the error (``"seconds, 0 or more, e.g. 5"``).
+    :raises ConfigurationError: a value that is not such a number (a boolean neither), naming it.
+    """
     value = extras.get(name)
     if value in (None, ""):
         return None
@@ -127,7 +131,8 @@ def _extra_number(
         number = math.nan
     if isinstance(value, bool) or not math.isfinite(number) or number <= above:
         raise ConfigurationError(
-            f"connection {conn_id!r}: the extra {name}={value!r} is not usable (fix: set it to {wanted})"
+            f"the connection extra {name}={value!r} is not usable (fix: set it to {wanted} on connection "
+            f"{conn_id!r})"
         )
     return number
 
@@ -210,7 +215,7 @@ def _write_the_rest() -> None:
             log.warning(
                 "The daily spend ledger of connection %r was not written at exit (%s)",
                 ledger.conn_id,
-                _why(error),
+                why(error),
             )
 
 
@@ -289,7 +294,7 @@ class DailyLedger:
                 "written (%s): other workers do not see this spend until a write succeeds%s "
                 "(fix: make %s writable)",
                 self.conn_id,
-                _why(error),
+                why(error),
                 ", and this process refuses new requests while it cannot write"
                 if self.settings.daily_budget_usd is not None
                 else "",
@@ -312,9 +317,7 @@ class DailyLedger:
             try:
                 self._write(tally)
             except Exception as error:
-                raise self._unavailable(
-                    f"this process's spend could not be written ({_why(error)})"
-                ) from None
+                raise self._unavailable(f"this process's spend could not be written ({why(error)})") from None
         return tally.usd + self._others(day, tally.file).usd
 
     def credits_per_usd(self) -> float | None:
@@ -370,7 +373,7 @@ class DailyLedger:
         except FileNotFoundError:
             return _Seen(now, 0.0, 0.0, 0.0)
         except Exception as error:
-            raise self._unavailable(f"the folder {folder} could not be listed ({_why(error)})") from None
+            raise self._unavailable(f"the folder {folder} could not be listed ({why(error)})") from None
         usd = credits = priced = 0.0
         for name in names:
             if name == own or not _FILE_NAME.fullmatch(name):
@@ -402,7 +405,7 @@ def _read_entry(storage: _Storage, folder: str, name: str) -> tuple[float, float
     except FileNotFoundError:
         return 0.0, 0.0, 0.0  # removed since the listing
     except Exception as error:
-        return f"could not be read ({_why(error)})"
+        return f"could not be read ({why(error)})"
     if not isinstance(data, dict) or data.get("version") != LEDGER_VERSION:
         return "is not a ledger file of version 1"
     figures = [data.get(name) for name in ("usd", "credits", "priced_usd")]
@@ -410,10 +413,6 @@ def _read_entry(storage: _Storage, folder: str, name: str) -> tuple[float, float
     if len(numbers) != len(figures) or not all(math.isfinite(n) and n >= 0 for n in numbers):
         return "holds no usable dollar figures"
     return numbers[0], numbers[1], numbers[2]
-
-
-def _why(error: Exception) -> str:
-    return f"{type(error).__name__}: {error}"[:300]
 
 
 class _Storage:
@@ -426,21 +425,10 @@ class _Storage:
         return os.listdir(folder)
 
     def read(self, folder: str, name: str) -> str:
-        with open(os.path.join(folder, name), encoding="utf-8") as file:
-            return file.read()
+        return read_local(os.path.join(folder, name))
 
     def write(self, folder: str, name: str, text: str) -> None:
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        temporary = os.path.join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-                file.write(text)
-            os.replace(temporary, os.path.join(folder, name))
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
+        write_local(os.path.join(folder, name), text)
 
 
 class _ObjectStorage(_Storage):
@@ -450,28 +438,21 @@ class _ObjectStorage(_Storage):
         return f"{folder.rstrip('/')}/{name}"
 
     def list(self, folder: str) -> list[str]:
-        path = _object_path(folder)
+        path = object_path(folder)
         if not path.exists():
             raise FileNotFoundError(folder)
         return [child.name for child in path.iterdir()]
 
     def read(self, folder: str, name: str) -> str:
-        return str(_object_path(self.join(folder, name)).read_text())
+        return str(object_path(self.join(folder, name)).read_text())
 
     def write(self, folder: str, name: str, text: str) -> None:
-        path = _object_path(self.join(folder, name))
+        path = object_path(self.join(folder, name))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
 
 
-def _object_path(location: str) -> Any:
-    from airflow.providers.common.compat.sdk import ObjectStoragePath
-
-    return ObjectStoragePath(location)
-
-
 def _storage_for(root: str) -> tuple[_Storage, str]:
     """The storage of a ledger root, and the root as that storage names it."""
-    if root.startswith("file://"):
-        return _Storage(), root[len("file://") :]
-    return (_ObjectStorage(), root) if "://" in root else (_Storage(), root)
+    folder = local_folder(root)
+    return (_ObjectStorage(), root) if folder is None else (_Storage(), folder)

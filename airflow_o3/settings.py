@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from airflow_o3 import __version__
 from airflow_o3.billing import DEFAULT_BILLING_BASE_URL, billing_base_url_from_extras
 from airflow_o3.errors import ConfigurationError
-from airflow_o3.ledger import CapSettings, cap_settings_from_extras
+from airflow_o3.ledger import CapSettings, cap_settings_from_extras, extra_number
 from airflow_o3.retry import RequestRetry
 
 if TYPE_CHECKING:
@@ -139,20 +139,7 @@ def _check_base_url(url: str) -> None:
             )
 
 
-def _number(extras: Mapping[str, Any], name: str, default: float) -> float:
-    value = extras.get(name)
-    if value in (None, ""):
-        return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if not math.isfinite(number) or number <= 0:
-        raise ConfigurationError(
-            f"connection extra {name}={value!r} is not a finite number above 0 (fix: set it to a "
-            f"number of seconds, e.g. {default:g})"
-        )
-    return number
+_SECONDS = "a number of seconds above 0"
 
 
 def _size(extras: Mapping[str, Any], name: str, default: int) -> int:
@@ -198,8 +185,8 @@ def settings_from_connection(
         raise ConfigurationError(f"connection {conn_id!r}: {error}") from None
     # Whichever of the two is set, the other's default follows it: the attempt is never shorter
     # than one read; when both are set, Timeouts refuses an attempt shorter than a read.
-    attempt = _number(extras, "attempt_timeout", Timeouts.attempt)
-    read = _number(extras, "read_timeout", min(Timeouts.read, attempt))
+    attempt = extra_number(conn_id, extras, "attempt_timeout", _SECONDS, 0.0) or Timeouts.attempt
+    read = extra_number(conn_id, extras, "read_timeout", _SECONDS, 0.0) or min(Timeouts.read, attempt)
     if extras.get("attempt_timeout") in (None, ""):
         attempt = max(attempt, read)
     return ClientSettings(
@@ -207,7 +194,7 @@ def settings_from_connection(
         api_key=password,
         model=str(extras.get("model") or DEFAULT_MODEL),
         timeouts=Timeouts(
-            connect=_number(extras, "connect_timeout", Timeouts.connect),
+            connect=extra_number(conn_id, extras, "connect_timeout", _SECONDS, 0.0) or Timeouts.connect,
             read=read,
             attempt=attempt,
         ),

@@ -70,6 +70,24 @@ class PromptFromFunction:
     messages: Any
     system_prompt: str | None
 
+    def init_decorated(
+        self,
+        *,
+        python_callable: Callable[..., Any],
+        op_args: Collection[Any] | None = None,
+        op_kwargs: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Each decorated operator's ``__init__`` (Airflow wraps every operator class's own): the
+        prompt is set during execution, by the function."""
+        super().__init__(  # type: ignore[call-arg]  # the operator that follows in the MRO
+            python_callable=python_callable,
+            op_args=op_args,
+            op_kwargs=op_kwargs,
+            prompt=SET_DURING_EXECUTION,
+            **kwargs,
+        )
+
     def prompt_from_function(self, context: Context) -> None:
         """Call the decorated function with its arguments and the context it asks for; use its result."""
         context_merge(context, self.op_kwargs)
@@ -139,21 +157,7 @@ class O3MiniDecoratedOperator(PromptFromFunction, DecoratedOperator, O3MiniOpera
     custom_operator_name: str = "@task.o3_mini"
     overwrite_rtif_after_execution: bool = True  # the UI shows the prompt the function returned
 
-    def __init__(
-        self,
-        *,
-        python_callable: Callable[..., Any],
-        op_args: Collection[Any] | None = None,
-        op_kwargs: Mapping[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            python_callable=python_callable,
-            op_args=op_args,
-            op_kwargs=op_kwargs,
-            prompt=SET_DURING_EXECUTION,
-            **kwargs,
-        )
+    __init__ = PromptFromFunction.init_decorated
 
     def execute(self, context: Context) -> Any:
         self.prompt_from_function(context)

@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import (
-    SET_DURING_EXECUTION,
     DecoratedOperator,
     task_decorator_factory,
 )
@@ -27,7 +26,7 @@ from airflow_o3.decorators.o3_mini import PromptFromFunction, refuse_prompt_argu
 from airflow_o3.operators.branch import O3MiniBranchOperator
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Mapping, Sequence
+    from collections.abc import Callable, Sequence
 
     from airflow.providers.common.compat.sdk import Context, TaskDecorator
 
@@ -52,21 +51,7 @@ class O3MiniBranchDecoratedOperator(PromptFromFunction, DecoratedOperator, O3Min
     custom_operator_name: str = "@task.o3_mini_branch"
     overwrite_rtif_after_execution: bool = True
 
-    def __init__(
-        self,
-        *,
-        python_callable: Callable[..., Any],
-        op_args: Collection[Any] | None = None,
-        op_kwargs: Mapping[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            python_callable=python_callable,
-            op_args=op_args,
-            op_kwargs=op_kwargs,
-            prompt=SET_DURING_EXECUTION,
-            **kwargs,
-        )
+    __init__ = PromptFromFunction.init_decorated
 
     def execute(self, context: Context) -> Any:
         self.prompt_from_function(context)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
 from airflow_o3.cache import ResponseCache, cache_key, connection_fingerprint
-from airflow_o3.deprecations import warn_renamed
+from airflow_o3.deprecations import renamed_argument
 from airflow_o3.errors import (
     AttemptTimeoutError,
     AuthenticationError,
@@ -60,19 +60,6 @@ _CHUNK_BYTES = 65536
 """The most read from the socket at once; a read returns as soon as any bytes arrive."""
 
 
-def _no_reply(url: str, error: BaseException) -> RequestTimeoutError:
-    return RequestTimeoutError(HttpFailure(None, f"no reply from {url} in time ({type(error).__name__})"))
-
-
-def _unreachable(url: str, error: BaseException) -> ConnectError:
-    """A connection failure; a failed TLS handshake is a :class:`TlsError`, which is not retried."""
-    if _tls_failed(error):
-        return TlsError(
-            HttpFailure(None, f"could not reach {url}: the TLS handshake failed ({type(error).__name__})")
-        )
-    return ConnectError(HttpFailure(None, f"could not reach {url}: {type(error).__name__}"))
-
-
 def _timed_out(error: BaseException) -> bool:
     """Whether ``error`` is a timeout of the socket, asyncio, requests, urllib3 or httpx. A library
     is looked at only if it is loaded: an error cannot come from one that is not."""
@@ -98,11 +85,14 @@ def transport_error(url: str, error: BaseException, deadline: _Deadline) -> Serv
     :class:`RequestTimeoutError`; anything else a :class:`ConnectError` (:class:`TlsError` when the
     TLS handshake failed). Redirects and oversized replies are refused by :func:`_refuse_redirect`
     and :func:`_too_large`, on both paths too."""
+    kind = type(error).__name__
     if deadline.left() <= 0:
         return deadline.timed_out(url)
     if _timed_out(error):
-        return _no_reply(url, error)
-    return _unreachable(url, error)
+        return RequestTimeoutError(HttpFailure(None, f"no reply from {url} in time ({kind})"))
+    if _tls_failed(error):  # not retried
+        return TlsError(HttpFailure(None, f"could not reach {url}: the TLS handshake failed ({kind})"))
+    return ConnectError(HttpFailure(None, f"could not reach {url}: {kind}"))
 
 
 def _tls_failed(error: BaseException) -> bool:
@@ -118,14 +108,15 @@ def _tls_failed(error: BaseException) -> bool:
 
 
 class _Deadline(NamedTuple):
-    """When one attempt must be over: ``at`` (a ``time.monotonic()`` value), ``seconds`` after it began."""
+    """When one attempt must be over: ``at`` (a ``time.monotonic()`` value), and that limit in words."""
 
     at: float
-    seconds: float
+    limit: str
 
     @classmethod
-    def after(cls, seconds: float) -> _Deadline:
-        return cls(time.monotonic() + seconds, seconds)
+    def after(cls, seconds: float, setting: str = "attempt_timeout=") -> _Deadline:
+        """``seconds`` from now; ``setting`` names the limit in the error (empty for a fixed one)."""
+        return cls(time.monotonic() + seconds, f"{setting}{seconds:g}s")
 
     def left(self) -> float:
         return self.at - time.monotonic()
@@ -134,8 +125,7 @@ class _Deadline(NamedTuple):
         return AttemptTimeoutError(
             HttpFailure(
                 None,
-                f"the reply from {url} was not complete within attempt_timeout={self.seconds:g}s; "
-                "the attempt was cut",
+                f"the reply from {url} was not complete within {self.limit}; the attempt was cut",
             )
         )
 
@@ -334,15 +324,9 @@ class O3MiniHook(BaseHook):
         timeout: Timeouts | float | None = None,
     ) -> None:
         super().__init__()
-        if retry is not None:
-            warn_renamed("retry", "request_retry", "O3MiniHook")
-            request_retry = request_retry if request_retry is not None else retry
-        if timeout is not None:
-            warn_renamed("timeout", "read_timeout", "O3MiniHook")
-            read_timeout = read_timeout if read_timeout is not None else timeout
         self.conn_id = conn_id
-        self._retry = request_retry
-        self._timeout = read_timeout
+        self._retry = renamed_argument(request_retry, retry, "retry", "request_retry", "O3MiniHook")
+        self._timeout = renamed_argument(read_timeout, timeout, "timeout", "read_timeout", "O3MiniHook")
         self._pool_size = pool_size
         self.rate_control = rate_control
         self.fallback_conn_ids = _checked_fallbacks(conn_id, fallback_conn_ids)
@@ -608,15 +592,9 @@ class O3MiniHook(BaseHook):
         self, cache: ResponseCache | None, keys: Mapping[str, str], conn_id: str, completion: Completion
     ) -> Completion:
         """Store a paid reply under the entry of the connection that answered; name that connection."""
-        if cache is not None and conn_id in keys:
-            self._store(cache, keys[conn_id], completion)
+        if cache is not None and conn_id in keys:  # the one write of the cache, for every path
+            cache.put(keys[conn_id], completion)
         return completion if completion.conn_id == conn_id else replace(completion, conn_id=conn_id)
-
-    @staticmethod
-    def _store(cache: ResponseCache | None, key: str, completion: Completion) -> None:
-        """The one write of the response cache, for every path (sync, batch, triggerer)."""
-        if cache is not None:
-            cache.put(key, completion)
 
     def _with_retries(self, attempt: Callable[[], Completion]) -> Completion:
         """Run ``attempt`` under the retry settings; a final error names this hook's connection."""
@@ -831,7 +809,7 @@ class O3MiniHook(BaseHook):
             )
         try:
             with self._keyless():
-                status, headers, content = self._get(settings.models_url, settings.headers())
+                status, headers, content = self.get_url(settings.models_url, settings.headers())
                 if status != 200:
                     parse_response(status, headers, content)
         except ServiceError as error:
@@ -843,16 +821,23 @@ class O3MiniHook(BaseHook):
         listed = "is listed" if settings.model in models else "is NOT listed"
         from airflow_o3.billing import balance_summary
 
-        balance = balance_summary(settings.billing_base_url, settings.api_key, self.ledger)
+        balance = balance_summary(self)
         return True, (
             f"Reached {settings.models_url} in {time.monotonic() - started:.2f}s; model "
             f"{settings.model!r} {listed}; an API key is set (it is checked by the first real call, "
             f"since listing models is free and needs no key); {balance}"
         )
 
-    def _get(self, url: str, headers: Mapping[str, str]) -> tuple[int, Mapping[str, str], bytes]:
-        """GET ``url`` within 30 s, as a POST is sent: no redirect followed, the size limit kept."""
-        deadline = _Deadline.after(_TEST_SECONDS)
+    def get_url(
+        self, url: str, headers: Mapping[str, str], *, seconds: float = _TEST_SECONDS
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """GET ``url`` (the models list, the billing host's balance) over this hook's session, as a
+        POST is sent: within ``seconds`` in all, no redirect followed, ``max_reply_bytes`` kept.
+
+        :raises ServiceError: as :func:`transport_error` maps a failure; :class:`RedirectError` for a
+            3xx, :class:`ReplyTooLargeError` for a reply over the size limit.
+        """
+        deadline = _Deadline.after(seconds, setting="")
         with self._request("GET", url, headers, deadline) as response:
             return response.status_code, response.headers, b"".join(self._body(response, url, deadline))
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_o3 import errors
-from airflow_o3.deprecations import warn_renamed
+from airflow_o3.deprecations import renamed_argument
 from airflow_o3.errors import HttpFailure, O3Error, ServiceError
 
 if TYPE_CHECKING:
@@ -79,17 +79,13 @@ class O3MiniTrigger(BaseTrigger):
         timeout: float | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is not annotated
-        if retry is not None:
-            warn_renamed("retry", "request_retry", "O3MiniTrigger")
-            request_retry = request_retry if request_retry is not None else retry
-        if timeout is not None:
-            warn_renamed("timeout", "read_timeout", "O3MiniTrigger")
-            read_timeout = read_timeout if read_timeout is not None else timeout
         self.conn_id = conn_id
         self.body = dict(body)
         self.client_request_id = client_request_id
+        where = "O3MiniTrigger"
+        request_retry = renamed_argument(request_retry, retry, "retry", "request_retry", where)
         self.request_retry = dict(request_retry) if request_retry else None
-        self.read_timeout = read_timeout
+        self.read_timeout = renamed_argument(read_timeout, timeout, "timeout", "read_timeout", where)
         self.cache = dict(cache) if cache else None
         self.cache_key = cache_key
         self.fallback_conn_ids = list(fallback_conn_ids)
