@@ -30,6 +30,7 @@ whole total again at its next check or reply.
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import logging
 import math
@@ -67,9 +68,14 @@ def default_ledger_root() -> str:
     return under_airflow_home("o3_ledger")
 
 
+@functools.lru_cache(maxsize=4)
+def _day_of(day_number: int) -> str:
+    return datetime.fromtimestamp(day_number * 86400, UTC).strftime("%Y-%m-%d")
+
+
 def utc_day(now: float) -> str:
     """The UTC day of a ``time.time()`` value, as ``YYYY-MM-DD``: the ledger's day."""
-    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+    return _day_of(int(now // 86400))
 
 
 @dataclass(frozen=True)
@@ -337,7 +343,7 @@ class DailyLedger:
         return None
 
     def _tally(self, day: str) -> _Tally:
-        key = (self.settings.root, self.fingerprint, day, os.getpid())
+        key = (self._root, self.fingerprint, day, os.getpid())
         with _lock:
             tally = _tallies.get(key)
             if tally is None:
@@ -355,7 +361,7 @@ class DailyLedger:
             tally.written, tally.written_at = requests, self.clock()
 
     def _others(self, day: str, own: str) -> _Seen:
-        key = (self.settings.root, self.fingerprint, day)
+        key = (self._root, self.fingerprint, day)
         now = time.monotonic()
         with _lock:
             seen = _seen.get(key)
