@@ -23,7 +23,7 @@ with DAG(dag_id="{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1,
             task_id="deferred" if deferrable else "in_worker",
             prompt="Explain {{{{ params.topic }}}} in one line.",
             reasoning_effort="low",
-            retry={{"max_attempts": 3, "initial_backoff": 0.01, "max_backoff": 0.02}},
+            request_retry={{"max_attempts": 3, "initial_backoff": 0.01, "max_backoff": 0.02}},
             cache={cache!r},
             deferrable=deferrable,
         )

@@ -26,16 +26,18 @@ with DAG(dag_id="o3_secret_every_path", schedule=None, start_date=pendulum.datet
          params={"note": "none"}):
     retry = {"max_attempts": 2, "initial_backoff": 0.0, "max_backoff": 0.0}
     prompt = "Note: {{ params.note }}"
-    O3MiniOperator(task_id="sync", prompt=prompt, retry=retry)
-    O3MiniOperator(task_id="deferred", prompt=prompt, retry=retry, deferrable=True)
-    O3MiniOperator.partial(task_id="mapped", retry=retry).expand(prompt=[prompt, "Again: {{ params.note }}"])
-    O3MiniOperator.partial(task_id="mapped_deferred", retry=retry, deferrable=True).expand(
+    O3MiniOperator(task_id="sync", prompt=prompt, request_retry=retry)
+    O3MiniOperator(task_id="deferred", prompt=prompt, request_retry=retry, deferrable=True)
+    O3MiniOperator.partial(task_id="mapped", request_retry=retry).expand(
         prompt=[prompt, "Again: {{ params.note }}"]
     )
-    O3MiniBatchOperator(task_id="batch", prompt="{{ item }} " + prompt, items=["a", "b"], retry=retry)
-    O3MiniBatchOperator.partial(task_id="mapped_batch", prompt="{{ item }} " + prompt, retry=retry).expand(
-        items=[["c"], ["d", "e"]]
+    O3MiniOperator.partial(task_id="mapped_deferred", request_retry=retry, deferrable=True).expand(
+        prompt=[prompt, "Again: {{ params.note }}"]
     )
+    O3MiniBatchOperator(task_id="batch", prompt="{{ item }} " + prompt, items=["a", "b"], request_retry=retry)
+    O3MiniBatchOperator.partial(
+        task_id="mapped_batch", prompt="{{ item }} " + prompt, request_retry=retry
+    ).expand(items=[["c"], ["d", "e"]])
 """
 TASKS = ("sync", "deferred", "mapped", "mapped_deferred", "batch", "mapped_batch")
 

@@ -15,9 +15,9 @@ from airflow_o3.cache import CacheSettings, ResponseCache
 from airflow_o3.errors import BadRequestError, ConfigurationError, OutOfCreditsError
 from airflow_o3.hooks import O3MiniHook
 from airflow_o3.testing import HttpError, StandInServer
+from tests.helpers import USER, fast_retry
 
-USER = [{"role": "user", "content": "Name three prime numbers."}]
-FAST = {"max_attempts": 2, "initial_backoff": 0.01, "max_backoff": 0.02}
+FAST = fast_retry(2)
 BACKUP_KEY = "backup-key-0123"
 BACKUP_MODEL = "o3-mini-2025-01-31-backup"
 

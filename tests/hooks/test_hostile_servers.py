@@ -22,14 +22,14 @@ import pytest
 from airflow_o3 import errors
 from airflow_o3.errors import InvalidRequestError, ServerError, ServiceError
 from airflow_o3.hooks import O3MiniHook
+from tests.helpers import USER, fast_retry, point_default_connection
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
 CANARY = "sk-canary-7f3a9c1e5b2d"
-USER = [{"role": "user", "content": "Name three prime numbers."}]
 ONE_ATTEMPT = {"max_attempts": 1}
-FIVE_FAST = {"max_attempts": 5, "initial_backoff": 0.01, "max_backoff": 0.02}
+FIVE_FAST = fast_retry(5)
 
 
 class Hostile:
@@ -197,8 +197,7 @@ def answer(server: Hostile, handler: BaseHTTPRequestHandler) -> None:
 
 def connect(monkeypatch: pytest.MonkeyPatch, host: str, key: str = CANARY, **extras: Any) -> None:
     """Point ``aimlapi_default`` at ``host``."""
-    connection = {"conn_type": "aimlapi", "host": host, "password": key, "extra": extras}
-    monkeypatch.setenv("AIRFLOW_CONN_AIMLAPI_DEFAULT", json.dumps(connection))
+    point_default_connection(monkeypatch, host, key, **extras)
 
 
 def asend(hook: O3MiniHook, **params: Any) -> Any:

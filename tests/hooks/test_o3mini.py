@@ -21,9 +21,9 @@ from airflow_o3.hooks import O3MiniHook
 from airflow_o3.settings import DEFAULT_BASE_URL, Timeouts, base_url
 from airflow_o3.testing import Body, ConnectionReset, HttpError, NonJson, RateLimited, Stall
 from tests.contract import validate_request_body
+from tests.helpers import USER, fast_retry
 
-USER = [{"role": "user", "content": "Name three prime numbers."}]
-FAST = {"max_attempts": 4, "initial_backoff": 0.01, "max_backoff": 0.02}
+FAST = fast_retry(4)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from airflow_o3.errors import InvalidRequestError, ServerError
 from airflow_o3.operators import O3MiniBatchOperator
 from airflow_o3.testing import HttpError, RateLimited, Reply, Stall, StandInServer, stub_context
 from tests.contract import validate_request_body
-from tests.operators.helpers import FAST_RETRY
+from tests.helpers import FAST_RETRY
 
 ROWS = [{"company": f"Company {n}", "note": "{{ 7 * 6 }} is data"} for n in range(12)]
 PROMPT = "Row {{ index }}: industry of {{ item.company }}? ({{ item.note }})"

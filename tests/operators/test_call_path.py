@@ -12,7 +12,7 @@ from airflow_o3.deprecations import O3DeprecationWarning
 from airflow_o3.errors import InvalidRequestError
 from airflow_o3.operators import O3MiniBatchOperator, O3MiniOperator
 from airflow_o3.testing import stub_context
-from tests.operators.helpers import FAST_RETRY
+from tests.helpers import FAST_RETRY
 
 NEW_NAMES = {"request_retry": FAST_RETRY, "read_timeout": 7.5, "render_only": True}
 OLD_NAMES = {"retry": FAST_RETRY, "timeout": 7.5, "dry_run": True}

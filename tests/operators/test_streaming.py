@@ -15,7 +15,8 @@ from airflow_o3.streaming import LineLog, StreamAssembler, sse_data
 from airflow_o3.testing import HttpError, RateLimited, Reply, StreamCut
 from tests.contract import validate_request_body, validate_stream_chunk
 from tests.dagrun import run_dag
-from tests.operators.helpers import FAST_RETRY, dag_with
+from tests.helpers import FAST_RETRY
+from tests.operators.helpers import dag_with
 
 USER = [{"role": "user", "content": "Write three lines about tides."}]
 LONG_REPLY = "".join(f"Line {n}: the tide turns twice a day, pulled by the moon.\n" for n in range(1, 7))
@@ -37,7 +38,7 @@ def assembler(on_text=None) -> StreamAssembler:
 
 @pytest.fixture
 def hook(o3_standin_connection):
-    return O3MiniHook(retry=FAST_RETRY)
+    return O3MiniHook(request_retry=FAST_RETRY)
 
 
 # -- the pure parts --------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from airflow_o3.structured import output_format, strict_schema
 from airflow_o3.testing import Reply, price, stub_context
 from tests.contract import validate_request_body
 from tests.dagrun import run_dag
-from tests.operators.helpers import FAST_RETRY, TICKET_SCHEMA, USER, dag_with
+from tests.helpers import FAST_RETRY
+from tests.operators.helpers import TICKET_SCHEMA, USER, dag_with
 
 REPO = Path(__file__).resolve().parents[2]
 

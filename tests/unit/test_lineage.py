@@ -114,7 +114,7 @@ def test_a_dry_run_reports_no_facet():
     pytest.importorskip("airflow.providers.openlineage", reason="the OpenLineage provider is not installed")
     from airflow_o3.operators import O3MiniOperator
 
-    operator = O3MiniOperator(task_id="ask", prompt="Hello", dry_run=True)
+    operator = O3MiniOperator(task_id="ask", prompt="Hello", render_only=True)
     context, _ = _context()
     operator.execute(context)
     assert operator.get_openlineage_facets_on_complete(context["ti"]).run_facets == {}
