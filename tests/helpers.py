@@ -35,3 +35,21 @@ def point_default_connection(monkeypatch: pytest.MonkeyPatch, host: str, key: st
     value = json.dumps({"conn_type": "aimlapi", "host": host, "password": key, "extra": extras})
     monkeypatch.setenv("AIRFLOW_CONN_AIMLAPI_DEFAULT", value)
     return value
+
+
+def usage(prompt: int, completion: int, reasoning: int = 0, cached: int = 0) -> dict[str, Any]:
+    """A usage object in the contract's shape, to script a reply with (``Reply(usage=usage(...))``)."""
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
+    }
+
+
+def list_price_usd(prompt: int, completion: int, cached: int = 0) -> float:
+    """What these token counts cost at the list price, the figure the product reports for them."""
+    from airflow_o3.contract import LIST_PRICE
+
+    return LIST_PRICE.usd(prompt, cached, completion)
