@@ -53,3 +53,9 @@ def list_price_usd(prompt: int, completion: int, cached: int = 0) -> float:
     from airflow_o3.contract import LIST_PRICE
 
     return LIST_PRICE.usd(prompt, cached, completion)
+
+
+def answer_to(body: dict[str, Any]) -> str:
+    """The reply of the ``answering_standin`` fixture's server: ``"Answer to: "`` and the request's last
+    message, so that a test tells which reply went with which request without the kit's own wording."""
+    return f"Answer to: {body['messages'][-1]['content']}"

@@ -414,7 +414,9 @@ def test_json_retries_end_to_end_recover_and_bill_every_attempt(dag_file, o3_sta
     )
     answer = {"label": "billing", "confidence": 0.9, "reason": "charged twice"}
     o3_standin_connection.script(
-        Reply('{"label": "billing", "confidence": 0.9', usage=usage(prompt=80, completion=300, reasoning=280)),
+        Reply(
+            '{"label": "billing", "confidence": 0.9', usage=usage(prompt=80, completion=300, reasoning=280)
+        ),
         Reply(json.dumps(answer), usage=usage(prompt=120, completion=310, reasoning=290)),
     )
     result = run_dag(dag_id)
