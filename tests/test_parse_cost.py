@@ -1,4 +1,5 @@
-"""What parsing a DAG (or loading the spend plugin) imports, each checked in an interpreter of its own.
+"""Checks that need an interpreter of their own: what parsing a DAG (or loading the spend plugin) imports,
+and how a DAG parses under ``[operators] default_deferrable``.
 
 A module already imported by this pytest process would hide an import, so every check runs in a fresh
 process. Starting Python and Airflow once per check cost ~2 s each; instead one subprocess imports
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.operators.test_airflow_compat import STREAMING_DAG
 
 REPO = Path(__file__).resolve().parent.parent
 DAGS = REPO / "dags"
@@ -77,6 +80,18 @@ loaded = [m for m in heavy if m in sys.modules]
 assert loaded == [], loaded
 """,
 }
+
+# The config is read as the operators are built, so the child sets it before parsing the DAG.
+PROBES["default_deferrable"] = f"""
+import os, tempfile
+from pathlib import Path
+os.environ["AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE"] = "True"
+from tests.operators.helpers import import_error
+path = Path(tempfile.mkdtemp()) / "compat_default_deferrable.py"
+path.write_text({STREAMING_DAG!r})
+error = import_error(path)
+assert error == "", error
+"""
 
 RUNNER = """
 import json, os, sys, traceback
@@ -140,3 +155,8 @@ def test_parsing_the_taskflow_examples_imports_nothing_heavy(outcomes):
 
 def test_importing_the_spend_plugin_loads_no_web_framework_and_no_query_code(outcomes):
     assert outcomes["spend_plugin"] == "ok"
+
+
+def test_default_deferrable_config_lets_stream_and_json_retries_tasks_parse(outcomes):
+    """Operators that need the worker still parse when ``[operators] default_deferrable`` is on."""
+    assert outcomes["default_deferrable"] == "ok"

@@ -143,6 +143,7 @@ def test_items_given_as_a_list_or_a_template_are_data_never_rendered(dag_file, o
     assert result.rendered_fields("literal")["items"] == [{"note": "{{ 7 * 6 }} as typed"}]
 
 
+@pytest.mark.slow  # starts the airflow CLI (~3 s)
 def test_airflow_tasks_render_shows_the_template_and_the_items(
     dag_file, test_dags_folder, o3_standin_connection
 ):

@@ -14,6 +14,8 @@ import tomllib
 from importlib import import_module
 from pathlib import Path
 
+import pytest
+
 from tests.dagrun import AIRFLOW_3
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,6 +56,7 @@ def _airflow_plugins(tmp_path: Path) -> tuple[dict[str, object], str]:
     return ours, done.stdout + done.stderr
 
 
+@pytest.mark.slow  # starts the airflow CLI (~3 s)
 def test_airflow_loads_the_plugin_with_the_app_and_the_browse_entry_on_airflow_3_and_nothing_on_2(tmp_path):
     ours, output = _airflow_plugins(tmp_path)
     assert "Failed to import plugin" not in output and "Traceback" not in output
