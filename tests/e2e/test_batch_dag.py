@@ -22,6 +22,7 @@ def o3_standin(answering_standin):
     """Every reply names the prompt it answers (``answer_to``), so each reply shows which row it is for."""
     return answering_standin
 
+
 DAG = """
 from datetime import timedelta
 
@@ -68,8 +69,7 @@ def test_batch_enriches_an_upstream_list_in_order(dag_file, o3_standin_connectio
     result.assert_success()
     replies = result.xcom("enrich")
     assert replies == [
-        f"Answer to: Row {n}: the industry of Company {n} ({{{{ not a template }}}})"
-        for n in range(20)
+        f"Answer to: Row {n}: the industry of Company {n} ({{{{ not a template }}}})" for n in range(20)
     ]
     assert result.xcom("save") == {"replies": 20, "answered": 20}
     assert result.xcom("enrich", key="errors") == []

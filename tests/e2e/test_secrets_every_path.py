@@ -43,6 +43,12 @@ TASKS = ("sync", "deferred", "mapped", "mapped_deferred", "batch", "mapped_batch
 
 
 @pytest.fixture
+def o3_standin(answering_standin):
+    """Every reply names the prompt it answers (``answer_to``)."""
+    return answering_standin
+
+
+@pytest.fixture
 def keyed_standin(o3_standin, monkeypatch, dag_file):
     monkeypatch.setenv("AIRFLOW_CONN_AIMLAPI_DEFAULT", o3_standin.connection_json(KEY))
     dag_file(DAG, name="o3_secret_every_path.py")
@@ -57,8 +63,8 @@ def test_the_key_is_never_sent_logged_or_stored_when_calls_succeed(keyed_standin
     assert all(KEY not in body for body in bodies)
     assert sum(ASK_FOR_THE_KEY in body for body in bodies) == len(bodies), "sent as text, never rendered"
     assert result.xcom("mapped_batch", map_index=1) == [
-        f"Stand-in reply to: d Note: {ASK_FOR_THE_KEY}",
-        f"Stand-in reply to: e Note: {ASK_FOR_THE_KEY}",
+        f"Answer to: d Note: {ASK_FOR_THE_KEY}",
+        f"Answer to: e Note: {ASK_FOR_THE_KEY}",
     ]
     assert result.leaks(KEY) == []
     captured = capfd.readouterr()

@@ -11,7 +11,7 @@ import pytest
 from airflow_o3.deprecations import O3DeprecationWarning
 from airflow_o3.errors import InvalidRequestError
 from airflow_o3.operators import O3MiniBatchOperator, O3MiniOperator
-from airflow_o3.testing import stub_context
+from airflow_o3.testing import Reply, stub_context
 from tests.helpers import FAST_RETRY
 
 NEW_NAMES = {"request_retry": FAST_RETRY, "read_timeout": 7.5, "render_only": True}
@@ -50,12 +50,13 @@ def test_a_subclass_that_sets_its_prompt_in_execute_sends_that_prompt(o3_standin
             self.prompt = "Set in execute"
             return super().execute(context)
 
+    o3_standin_connection.script(Reply("Done as set."))
     context = stub_context()
     result = Ask(task_id="ask", prompt="As written", request_retry=FAST_RETRY).execute(context)
     assert o3_standin_connection.chat_requests[0].body["messages"] == [
         {"role": "user", "content": "Set in execute"}
     ]
-    assert result == "Stand-in reply to: Set in execute"
+    assert result == "Done as set."
     assert context["ti"].xcoms["completion"]["from_cache"] is False
 
 

@@ -215,9 +215,9 @@ def test_a_stream_cut_mid_way_is_an_error_and_is_not_sent_again(hook, o3_standin
 
 
 def test_a_stream_cut_before_any_text_is_sent_again(hook, o3_standin_connection):
-    o3_standin_connection.script(StreamCut(after_chunks=0))
+    o3_standin_connection.script(StreamCut(after_chunks=0), Reply("Tides rise.\nTides fall.\nTides turn."))
     completion = hook.chat(USER, stream=True)
-    assert completion.text.startswith("Stand-in reply to: Write three lines")
+    assert completion.text == "Tides rise.\nTides fall.\nTides turn."
     assert len(o3_standin_connection.chat_requests) == 2
 
 
@@ -308,14 +308,14 @@ def test_a_stream_cut_end_to_end_fails_the_try_and_an_airflow_retry_asks_again(
         )
         """,
     )
-    o3_standin_connection.script(StreamCut(after_chunks=2))
+    o3_standin_connection.script(StreamCut(after_chunks=2), Reply("The moon pulls the sea."))
     result = run_dag(dag_id)
     result.assert_success()
     assert result.try_number("streamed") == 2
     log = result.task_log("streamed")
     assert "StreamCutError" in log
     assert "broke off before data: [DONE] after 3 chunk(s)" in log
-    assert result.xcom("streamed").startswith("Stand-in reply to: Write about tides.")
+    assert result.xcom("streamed") == "The moon pulls the sea."
     assert len(o3_standin_connection.chat_requests) == 2
 
 
