@@ -236,7 +236,7 @@ def test_a_retried_batch_with_the_cache_pays_only_for_the_items_that_did_not_com
 def test_the_batch_slows_down_as_a_whole_on_429(o3_standin_connection):
     o3_standin_connection.script(*(RateLimited(retry_after=0.2) for _ in range(4)))
     result, xcoms = run(batch(limits={"max_concurrency": 4}))
-    assert all(result)
+    assert result == [expected_reply(index) for index in range(len(ROWS))]
     assert xcoms["batch"]["rate_limited"] == 4
     requests = o3_standin_connection.chat_requests
     # after the 429s, every worker waited out the Retry-After: no request in the pause

@@ -25,7 +25,10 @@ def test_request_retry_read_timeout_and_render_only_are_the_arguments(operator_c
     result = operator.execute(stub_context())
     assert (operator.request_retry, operator.read_timeout, operator.render_only) == (FAST_RETRY, 7.5, True)
     assert o3_standin_connection.chat_requests == [], "render_only sends nothing"
-    assert result is not None
+    # execute() alone renders no template field; the batch renders its prompt per item itself
+    sent = "Hi 2" if operator_class is O3MiniBatchOperator else "Hi {{ 1 + 1 }}"
+    bodies = result if operator_class is O3MiniBatchOperator else [result]
+    assert [body["messages"] for body in bodies] == [[{"role": "user", "content": sent}]]
 
 
 @pytest.mark.parametrize("operator_class", [O3MiniOperator, O3MiniBatchOperator])
