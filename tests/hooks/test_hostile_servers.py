@@ -80,7 +80,8 @@ class Hostile:
         return f"{self.origin}/v1"
 
     def __enter__(self) -> Hostile:
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        # polled every 50 ms, not 0.5 s: each shutdown would otherwise wait up to half a second
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
         return self
 
     def __exit__(self, *exc: object) -> None:

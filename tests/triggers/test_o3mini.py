@@ -350,7 +350,7 @@ def test_a_reply_trickling_into_the_triggerer_is_cut_at_the_attempt_timeout_and_
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     try:
         connection = {
             "conn_type": "aimlapi",
