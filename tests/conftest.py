@@ -28,6 +28,12 @@ Fixtures:
 * ``dag_file`` (function): ``dag_file(source, name=None) -> Path`` writes a DAG file into the
   ``test-dags`` bundle, so ``run_dag("<dag_id>")`` finds it; files are deleted after the test.
 * ``airflow_home``, ``dags_folder``, ``test_dags_folder`` (session): the paths above.
+* ``answering_standin`` (function): a stand-in server whose every reply is ``tests.helpers.answer_to``
+  of the request; a test file that asserts which reply went with which request overrides
+  ``o3_standin`` with it (``o3_standin_connection`` then points at it too).
+
+Shared values (fast retry settings, a user message, the default-connection setup, scripted usage and
+its list price) are in ``tests/helpers.py``.
 
 Hook: before every test, once anything has imported airflow, Airflow's stdlib log handlers are made
 to write to the *current* ``sys.stdout`` (so ``capsys``/``capfd`` capture them in every test, DAG run
@@ -52,6 +58,8 @@ import pytest
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+
+    from airflow_o3.testing import StandInServer
 
 # The testing kit's fixtures (o3_standin, o3_standin_connection) are opt-in: installing the provider
 # loads nothing into anyone's pytest run, so this suite asks for them as a user would.
@@ -170,6 +178,16 @@ def airflow_db() -> Iterator[None]:
 
     _prepare_airflow_for_tests()
     yield
+
+
+@pytest.fixture
+def answering_standin() -> Iterator[StandInServer]:
+    """A started stand-in that answers every chat request with ``answer_to(body)``."""
+    from airflow_o3.testing import StandInServer
+    from tests.helpers import answer_to
+
+    with StandInServer(reply=answer_to) as server:
+        yield server
 
 
 @pytest.fixture

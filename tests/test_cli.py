@@ -92,7 +92,7 @@ def test_prints_the_same_body_an_operator_dry_run_pushes(capsys, dag_file, o3_st
                 reasoning_effort="low",
                 response_format={REPORT_SCHEMA!r},
                 stream=True,
-                dry_run=True,
+                render_only=True,
             )
         """
     )

@@ -18,7 +18,7 @@ from airflow_o3.ratecontrol import (
     announced_rate,
     rate_limit_headers,
 )
-from airflow_o3.retry import RetryPolicy
+from airflow_o3.retry import RequestRetry
 from airflow_o3.testing import StandInServer
 
 USER = [{"role": "user", "content": "Name three prime numbers."}]
@@ -94,15 +94,15 @@ HUGE_WAIT_IDS = ["retry-after-99999", "retry-after-a-month-ahead", "ms-inf", "ms
 
 @pytest.mark.parametrize("headers", HUGE_WAITS, ids=HUGE_WAIT_IDS)
 def test_a_429s_wait_is_capped_by_the_retry_policy(clock, headers):
-    policy = RetryPolicy(max_retry_after=1, max_elapsed=5)
+    policy = RequestRetry(max_retry_after=1, max_retry_seconds=5)
     control = controller(clock, retry=policy)
     control.observe(429, headers)
     control.acquire()
     assert clock.now - 100.0 <= 1.0
 
 
-def test_a_429s_wait_never_outlasts_the_policys_max_elapsed(clock):
-    control = controller(clock, retry=RetryPolicy(max_retry_after=120, max_elapsed=3))
+def test_a_429s_wait_never_outlasts_the_policys_max_retry_seconds(clock):
+    control = controller(clock, retry=RequestRetry(max_retry_after=120, max_retry_seconds=3))
     control.observe(429, {"retry-after": "60"})
     control.acquire()
     assert clock.now == pytest.approx(103.0)
@@ -112,11 +112,11 @@ def test_without_a_policy_a_429s_wait_is_capped_at_the_default_max_retry_after(c
     control = controller(clock)
     control.observe(429, {"retry-after": "99999"})
     control.acquire()
-    assert clock.now - 100.0 == pytest.approx(RetryPolicy().max_retry_after)
+    assert clock.now - 100.0 == pytest.approx(RequestRetry().max_retry_after)
 
 
 def test_stop_wakes_a_worker_waiting_out_a_pause_and_it_sends_nothing():
-    control = RateController(retry=RetryPolicy(max_retry_after=3600, max_elapsed=3600))
+    control = RateController(retry=RequestRetry(max_retry_after=3600, max_retry_seconds=3600))
     control.observe(429, {"retry-after": "3600"})
     raised: list[BaseException] = []
 
@@ -269,7 +269,7 @@ def test_batch_backs_off_together_on_the_stand_in_servers_429s(monkeypatch):
         monkeypatch.setenv("AIRFLOW_CONN_AIMLAPI_DEFAULT", server.connection_json())
         control = RateController()
         retry = {"max_attempts": 8, "initial_backoff": 0.05}
-        hook = O3MiniHook(retry=retry, pool_size=16, rate_control=control)
+        hook = O3MiniHook(request_retry=retry, pool_size=16, rate_control=control)
         started = time.monotonic()
         with ThreadPoolExecutor(16) as pool:
             replies = list(pool.map(lambda _: hook.chat(USER).text, range(60)))

@@ -288,4 +288,4 @@ def test_the_connection_form_shows_our_fields_and_saves_a_working_connection(api
     )
     assert (settings.base_url, settings.model) == (BASE_URL, "o3-mini-2025-01-31")
     assert (settings.timeouts.connect, settings.timeouts.read) == (10.0, 900.0)
-    assert (settings.retry.max_attempts, settings.retry.max_elapsed) == (3, 900.0)
+    assert (settings.retry.max_attempts, settings.retry.max_retry_seconds) == (3, 900.0)

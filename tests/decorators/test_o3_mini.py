@@ -10,6 +10,13 @@ from tests.dagrun import AIRFLOW_3, run_dag
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
+
+@pytest.fixture
+def o3_standin(answering_standin):
+    """Every reply names the prompt it answers (``answer_to``), so each result shows its request."""
+    return answering_standin
+
+
 HEADER = """
 import pendulum
 from datetime import timedelta
@@ -53,7 +60,7 @@ def test_the_function_gets_the_upstream_value_and_its_prompt_is_sent_with_the_de
         {"role": "user", "content": "Summarise: 1284 orders, 17 refunds."},
     ]
     assert (request.body["reasoning_effort"], request.body["max_completion_tokens"]) == ("low", 3000)
-    assert result.xcom("summarise") == "Stand-in reply to: Summarise: 1284 orders, 17 refunds."
+    assert result.xcom("summarise") == "Answer to: Summarise: 1284 orders, 17 refunds."
     usage = result.xcom("summarise", key="usage")
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     assert result.xcom("summarise", key="completion")["finish_reason"] == "stop"
@@ -139,9 +146,9 @@ def test_expand_asks_once_per_upstream_item_and_pushes_each_reply(dag_file, o3_s
         "support: classify '{{ 6*7 }}'",
     ]
     assert result.xcom("triage") == [
-        "Stand-in reply to: support: classify 'printer on fire'",
-        "Stand-in reply to: support: classify 'refund please'",
-        "Stand-in reply to: support: classify '{{ 6*7 }}'",
+        "Answer to: support: classify 'printer on fire'",
+        "Answer to: support: classify 'refund please'",
+        "Answer to: support: classify '{{ 6*7 }}'",
     ]
     assert [u["attempts"] for u in result.xcom("triage", key="usage")] == [1, 1, 1]
 
@@ -183,7 +190,7 @@ def test_a_deferred_decorated_task_gives_the_reply_and_xcoms(dag_file, o3_standi
     )
     result = run_dag(dag_id)
     result.assert_success()
-    assert result.xcom("ask") == "Stand-in reply to: Explain tides."
+    assert result.xcom("ask") == "Answer to: Explain tides."
     assert result.xcom("ask", key="completion")["finish_reason"] == "stop"
     assert [r.body["messages"] for r in o3_standin_connection.chat_requests] == [
         [{"role": "user", "content": "Explain tides."}]

@@ -49,37 +49,3 @@ def test_prompt_given_to_the_branch_decorator_is_refused_naming_the_fix():
 
     with pytest.raises(InvalidRequestError, match=r"@task.o3_mini_branch: prompt is what the decorated"):
         task.o3_mini_branch(prompt="Which?")
-
-
-def test_parsing_the_taskflow_examples_imports_nothing_heavy():
-    import subprocess
-    import sys
-    import textwrap
-    from pathlib import Path
-
-    dags = Path(__file__).parents[2] / "dags"
-    script = textwrap.dedent(
-        f"""
-        import runpy, sys
-        from airflow.providers.common.compat.sdk import dag, task
-
-        @dag(dag_id="baseline", schedule=None, params={{"p": 1}})
-        def baseline():
-            task(lambda: None, task_id="t")()
-
-        baseline()  # what Airflow itself loads to parse a TaskFlow DAG with params,
-        from airflow.providers_manager import ProvidersManager
-
-        ProvidersManager().initialize_providers_list()  # and to list the providers (jsonschema on 2.11)
-        before = set(sys.modules)
-        for name in ("o3_daily_report_taskflow", "o3_classify_tickets_taskflow", "o3_branch_tickets"):
-            runpy.run_path({str(dags)!r} + "/" + name + ".py")
-        new = set(sys.modules) - before
-        heavy = sorted(m for m in new if m.split(".")[0] in ("requests", "httpx", "jsonschema", "pydantic"))
-        assert not heavy, heavy
-        """
-    )
-    completed = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]

@@ -39,6 +39,7 @@ import pytest
 
 from airflow_o3.testing import StandInServer
 from tests.dagrun import AIRFLOW_3
+from tests.helpers import answer_to
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -352,7 +353,7 @@ def standin() -> Iterator[StandInServer]:
 
 @pytest.fixture(scope="module")
 def slow_standin() -> Iterator[StandInServer]:
-    with StandInServer(latency=SLOW_SECONDS) as server:
+    with StandInServer(latency=SLOW_SECONDS, reply=answer_to) as server:
         yield server
 
 
@@ -502,7 +503,7 @@ def test_a_deferrable_call_waits_in_the_triggerer_and_completes(deployment, slow
         DEFERRED_DAG
     )
     assert _requests_for(slow_standin, topic) == 1
-    assert deployment.xcom(DEFERRED_DAG, run_id, "ask").startswith("Stand-in reply to: In one sentence: ")
+    assert deployment.xcom(DEFERRED_DAG, run_id, "ask").startswith("Answer to: In one sentence: ")
 
 
 def test_restarting_the_triggerer_mid_call_sends_the_request_once(deployment, slow_standin):

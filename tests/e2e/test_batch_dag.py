@@ -16,6 +16,13 @@ pytestmark = pytest.mark.usefixtures("airflow_db")
 
 KEY = "standin-test-key"
 
+
+@pytest.fixture
+def o3_standin(answering_standin):
+    """Every reply names the prompt it answers (``answer_to``), so each reply shows which row it is for."""
+    return answering_standin
+
+
 DAG = """
 from datetime import timedelta
 
@@ -62,8 +69,7 @@ def test_batch_enriches_an_upstream_list_in_order(dag_file, o3_standin_connectio
     result.assert_success()
     replies = result.xcom("enrich")
     assert replies == [
-        f"Stand-in reply to: Row {n}: the industry of Company {n} ({{{{ not a template }}}})"
-        for n in range(20)
+        f"Answer to: Row {n}: the industry of Company {n} ({{{{ not a template }}}})" for n in range(20)
     ]
     assert result.xcom("save") == {"replies": 20, "answered": 20}
     assert result.xcom("enrich", key="errors") == []
@@ -143,6 +149,7 @@ def test_items_given_as_a_list_or_a_template_are_data_never_rendered(dag_file, o
     assert result.rendered_fields("literal")["items"] == [{"note": "{{ 7 * 6 }} as typed"}]
 
 
+@pytest.mark.slow  # starts the airflow CLI (~3 s)
 def test_airflow_tasks_render_shows_the_template_and_the_items(
     dag_file, test_dags_folder, o3_standin_connection
 ):
@@ -186,7 +193,8 @@ def test_the_example_dag_enriches_320_rows_and_writes_them_in_order(
     assert len(failed) == 1 and "this row is refused" in failed[0]["error"]
     done = [line for line in lines if line["industry"] is not None]
     assert all(
-        line["industry"].endswith(f"Company: {line['company']}\nDescription: {line['description']}")
+        line["industry"].startswith("Answer to: ")
+        and line["industry"].endswith(f"Company: {line['company']}\nDescription: {line['description']}")
         for line in done
     )
     assert result.xcom("enrich", key="batch")["succeeded"] == 319

@@ -46,6 +46,12 @@ with DAG(dag_id="{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1,
 
 
 @pytest.fixture
+def o3_standin(answering_standin):
+    """Every reply names the prompt it answers (``answer_to``), so each result shows its request."""
+    return answering_standin
+
+
+@pytest.fixture
 def canary_variable(monkeypatch):
     monkeypatch.setenv("AIRFLOW_VAR_O3_CANARY_VAR", "variable-canary-value")
 
@@ -78,7 +84,7 @@ def test_mapped_and_unmapped_batches_render_each_item_once_and_send_data_as_text
     assert f"Item 0 of unmapped_literal: {HOSTILE} | note: {HOSTILE}" in sent
 
     assert result.xcom("mapped_literal", map_index=1) == [
-        f"Stand-in reply to: Item 0 of mapped_literal: c | note: {HOSTILE}"
+        f"Answer to: Item 0 of mapped_literal: c | note: {HOSTILE}"
     ]
     assert result.leaks(KEY) == []
     assert result.leaks("variable-canary-value") == []

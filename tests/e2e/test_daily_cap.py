@@ -6,7 +6,6 @@ connection whose ``daily_budget_usd`` the two together exceed: the second is sto
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import pytest
 from airflow_o3.testing import Body, StandInServer
 from airflow_o3.testing.billing import billing_base_url, billing_for
 from tests.dagrun import AIRFLOW_3, run_dag
+from tests.helpers import point_default_connection
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -69,10 +69,8 @@ with DAG(dag_id="{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1,
 
 def point_connection(monkeypatch, server: StandInServer, ledger: Path, **extras: object) -> str:
     """Set the default connection to the stand-in (chat and billing) with these extras; return it."""
-    extra = {"billing_base_url": billing_base_url(server), "ledger_path": str(ledger), **extras}
-    value = json.dumps({"conn_type": "aimlapi", "host": server.base_url, "password": KEY, "extra": extra})
-    monkeypatch.setenv("AIRFLOW_CONN_AIMLAPI_DEFAULT", value)
-    return value
+    extras = {"billing_base_url": billing_base_url(server), "ledger_path": str(ledger), **extras}
+    return point_default_connection(monkeypatch, server.base_url, KEY, **extras)
 
 
 def test_single_and_deferred_calls_after_the_cap_fail_for_good_naming_connection_cap_and_spend(

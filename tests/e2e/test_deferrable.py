@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_o3.testing import HttpError, RateLimited
+from airflow_o3.testing import HttpError, RateLimited, Reply
 from tests.dagrun import run_dag
+from tests.helpers import usage
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -23,7 +24,7 @@ with DAG(dag_id="{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1,
             task_id="deferred" if deferrable else "in_worker",
             prompt="Explain {{{{ params.topic }}}} in one line.",
             reasoning_effort="low",
-            retry={{"max_attempts": 3, "initial_backoff": 0.01, "max_backoff": 0.02}},
+            request_retry={{"max_attempts": 3, "initial_backoff": 0.01, "max_backoff": 0.02}},
             cache={cache!r},
             deferrable=deferrable,
         )
@@ -34,13 +35,15 @@ def test_a_deferred_call_gives_the_same_result_and_xcoms_as_one_in_the_worker(
     dag_file, o3_standin_connection
 ):
     dag_file(DAG.format(dag_id="o3_deferrable_same", cache="off"))
+    reply = Reply(
+        "The sea rises and falls twice a day.", usage=usage(prompt=20, completion=300, reasoning=280)
+    )
+    o3_standin_connection.script(reply, reply)
     result = run_dag("o3_deferrable_same")
     result.assert_success()
     assert "[DAG TEST] running trigger in line" in result.task_log("deferred")
     assert "running trigger" not in result.task_log("in_worker")
-    assert (
-        result.xcom("deferred") == result.xcom("in_worker") == "Stand-in reply to: Explain tides in one line."
-    )
+    assert result.xcom("deferred") == result.xcom("in_worker") == "The sea rises and falls twice a day."
     assert result.xcom("deferred", key="usage") == result.xcom("in_worker", key="usage")
     deferred, in_worker = (
         result.xcom("deferred", key="completion"),

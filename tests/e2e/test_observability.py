@@ -26,7 +26,7 @@ with DAG(dag_id="{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1,
     O3MiniOperator(
         task_id="ask",
         prompt="Summarise the night's incidents.",
-        retry={{"max_attempts": 1}},
+        request_retry={{"max_attempts": 1}},
         retries=1,
         retry_delay=timedelta(0),
     )

@@ -26,18 +26,26 @@ with DAG(dag_id="o3_secret_every_path", schedule=None, start_date=pendulum.datet
          params={"note": "none"}):
     retry = {"max_attempts": 2, "initial_backoff": 0.0, "max_backoff": 0.0}
     prompt = "Note: {{ params.note }}"
-    O3MiniOperator(task_id="sync", prompt=prompt, retry=retry)
-    O3MiniOperator(task_id="deferred", prompt=prompt, retry=retry, deferrable=True)
-    O3MiniOperator.partial(task_id="mapped", retry=retry).expand(prompt=[prompt, "Again: {{ params.note }}"])
-    O3MiniOperator.partial(task_id="mapped_deferred", retry=retry, deferrable=True).expand(
+    O3MiniOperator(task_id="sync", prompt=prompt, request_retry=retry)
+    O3MiniOperator(task_id="deferred", prompt=prompt, request_retry=retry, deferrable=True)
+    O3MiniOperator.partial(task_id="mapped", request_retry=retry).expand(
         prompt=[prompt, "Again: {{ params.note }}"]
     )
-    O3MiniBatchOperator(task_id="batch", prompt="{{ item }} " + prompt, items=["a", "b"], retry=retry)
-    O3MiniBatchOperator.partial(task_id="mapped_batch", prompt="{{ item }} " + prompt, retry=retry).expand(
-        items=[["c"], ["d", "e"]]
+    O3MiniOperator.partial(task_id="mapped_deferred", request_retry=retry, deferrable=True).expand(
+        prompt=[prompt, "Again: {{ params.note }}"]
     )
+    O3MiniBatchOperator(task_id="batch", prompt="{{ item }} " + prompt, items=["a", "b"], request_retry=retry)
+    O3MiniBatchOperator.partial(
+        task_id="mapped_batch", prompt="{{ item }} " + prompt, request_retry=retry
+    ).expand(items=[["c"], ["d", "e"]])
 """
 TASKS = ("sync", "deferred", "mapped", "mapped_deferred", "batch", "mapped_batch")
+
+
+@pytest.fixture
+def o3_standin(answering_standin):
+    """Every reply names the prompt it answers (``answer_to``)."""
+    return answering_standin
 
 
 @pytest.fixture
@@ -55,8 +63,8 @@ def test_the_key_is_never_sent_logged_or_stored_when_calls_succeed(keyed_standin
     assert all(KEY not in body for body in bodies)
     assert sum(ASK_FOR_THE_KEY in body for body in bodies) == len(bodies), "sent as text, never rendered"
     assert result.xcom("mapped_batch", map_index=1) == [
-        f"Stand-in reply to: d Note: {ASK_FOR_THE_KEY}",
-        f"Stand-in reply to: e Note: {ASK_FOR_THE_KEY}",
+        f"Answer to: d Note: {ASK_FOR_THE_KEY}",
+        f"Answer to: e Note: {ASK_FOR_THE_KEY}",
     ]
     assert result.leaks(KEY) == []
     captured = capfd.readouterr()

@@ -11,6 +11,7 @@ from airflow_o3.errors import O3Error
 from airflow_o3.hooks import O3MiniHook
 from airflow_o3.testing import Body, ConnectionReset, HttpError, NonJson, RateLimited, Reply, Stall
 from tests.dagrun import run_dag
+from tests.helpers import NO_BACKOFF_RETRY as RETRY
 
 KEY = "sk-aiml-SECRET-CANARY-0c9b8a7d6e5f"
 
@@ -32,7 +33,6 @@ FAILURES = {
     "401": HttpError(401, "bad key", shape="openai"),
     "403": HttpError(403, "no credits", shape="aimlapi"),
 }
-RETRY = {"max_attempts": 2, "initial_backoff": 0.0, "max_backoff": 0.0}
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def keyed_standin(o3_standin, monkeypatch):
 def test_hook_failure_paths_never_show_the_key(keyed_standin, fault, caplog, capfd):
     caplog.set_level(logging.DEBUG)
     keyed_standin.script(fault, fault)
-    hook = O3MiniHook(retry=RETRY, timeout=0.3)
+    hook = O3MiniHook(request_retry=RETRY, read_timeout=0.3)
     try:
         hook.chat([{"role": "user", "content": "hi"}])
     except O3Error as error:
@@ -63,7 +63,7 @@ from airflow.providers.common.compat.sdk import DAG
 from airflow_o3.operators import O3MiniOperator
 
 with DAG(dag_id="o3_secret_paths", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
-    O3MiniOperator(task_id="ask", prompt="Summarise {{ ds }}.", retry={retry!r}, timeout=0.3)
+    O3MiniOperator(task_id="ask", prompt="Summarise {{ ds }}.", request_retry={retry!r}, read_timeout=0.3)
 """
 
 

@@ -15,6 +15,7 @@ from tests.dagrun import AIRFLOW_3, run_dag
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
 CANARY_KEY = "sk-aiml-CANARY-5d1e8a2f9c3b"
+REPORT = "Orders 1284, refunds 17: a calm day."
 
 
 @pytest.fixture
@@ -27,6 +28,7 @@ def standin(o3_standin, monkeypatch, tmp_path):
 
 def test_taskflow_daily_report_sends_the_figures_and_saves_the_reply(standin, tmp_path):
     note = "Ignore {{ 7 * 7 }} and {% if true %}this{% endif %}"
+    standin.script(Reply(REPORT))
     result = run_dag("o3_daily_report_taskflow", run_conf={"analyst_note": note})
     result.assert_success()
 
@@ -41,7 +43,7 @@ def test_taskflow_daily_report_sends_the_figures_and_saves_the_reply(standin, tm
     assert (request.body["reasoning_effort"], request.body["max_completion_tokens"]) == ("low", 4000)
 
     reply = result.xcom("write_report")
-    assert reply == "Stand-in reply to: " + user["content"][:200]
+    assert reply == REPORT
     assert result.xcom("write_report", key="usage")["attempts"] == 1
     assert result.xcom("write_report", key="completion")["finish_reason"] == "stop"
     report = Path(result.xcom("save_report"))
@@ -93,12 +95,13 @@ def test_branch_tickets_runs_the_team_the_model_chose_and_skips_the_others(stand
 
 
 @pytest.mark.parametrize(
-    "dag_id", ["o3_daily_report_taskflow", "o3_classify_tickets_taskflow", "o3_branch_tickets"]
+    ("dag_id", "calls"),
+    [("o3_daily_report_taskflow", 1), ("o3_classify_tickets_taskflow", 1), ("o3_branch_tickets", 1)],
 )
-def test_taskflow_example_triggered_by_hand_succeeds_on_the_stand_ins_default_replies(standin, dag_id):
+def test_taskflow_example_triggered_by_hand_succeeds_on_the_stand_ins_default_replies(standin, dag_id, calls):
     result = run_dag(dag_id, logical_date=None)
     result.assert_success()
-    assert standin.chat_requests
+    assert len(standin.chat_requests) == calls
 
 
 def test_the_readmes_first_example_runs_as_written(standin, dag_file):
@@ -110,10 +113,11 @@ def test_the_readmes_first_example_runs_as_written(standin, dag_file):
             "from airflow.sdk import dag, task", "from airflow.decorators import dag, task"
         )
     dag_file(source.replace("@dag(", '@dag(dag_id="o3_readme_first_example", ', 1))
+    standin.script(Reply(REPORT))
     result = run_dag("o3_readme_first_example")
     result.assert_success()
     (request,) = standin.chat_requests
     assert request.body["messages"][1]["content"].startswith(
         "Write today's operations report from these figures:"
     )
-    assert result.xcom("write_report").startswith("Stand-in reply to: Write today's operations report")
+    assert result.xcom("write_report") == REPORT

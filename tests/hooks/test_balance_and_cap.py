@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 
@@ -11,8 +10,8 @@ from airflow_o3.cache import CacheSettings, ResponseCache
 from airflow_o3.errors import DailyBudgetExceededError
 from airflow_o3.hooks import O3MiniHook
 from airflow_o3.testing.billing import billing_base_url, billing_for
+from tests.helpers import USER, point_default_connection
 
-USER = [{"role": "user", "content": "Name three prime numbers."}]
 KEY = "sk-cap-secret-0123456789"
 
 
@@ -21,9 +20,8 @@ def connect(o3_standin, monkeypatch, tmp_path):
     """Point the default connection at the stand-in (chat and billing), with these extras."""
 
     def point(**extras: object) -> O3MiniHook:
-        extra = {"billing_base_url": billing_base_url(o3_standin), "ledger_path": str(tmp_path), **extras}
-        connection = {"conn_type": "aimlapi", "host": o3_standin.base_url, "password": KEY, "extra": extra}
-        monkeypatch.setenv("AIRFLOW_CONN_AIMLAPI_DEFAULT", json.dumps(connection))
+        extras = {"billing_base_url": billing_base_url(o3_standin), "ledger_path": str(tmp_path), **extras}
+        point_default_connection(monkeypatch, o3_standin.base_url, KEY, **extras)
         return O3MiniHook()
 
     return point

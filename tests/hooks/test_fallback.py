@@ -14,10 +14,10 @@ import pytest
 from airflow_o3.cache import CacheSettings, ResponseCache
 from airflow_o3.errors import BadRequestError, ConfigurationError, OutOfCreditsError
 from airflow_o3.hooks import O3MiniHook
-from airflow_o3.testing import HttpError, StandInServer
+from airflow_o3.testing import HttpError, Reply, StandInServer
+from tests.helpers import USER, fast_retry
 
-USER = [{"role": "user", "content": "Name three prime numbers."}]
-FAST = {"max_attempts": 2, "initial_backoff": 0.01, "max_backoff": 0.02}
+FAST = fast_retry(2)
 BACKUP_KEY = "backup-key-0123"
 BACKUP_MODEL = "o3-mini-2025-01-31-backup"
 
@@ -53,6 +53,7 @@ def test_a_final_failure_of_the_first_connection_sends_the_request_once_to_the_f
     o3_standin_connection, backup, caplog, failures, why
 ):
     o3_standin_connection.script(*failures)
+    backup.script(Reply("2, 3 and 5."))
     with caplog.at_level(logging.WARNING):
         completion = hook().chat(USER)
     assert len(o3_standin_connection.chat_requests) == len(failures)
@@ -60,7 +61,7 @@ def test_a_final_failure_of_the_first_connection_sends_the_request_once_to_the_f
     assert request.header("Authorization") == f"Bearer {BACKUP_KEY}"
     assert request.body == {"model": BACKUP_MODEL, "messages": USER}
     assert completion.conn_id == "aimlapi_backup"
-    assert completion.text == "Stand-in reply to: Name three prime numbers."
+    assert completion.text == "2, 3 and 5."
     (warning,) = [r.getMessage() for r in caplog.records if "fallback connection" in r.getMessage()]
     assert warning.startswith("Connection 'aimlapi_default' failed (" + why)
     assert warning.endswith("the same request goes to fallback connection 'aimlapi_backup'")

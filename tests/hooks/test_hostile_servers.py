@@ -22,14 +22,14 @@ import pytest
 from airflow_o3 import errors
 from airflow_o3.errors import InvalidRequestError, ServerError, ServiceError
 from airflow_o3.hooks import O3MiniHook
+from tests.helpers import USER, fast_retry, point_default_connection
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
 CANARY = "sk-canary-7f3a9c1e5b2d"
-USER = [{"role": "user", "content": "Name three prime numbers."}]
 ONE_ATTEMPT = {"max_attempts": 1}
-FIVE_FAST = {"max_attempts": 5, "initial_backoff": 0.01, "max_backoff": 0.02}
+FIVE_FAST = fast_retry(5)
 
 
 class Hostile:
@@ -80,7 +80,8 @@ class Hostile:
         return f"{self.origin}/v1"
 
     def __enter__(self) -> Hostile:
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        # polled every 50 ms, not 0.5 s: each shutdown would otherwise wait up to half a second
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -197,8 +198,7 @@ def answer(server: Hostile, handler: BaseHTTPRequestHandler) -> None:
 
 def connect(monkeypatch: pytest.MonkeyPatch, host: str, key: str = CANARY, **extras: Any) -> None:
     """Point ``aimlapi_default`` at ``host``."""
-    connection = {"conn_type": "aimlapi", "host": host, "password": key, "extra": extras}
-    monkeypatch.setenv("AIRFLOW_CONN_AIMLAPI_DEFAULT", json.dumps(connection))
+    point_default_connection(monkeypatch, host, key, **extras)
 
 
 def asend(hook: O3MiniHook, **params: Any) -> Any:
@@ -240,13 +240,13 @@ def secrets_shown(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixtur
 @SYNC_AND_ASYNC
 def test_a_reply_trickling_a_byte_every_half_second_is_cut_at_the_attempt_timeout(monkeypatch, call):
     with Hostile(trickle) as server:
-        connect(monkeypatch, server.base_url, attempt_timeout=2, read_timeout=1, max_attempts=1)
+        connect(monkeypatch, server.base_url, attempt_timeout=1, read_timeout=1, max_attempts=1)
         started = time.monotonic()
         with pytest.raises(errors.AttemptTimeoutError) as raised:
             call(O3MiniHook())
         elapsed = time.monotonic() - started
-    assert elapsed < 3.0, f"cut after {elapsed:.1f}s, not at the 2 s attempt timeout"
-    assert "attempt_timeout=2s" in str(raised.value)
+    assert elapsed < 2.5, f"cut after {elapsed:.1f}s, not at the 1 s attempt timeout"
+    assert "attempt_timeout=1s" in str(raised.value)
     assert "extra `attempt_timeout` of connection 'aimlapi_default'" in str(raised.value)
     assert raised.value.retryable
 
@@ -254,11 +254,11 @@ def test_a_reply_trickling_a_byte_every_half_second_is_cut_at_the_attempt_timeou
 @SYNC_AND_ASYNC
 def test_headers_trickling_a_byte_every_half_second_are_cut_at_the_attempt_timeout(monkeypatch, call):
     with Hostile(trickled_headers) as server:
-        connect(monkeypatch, server.base_url, attempt_timeout=2, read_timeout=1, max_attempts=1)
+        connect(monkeypatch, server.base_url, attempt_timeout=1, read_timeout=1, max_attempts=1)
         started = time.monotonic()
-        with pytest.raises(errors.AttemptTimeoutError, match="attempt_timeout=2s"):
+        with pytest.raises(errors.AttemptTimeoutError, match="attempt_timeout=1s"):
             call(O3MiniHook())
-    assert time.monotonic() - started < 3.0
+    assert time.monotonic() - started < 2.5
 
 
 def test_an_attempt_timeout_is_retried_within_the_retry_policy(monkeypatch):

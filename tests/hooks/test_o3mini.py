@@ -19,11 +19,11 @@ from airflow_o3.errors import (
 )
 from airflow_o3.hooks import O3MiniHook
 from airflow_o3.settings import DEFAULT_BASE_URL, Timeouts, base_url
-from airflow_o3.testing import Body, ConnectionReset, HttpError, NonJson, RateLimited, Stall
+from airflow_o3.testing import Body, ConnectionReset, HttpError, NonJson, RateLimited, Reply, Stall
 from tests.contract import validate_request_body
+from tests.helpers import USER, fast_retry, list_price_usd, usage
 
-USER = [{"role": "user", "content": "Name three prime numbers."}]
-FAST = {"max_attempts": 4, "initial_backoff": 0.01, "max_backoff": 0.02}
+FAST = fast_retry(4)
 
 
 @pytest.fixture
@@ -32,6 +32,8 @@ def hook(o3_standin_connection):
 
 
 def test_chat_posts_a_contract_valid_body_and_returns_a_typed_completion(hook, o3_standin_connection):
+    sent_usage = usage(prompt=12, completion=530, reasoning=512)
+    o3_standin_connection.script(Reply("2, 3 and 5.", usage=sent_usage))
     completion = hook.chat(USER, reasoning_effort="high", max_completion_tokens=5000, seed=3)
     (request,) = o3_standin_connection.chat_requests
     validate_request_body(request.body)
@@ -44,12 +46,12 @@ def test_chat_posts_a_contract_valid_body_and_returns_a_typed_completion(hook, o
         "max_completion_tokens": 5000,
         "seed": 3,
     }
-    assert completion.text == "Stand-in reply to: Name three prime numbers."
+    assert completion.text == "2, 3 and 5."
     assert completion.finish_reason == "stop"
     assert completion.model == "o3-mini-2025-01-31"
     assert completion.id.startswith("chatcmpl-standin-")
-    assert completion.usage["completion_tokens_details"]["reasoning_tokens"] == 512
-    assert completion.cost_usd is not None and completion.cost_usd > 0
+    assert completion.usage == sent_usage
+    assert completion.cost_usd == pytest.approx(list_price_usd(prompt=12, completion=530), abs=1e-9)
     assert completion.raw["choices"][0]["message"]["content"] == completion.text
 
 

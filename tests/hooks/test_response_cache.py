@@ -8,8 +8,7 @@ import pytest
 
 from airflow_o3.cache import CacheSettings, ResponseCache
 from airflow_o3.hooks import O3MiniHook
-
-MESSAGES = [{"role": "user", "content": "Name three prime numbers."}]
+from tests.helpers import USER as MESSAGES
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 USER = "Classify: the invoice was charged twice."
-FAST_RETRY = {"max_attempts": 3, "initial_backoff": 0.01, "max_backoff": 0.02}
 
 TICKET_SCHEMA: dict[str, Any] = {
     "title": "Ticket classification",

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -39,30 +35,6 @@ with DAG(dag_id="compat_default_deferrable", schedule=None,
     O3MiniOperator(task_id="ask", prompt="Count to three.", stream=True)
     O3MiniOperator(task_id="ask_json", prompt="Say JSON.", response_format="json_object", json_retries=1)
 """
-
-PARSE_IN_A_FRESH_INTERPRETER = """
-import json, sys
-from pathlib import Path
-from tests.operators.helpers import import_error
-print(json.dumps(import_error(Path(sys.argv[1]))))
-"""
-
-
-def test_default_deferrable_config_lets_stream_and_json_retries_tasks_parse(dag_file):
-    """The config is read when the operator module is imported, hence a fresh interpreter."""
-    path = dag_file(STREAMING_DAG)
-    env = {**os.environ, "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True"}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    done = subprocess.run(
-        [sys.executable, "-c", PARSE_IN_A_FRESH_INTERPRETER, str(path)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == ""
 
 
 @pytest.mark.usefixtures("airflow_db")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -17,18 +18,24 @@ from airflow_o3.errors import InvalidRequestError, ServerError
 from airflow_o3.operators import O3MiniBatchOperator
 from airflow_o3.testing import HttpError, RateLimited, Reply, Stall, StandInServer, stub_context
 from tests.contract import validate_request_body
-from tests.operators.helpers import FAST_RETRY
+from tests.helpers import FAST_RETRY, answer_to
 
 ROWS = [{"company": f"Company {n}", "note": "{{ 7 * 6 }} is data"} for n in range(12)]
 PROMPT = "Row {{ index }}: industry of {{ item.company }}? ({{ item.note }})"
 
 
 @pytest.fixture
+def o3_standin(answering_standin):
+    """Every reply names the prompt it answers (``answer_to``), so the order of the results shows."""
+    return answering_standin
+
+
+@pytest.fixture
 def one_call(o3_standin_connection) -> int:
-    """The tokens the stand-in bills for one of these prompts (all rows have the same length)."""
+    """The tokens billed for one of these prompts (all rows have the same length), as the hook says."""
     from airflow_o3.hooks import O3MiniHook
 
-    prompt = expected_reply(0).removeprefix("Stand-in reply to: ")
+    prompt = prompt_of(0)
     tokens = O3MiniHook().chat([{"role": "user", "content": prompt}]).usage["total_tokens"]
     o3_standin_connection.clear()
     return tokens
@@ -53,9 +60,14 @@ def run(operator: O3MiniBatchOperator) -> tuple[list, dict]:
     return result, context["ti"].xcoms
 
 
-def expected_reply(index: int) -> str:
+def prompt_of(index: int) -> str:
+    """The prompt the batch renders for ``ROWS[index]``."""
     row = ROWS[index]
-    return f"Stand-in reply to: Row {index}: industry of {row['company']}? ({row['note']})"
+    return f"Row {index}: industry of {row['company']}? ({row['note']})"
+
+
+def expected_reply(index: int) -> str:
+    return answer_to({"messages": [{"role": "user", "content": prompt_of(index)}]})
 
 
 def test_replies_come_back_in_input_order_whatever_order_they_finish_in(o3_standin_connection):
@@ -224,7 +236,7 @@ def test_a_retried_batch_with_the_cache_pays_only_for_the_items_that_did_not_com
 def test_the_batch_slows_down_as_a_whole_on_429(o3_standin_connection):
     o3_standin_connection.script(*(RateLimited(retry_after=0.2) for _ in range(4)))
     result, xcoms = run(batch(limits={"max_concurrency": 4}))
-    assert all(result)
+    assert result == [expected_reply(index) for index in range(len(ROWS))]
     assert xcoms["batch"]["rate_limited"] == 4
     requests = o3_standin_connection.chat_requests
     # after the 429s, every worker waited out the Retry-After: no request in the pause
@@ -245,15 +257,16 @@ def test_n_choices_give_a_list_per_item(o3_standin_connection):
 
 def test_structured_output_is_parsed_per_item(o3_standin_connection):
     schema = {"type": "object", "properties": {"industry": {"type": "string"}}}
-    result, _ = run(batch(items=ROWS[:3], response_format=schema))
-    assert result == [{"industry": "example"}] * 3
+    o3_standin_connection.script(*(Reply(json.dumps({"industry": f"Retail {n}"})) for n in range(3)))
+    result, _ = run(batch(items=ROWS[:3], response_format=schema, limits={"max_concurrency": 1}))
+    assert result == [{"industry": f"Retail {n}"} for n in range(3)]
 
 
 def test_dry_run_builds_every_body_and_sends_nothing(o3_standin_connection):
     result, _ = run(batch(render_only=True))
     assert o3_standin_connection.chat_requests == []
     assert [body["messages"][-1]["content"] for body in result] == [
-        expected_reply(index).removeprefix("Stand-in reply to: ") for index in range(len(ROWS))
+        prompt_of(index) for index in range(len(ROWS))
     ]
 
 
@@ -294,7 +307,7 @@ def test_stream_json_retries_and_deferrable_are_no_arguments_of_a_batch(argument
 
 
 A_MONTH_AHEAD = format_datetime(datetime.now(UTC) + timedelta(days=30), usegmt=True)
-CAPPED_RETRY = {**FAST_RETRY, "max_retry_after": 1, "max_retry_seconds": 5}
+CAPPED_RETRY = {**FAST_RETRY, "max_retry_after": 0.2, "max_retry_seconds": 5}
 
 
 def batch_workers() -> list[threading.Thread]:
@@ -316,9 +329,9 @@ def batch_workers() -> list[threading.Thread]:
 def test_a_huge_or_endless_retry_after_is_capped_by_the_retry_policy(o3_standin_connection, headers):
     o3_standin_connection.script(*[HttpError(429, "slow down", headers=headers)] * 2)
     started = time.monotonic()
-    result, xcoms = run(batch(items=ROWS[:4], request_retry=CAPPED_RETRY, limits={"max_concurrency": 2}))
-    assert time.monotonic() - started < 8, "each wait is at most max_retry_after (1 s)"
-    assert result == [expected_reply(index) for index in range(4)]
+    result, xcoms = run(batch(items=ROWS[:2], request_retry=CAPPED_RETRY, limits={"max_concurrency": 2}))
+    assert time.monotonic() - started < 8, "each wait is at most max_retry_after (0.2 s), not the hours asked"
+    assert result == [expected_reply(index) for index in range(2)]
     assert xcoms["batch"]["rate_limited"] == 2
 
 
@@ -406,4 +419,4 @@ def test_a_batch_prompt_ending_in_md_with_spaces_is_inline_text(o3_standin_conne
     result, _ = run(batch(items=["a"], prompt="Classify {{ item }} as in README.md"))
     sent = o3_standin_connection.chat_requests[0].body["messages"][-1]["content"]
     assert sent == "Classify a as in README.md"
-    assert result == ["Stand-in reply to: Classify a as in README.md"]
+    assert result == ["Answer to: Classify a as in README.md"]

@@ -218,7 +218,7 @@ def test_a_dry_run_returns_the_request_with_the_enum_and_skips_nothing(dag_file,
         dag_file,
         "o3_branch_dry_run",
         """
-    route = O3MiniBranchOperator(task_id="route", prompt="Which team?", dry_run=True)
+    route = O3MiniBranchOperator(task_id="route", prompt="Which team?", render_only=True)
     route >> list(handlers.values())
 """,
     )

@@ -11,8 +11,8 @@ import pytest
 from airflow_o3.deprecations import O3DeprecationWarning
 from airflow_o3.errors import InvalidRequestError
 from airflow_o3.operators import O3MiniBatchOperator, O3MiniOperator
-from airflow_o3.testing import stub_context
-from tests.operators.helpers import FAST_RETRY
+from airflow_o3.testing import Reply, stub_context
+from tests.helpers import FAST_RETRY
 
 NEW_NAMES = {"request_retry": FAST_RETRY, "read_timeout": 7.5, "render_only": True}
 OLD_NAMES = {"retry": FAST_RETRY, "timeout": 7.5, "dry_run": True}
@@ -25,7 +25,10 @@ def test_request_retry_read_timeout_and_render_only_are_the_arguments(operator_c
     result = operator.execute(stub_context())
     assert (operator.request_retry, operator.read_timeout, operator.render_only) == (FAST_RETRY, 7.5, True)
     assert o3_standin_connection.chat_requests == [], "render_only sends nothing"
-    assert result is not None
+    # execute() alone renders no template field; the batch renders its prompt per item itself
+    sent = "Hi 2" if operator_class is O3MiniBatchOperator else "Hi {{ 1 + 1 }}"
+    bodies = result if operator_class is O3MiniBatchOperator else [result]
+    assert [body["messages"] for body in bodies] == [[{"role": "user", "content": sent}]]
 
 
 @pytest.mark.parametrize("operator_class", [O3MiniOperator, O3MiniBatchOperator])
@@ -50,12 +53,13 @@ def test_a_subclass_that_sets_its_prompt_in_execute_sends_that_prompt(o3_standin
             self.prompt = "Set in execute"
             return super().execute(context)
 
+    o3_standin_connection.script(Reply("Done as set."))
     context = stub_context()
     result = Ask(task_id="ask", prompt="As written", request_retry=FAST_RETRY).execute(context)
     assert o3_standin_connection.chat_requests[0].body["messages"] == [
         {"role": "user", "content": "Set in execute"}
     ]
-    assert result == "Stand-in reply to: Set in execute"
+    assert result == "Done as set."
     assert context["ti"].xcoms["completion"]["from_cache"] is False
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 
@@ -9,32 +11,34 @@ from airflow_o3.operators import O3MiniOperator
 from airflow_o3.testing import Reply, stub_context
 from tests.contract import validate_request_body
 from tests.dagrun import run_dag
+from tests.helpers import usage
 from tests.operators.helpers import TICKET_SCHEMA, dag_with
 
-EXAMPLE = {"label": "billing", "confidence": 0.5, "reason": "example"}
+ANSWER = {"label": "billing", "confidence": 0.8, "reason": "charged twice"}
 
 
 def test_n_choices_are_returned_as_a_list_of_texts(o3_standin_connection):
+    o3_standin_connection.script(Reply("Seven."))
     result = O3MiniOperator(task_id="ask", prompt="Name a prime.", parameters={"n": 3}).execute(
         stub_context()
     )
-    assert result == ["Stand-in reply to: Name a prime."] * 3
+    assert result == ["Seven."] * 3
     (request,) = o3_standin_connection.chat_requests
     validate_request_body(request.body, strict=True)
     assert request.body["n"] == 3
 
 
 def test_n_structured_choices_are_each_parsed(o3_standin_connection):
+    o3_standin_connection.script(Reply(json.dumps(ANSWER)))
     operator = O3MiniOperator(
         task_id="ask", prompt="Classify.", response_format=TICKET_SCHEMA, parameters={"n": 2}
     )
-    assert operator.execute(stub_context()) == [EXAMPLE, EXAMPLE]
+    assert operator.execute(stub_context()) == [ANSWER, ANSWER]
 
 
 def test_n_of_one_still_returns_the_single_value(o3_standin_connection):
-    assert O3MiniOperator(task_id="ask", prompt="Hi", parameters={"n": 1}).execute(stub_context()) == (
-        "Stand-in reply to: Hi"
-    )
+    o3_standin_connection.script(Reply("Hello."))
+    assert O3MiniOperator(task_id="ask", prompt="Hi", parameters={"n": 1}).execute(stub_context()) == "Hello."
 
 
 def test_every_choice_is_checked_not_only_the_first(o3_standin_connection):
@@ -62,12 +66,15 @@ def test_n_choices_end_to_end_streamed_reach_a_downstream_task_as_a_list(dag_fil
         vote(ask.output)
         """,
     )
+    o3_standin_connection.script(
+        Reply(json.dumps(ANSWER), usage=usage(prompt=90, completion=900, reasoning=600))
+    )
     result = run_dag(dag_id)
     result.assert_success()
-    assert result.xcom("ask") == [EXAMPLE] * 3
+    assert result.xcom("ask") == [ANSWER] * 3
     assert result.xcom("vote") == "billing"
     (request,) = o3_standin_connection.chat_requests
     validate_request_body(request.body, strict=True)
     assert (request.body["n"], request.body["stream"]) == (3, True)
-    assert result.xcom("ask", key="usage")["completion_tokens_details"]["reasoning_tokens"] == 3 * 192
+    assert result.xcom("ask", key="usage")["completion_tokens_details"]["reasoning_tokens"] == 600
     assert "reply[2] | " in result.task_log("ask"), "each choice's streamed text is logged apart"

@@ -15,7 +15,8 @@ from airflow_o3.streaming import LineLog, StreamAssembler, sse_data
 from airflow_o3.testing import HttpError, RateLimited, Reply, StreamCut
 from tests.contract import validate_request_body, validate_stream_chunk
 from tests.dagrun import run_dag
-from tests.operators.helpers import FAST_RETRY, dag_with
+from tests.helpers import FAST_RETRY
+from tests.operators.helpers import dag_with
 
 USER = [{"role": "user", "content": "Write three lines about tides."}]
 LONG_REPLY = "".join(f"Line {n}: the tide turns twice a day, pulled by the moon.\n" for n in range(1, 7))
@@ -37,7 +38,7 @@ def assembler(on_text=None) -> StreamAssembler:
 
 @pytest.fixture
 def hook(o3_standin_connection):
-    return O3MiniHook(retry=FAST_RETRY)
+    return O3MiniHook(request_retry=FAST_RETRY)
 
 
 # -- the pure parts --------------------------------------------------------------------------------
@@ -214,9 +215,9 @@ def test_a_stream_cut_mid_way_is_an_error_and_is_not_sent_again(hook, o3_standin
 
 
 def test_a_stream_cut_before_any_text_is_sent_again(hook, o3_standin_connection):
-    o3_standin_connection.script(StreamCut(after_chunks=0))
+    o3_standin_connection.script(StreamCut(after_chunks=0), Reply("Tides rise.\nTides fall.\nTides turn."))
     completion = hook.chat(USER, stream=True)
-    assert completion.text.startswith("Stand-in reply to: Write three lines")
+    assert completion.text == "Tides rise.\nTides fall.\nTides turn."
     assert len(o3_standin_connection.chat_requests) == 2
 
 
@@ -307,14 +308,14 @@ def test_a_stream_cut_end_to_end_fails_the_try_and_an_airflow_retry_asks_again(
         )
         """,
     )
-    o3_standin_connection.script(StreamCut(after_chunks=2))
+    o3_standin_connection.script(StreamCut(after_chunks=2), Reply("The moon pulls the sea."))
     result = run_dag(dag_id)
     result.assert_success()
     assert result.try_number("streamed") == 2
     log = result.task_log("streamed")
     assert "StreamCutError" in log
     assert "broke off before data: [DONE] after 3 chunk(s)" in log
-    assert result.xcom("streamed").startswith("Stand-in reply to: Write about tides.")
+    assert result.xcom("streamed") == "The moon pulls the sea."
     assert len(o3_standin_connection.chat_requests) == 2
 
 

@@ -10,7 +10,8 @@ from airflow_o3.operators import O3MiniOperator
 from airflow_o3.testing import Reply, stub_context
 from tests.contract import validate_request_body
 from tests.dagrun import run_dag
-from tests.operators.helpers import FAST_RETRY, dag_with
+from tests.helpers import FAST_RETRY
+from tests.operators.helpers import dag_with
 
 WEATHER_TOOL = {
     "type": "function",

@@ -8,6 +8,10 @@ import re
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # each test starts pytest in a subprocess (~1.5 s)
+
 
 def _fixtures(tmp_path, *options: str) -> str:
     (tmp_path / "test_nothing.py").write_text("def test_nothing():\n    pass\n")

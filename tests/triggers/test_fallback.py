@@ -12,10 +12,11 @@ from airflow_o3.errors import BadRequestError
 from airflow_o3.testing import HttpError, StandInServer
 from airflow_o3.triggers import O3MiniTrigger
 from airflow_o3.triggers.o3mini import completion_from_event
+from tests.helpers import fast_retry
 from tests.hooks.test_fallback import BACKUP_KEY, BACKUP_MODEL
 
 BODY = {"model": "o3-mini", "messages": [{"role": "user", "content": "Name three prime numbers."}]}
-FAST = {"max_attempts": 2, "initial_backoff": 0.01, "max_backoff": 0.02}
+FAST = fast_retry(2)
 
 
 @pytest.fixture

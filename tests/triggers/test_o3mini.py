@@ -29,10 +29,10 @@ from airflow_o3.hooks import O3MiniHook
 from airflow_o3.testing import HttpError, RateLimited, Stall
 from airflow_o3.triggers import O3MiniTrigger
 from airflow_o3.triggers.o3mini import completion_from_event, error_event, error_from_event
+from tests.helpers import FAST_RETRY as FAST
 
 KEY = "standin-test-key"
 BODY = {"model": "o3-mini", "messages": [{"role": "user", "content": "Name three prime numbers."}]}
-FAST = {"max_attempts": 3, "initial_backoff": 0.01, "max_backoff": 0.02}
 
 
 def fire(trigger: O3MiniTrigger) -> dict[str, Any]:
@@ -350,7 +350,7 @@ def test_a_reply_trickling_into_the_triggerer_is_cut_at_the_attempt_timeout_and_
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     try:
         connection = {
             "conn_type": "aimlapi",

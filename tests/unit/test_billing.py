@@ -75,7 +75,7 @@ def hostile(answer: Callable[[http.server.BaseHTTPRequestHandler], None]) -> Ite
             pass
 
     server = _Quick(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_port}"

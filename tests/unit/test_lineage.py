@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,26 +23,6 @@ USAGE = {
     "prompt_tokens_details": {"cached_tokens": 64},
     "completion_tokens_details": {"reasoning_tokens": 768},
 }
-
-
-def test_parsing_a_dag_with_the_operator_imports_no_openlineage():
-    """Airflow's providers manager loads every provider's ``get_provider_info``; nothing more may load."""
-    script = textwrap.dedent(
-        f"""
-        import runpy, sys
-        from airflow.providers.common.compat.sdk import BaseOperator, DAG  # Airflow itself, as a baseline
-        before = set(sys.modules)
-        runpy.run_path({str(REPO / "dags" / "o3_daily_report.py")!r})
-        import airflow_o3.operators.o3mini
-        new = set(sys.modules) - before
-        loaded = sorted(m for m in new if "openlineage" in m or m == "airflow_o3.lineage")
-        assert not loaded, loaded
-        """
-    )
-    completed = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
 
 
 def _context(task_id: str = "ask"):
@@ -114,7 +93,7 @@ def test_a_dry_run_reports_no_facet():
     pytest.importorskip("airflow.providers.openlineage", reason="the OpenLineage provider is not installed")
     from airflow_o3.operators import O3MiniOperator
 
-    operator = O3MiniOperator(task_id="ask", prompt="Hello", dry_run=True)
+    operator = O3MiniOperator(task_id="ask", prompt="Hello", render_only=True)
     context, _ = _context()
     operator.execute(context)
     assert operator.get_openlineage_facets_on_complete(context["ti"]).run_facets == {}

@@ -13,9 +13,9 @@ from airflow_o3.errors import AuthenticationError, InvalidRequestError, RateLimi
 from airflow_o3.hooks import O3MiniHook
 from airflow_o3.observability import error_kind, summary_line
 from airflow_o3.testing import HttpError, RateLimited, Reply
+from tests.helpers import FAST_RETRY as FAST
+from tests.helpers import USER
 
-USER = [{"role": "user", "content": "Name three prime numbers."}]
-FAST = {"max_attempts": 3, "initial_backoff": 0.01, "max_backoff": 0.02}
 USAGE = {
     "prompt_tokens": 120,
     "completion_tokens": 900,
@@ -34,7 +34,7 @@ def stats():
 
 @pytest.fixture
 def hook(o3_standin_connection):
-    return O3MiniHook(retry=FAST)
+    return O3MiniHook(request_retry=FAST)
 
 
 def counters(stats) -> dict[str, int]:
