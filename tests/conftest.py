@@ -105,7 +105,7 @@ _TEST_ENV = {
     # measured: no faster, initdb is CPU-bound.
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{os.path.join(_AIRFLOW_HOME, 'airflow.db')}",
     # Fixed secrets so nothing is generated (and warned about) on the fly.
-    "AIRFLOW__API_AUTH__JWT_SECRET": "airflow-o3-tests-jwt-secret-not-a-real-secret-padded-to-64-bytes-for-sha512",
+    "AIRFLOW__API_AUTH__JWT_SECRET": "airflow-o3-test-jwt-secret-not-a-real-secret-64-bytes-for-sha-512",
     "AIRFLOW__API__SECRET_KEY": "airflow-o3-tests-api-secret-not-a-real-secret",
     "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
     "NO_COLOR": "1",

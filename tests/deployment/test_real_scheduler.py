@@ -527,7 +527,7 @@ def test_restarting_the_triggerer_mid_call_sends_the_request_once(deployment, sl
 # ------------------------------------------------------------------------------------------------
 
 APPROVAL_DAG = "o3_approval"
-APPROVAL_THINKING_SECONDS = 5.0
+APPROVAL_THINKING_SECONDS = 2.0
 
 
 def test_the_approval_example_waits_for_a_person_and_publishes_the_approved_edit(deployment, standin):
@@ -542,8 +542,21 @@ def test_the_approval_example_waits_for_a_person_and_publishes_the_approved_edit
         timeout=60,
         dag_id=APPROVAL_DAG,
     )
-    # A person takes seconds to answer. Airflow 3.3.2 fails a task answered before the scheduler has
-    # seen its worker exit after parking ("state mismatch": it takes the exit for the resumed try's).
+    # Airflow 3.3.2 fails a task answered before the scheduler has seen its worker exit after parking
+    # ("state mismatch": it takes the parked worker's exit for the resumed try's), and on a loaded
+    # machine that exit can come seconds after the state shows: answer once the scheduler has seen it,
+    # and after a person's few seconds of reading.
+    parked = f"TaskInstanceKey(dag_id='{APPROVAL_DAG}', task_id='draft', run_id='{run_id}'"
+    scheduler_log = deployment.components["scheduler"].log
+    deployment.wait_until(
+        "the scheduler has seen the parked worker exit",
+        lambda: any(
+            "Received executor event" in line and parked in line
+            for line in scheduler_log.read_text(errors="replace").splitlines()
+        ),
+        timeout=60,
+        dag_id=APPROVAL_DAG,
+    )
     time.sleep(APPROVAL_THINKING_SECONDS)
     hitl = f"/api/v2/dags/{APPROVAL_DAG}/dagRuns/{run_id}/taskInstances/draft/-1/hitlDetails"
     request = deployment.api("GET", hitl)
