@@ -31,7 +31,8 @@ echo "== wheel contents"
 import sys, zipfile
 names = zipfile.ZipFile(sys.argv[1]).namelist()
 required = ["airflow_o3/py.typed", "airflow_o3/get_provider_info.py", "airflow_o3/testing/server.py",
-            "airflow_o3/contract/o3-mini.openapi.json",
+            "airflow_o3/contract/o3-mini.openapi.json", "airflow_o3/contract/billing-balance.openapi.json",
+            "airflow_o3/plugins/spend_page.html", "airflow_o3/decorators/o3_mini.py",
             "airflow_o3/hooks/o3mini.py", "airflow_o3/operators/o3mini.py"]
 missing = [name for name in required if name not in names]
 strays = [name for name in names if name.startswith(("tests/", "dags/", "scripts/", "docs/"))]
@@ -40,6 +41,7 @@ assert not missing, f"missing from the wheel: {missing}"
 assert not strays, f"not part of the package: {strays}"
 assert "[apache_airflow_provider]" in entry_points, entry_points
 assert "[pytest11]" not in entry_points, "the testing kit is opt-in: no pytest plugin is registered"
+assert "[airflow.plugins]" in entry_points, "the spend page's plugin entry point"
 print(f"   {len(names)} files; provider entry point present, no pytest plugin; no tests, dags or docs")
 PY
 
