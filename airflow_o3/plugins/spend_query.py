@@ -1,10 +1,10 @@
 """What the o3-mini tasks spent, read from the ``usage`` and ``completion`` XComs they recorded.
 
-Airflow 3 keeps XCom values as JSON in the ``xcom`` table. Every query here starts from the rows with
-``key = 'usage'`` (the ``idx_xcom_key`` index), keeps those of the window and of the DAGs the user may
-read, joins the task's ``completion`` row on the table's primary key for the model, and lets the
-database add the figures up (``GROUP BY``): only the aggregates travel back, however many calls were
-recorded. See ``docs/spend.md``.
+Airflow 3 keeps XCom values as JSON in the ``xcom`` table. A page load lists the ``usage`` rows of the
+window and of the DAGs the user may read (where each call ran and when its rows were written, no
+JSON), reads the JSON only of the calls the API server does not remember yet (:class:`RecordedCalls`)
+and adds the figures up in the API server. The CSV download reads every call's JSON, streamed. See
+``docs/spend.md``.
 """
 
 from __future__ import annotations
@@ -189,11 +189,12 @@ class RecordedCalls:
     A page load reads the window's rows without their JSON (where, when, the change token) and reads
     the JSON only of the calls it does not remember, or whose rows were rewritten since (a cleared
     and re-run task). A row deleted is simply no longer listed, so it no longer counts. At most
-    ``limit`` calls are remembered (about 0.3 KB each); when a load would pass it, the calls that load
-    did not list are forgotten, and calls beyond the limit are read again at each load.
+    ``limit`` calls are remembered (about 0.6 KB each: 61 MB for 100,000); when a load would pass
+    it, the calls that load did not list are forgotten, and calls beyond the limit are read again at
+    each load.
     """
 
-    def __init__(self, limit: int = 500_000) -> None:
+    def __init__(self, limit: int = 200_000) -> None:
         self.limit = limit
         self._lock = threading.Lock()
         self._by_database: dict[str, dict[CallKey, Recorded]] = {}
