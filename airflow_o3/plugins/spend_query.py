@@ -15,7 +15,6 @@ import io
 import operator
 import threading
 from array import array
-from collections import ChainMap
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -25,7 +24,7 @@ from sqlalchemy import String, and_, case, cast, func, literal, or_, select
 from sqlalchemy.orm import aliased
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Collection, Iterator, Sequence
 
     from sqlalchemy.orm import Session
     from sqlalchemy.sql.elements import ColumnElement
@@ -209,8 +208,11 @@ class RecordedCalls:
         session: Session,
         rows: list[Any],
         read: Callable[[Collection[int]], dict[CallKey, Recorded]],
-    ) -> Mapping[CallKey, Recorded]:
-        """The remembered calls of ``rows`` (from ``SpendQuery._recorded``), reading those not known."""
+    ) -> dict[CallKey, Recorded]:
+        """The remembered calls of ``rows`` (from ``SpendQuery._recorded``), reading those not known.
+
+        The answer is a copy, taken under the lock: another page load may forget calls meanwhile.
+        """
         database = session.get_bind().engine.url.render_as_string(hide_password=True)
         with self._lock:
             remembered = self._by_database.setdefault(database, {})
@@ -219,20 +221,18 @@ class RecordedCalls:
                 for run, task, index, written, *_ in rows
                 if (entry := remembered.get((run, task, index))) is None or entry.written != written
             }
-        if not stale:
-            return remembered
+            if not stale:
+                return dict(remembered)
         fresh = read(stale)
         with self._lock:
             if len(remembered) + len(fresh) > self.limit:
                 listed = {(run, task, index) for run, task, index, *_ in rows}
                 for key in [key for key in remembered if key not in listed]:
                     del remembered[key]
-            kept = 0
             for key, entry in fresh.items():
                 if key in remembered or len(remembered) < self.limit:
                     remembered[key] = entry
-                    kept += 1
-        return remembered if kept == len(fresh) else ChainMap(fresh, remembered)
+            return {**remembered, **fresh}
 
 
 RECORDED = RecordedCalls()

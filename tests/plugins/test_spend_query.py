@@ -364,3 +364,24 @@ def test_a_second_page_load_reads_no_json_of_the_calls_the_first_read():
     assert not [
         statement for statement in reads_of_xcom if "value" in statement or "json" in statement.lower()
     ]
+
+
+def test_calls_beyond_the_memory_limit_still_count_at_every_load(monkeypatch):
+    from airflow_o3.plugins.spend_query import RECORDED
+
+    monkeypatch.setattr(RECORDED, "limit", 2)
+    dag_id = f"spend_limit_{uuid.uuid4().hex[:8]}"
+    _write(
+        *(
+            {
+                "dag_id": dag_id,
+                "run_id": f"r{n}",
+                "task_id": "a",
+                "when": NOW,
+                "usage_value": usage(1, 1, 0, usd=0.5),
+            }
+            for n in range(5)
+        )
+    )
+    loads = [_query({dag_id})["totals"] for _ in range(2)]
+    assert [(totals["calls"], totals["usd_spent"]) for totals in loads] == [(5, 2.5), (5, 2.5)]
