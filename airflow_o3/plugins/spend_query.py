@@ -185,9 +185,10 @@ CallKey = tuple[int, str, int]
 class RecordedCalls:
     """The calls' figures, read from their JSON once and remembered by the API server process.
 
-    A page load reads the window's rows without their JSON (where, when, the change token) and reads
-    the JSON only of the calls it does not remember, or whose rows were rewritten since (a cleared
-    and re-run task). A row deleted is simply no longer listed, so it no longer counts. At most
+    A page load reads the window's ``usage`` rows without their JSON (where, when, the change token)
+    and reads the JSON only of the calls it does not remember, whose rows were rewritten since (a
+    cleared and re-run task) or that were not o3-mini spend when read (a ``usage`` without its
+    ``completion`` yet). A row deleted is simply no longer listed, so it no longer counts. At most
     ``limit`` calls are remembered (about 0.6 KB each: 61 MB for 100,000); when a load would pass
     it, the calls that load did not list are forgotten, and calls beyond the limit are read again at
     each load.
@@ -219,7 +220,10 @@ class RecordedCalls:
             stale = {
                 run
                 for run, task, index, written, *_ in rows
-                if (entry := remembered.get((run, task, index))) is None or entry.written != written
+                if (entry := remembered.get((run, task, index))) is None
+                or entry.written != written
+                # Not (yet) o3-mini spend: a call whose completion was not written yet is read again.
+                or entry.figures is None
             }
             if not stale:
                 return dict(remembered)
@@ -265,13 +269,13 @@ def _top(sums: dict[Any, Sequence[float]]) -> list[tuple[Any, Sequence[float]]]:
 _RANKED_BY = ("calls", "total_tokens", "usd_spent", "calls_without_cost")
 
 
-def _written(usage: Any, completion: Any) -> ColumnElement[str]:
-    """What changes when a call's ``usage`` or ``completion`` row is written again: both timestamps.
+def _written(usage: Any) -> ColumnElement[str]:
+    """What changes when a call is recorded again: its ``usage`` row's timestamp, as text.
 
-    Airflow sets an XCom's timestamp anew whenever a task writes it (a cleared and re-run task too).
+    Airflow sets an XCom's timestamp anew whenever a task writes it (a cleared and re-run task too),
+    and a task writes its ``usage`` before its ``completion``.
     """
-    completed = func.coalesce(cast(completion.timestamp, String), literal(""))
-    written: ColumnElement[str] = (cast(usage.timestamp, String) + literal("|") + completed).label("written")
+    written: ColumnElement[str] = cast(usage.timestamp, String).label("written")
     return written
 
 
@@ -343,25 +347,22 @@ class SpendQuery:
     def _recorded(self) -> list[Any]:
         """Every ``usage`` row of the window and the readable DAGs: where, when and its change token.
 
-        No JSON is read: the token is the text of the ``usage`` and ``completion`` timestamps, which
-        Airflow sets anew whenever a task writes (or a re-run rewrites) the XCom.
+        No JSON is read, nor the ``completion`` rows: the token is the ``usage`` row's timestamp.
         """
         from airflow.models.xcom import XComModel
 
         usage = aliased(XComModel, name="usage")
-        completion = aliased(XComModel, name="completion")
         statement = (
             select(
                 usage.dag_run_id,
                 usage.task_id,
                 usage.map_index,
-                _written(usage, completion),
+                _written(usage),
                 _day(usage.timestamp, self.dialect.name).label("day"),
                 usage.dag_id,
                 usage.run_id,
             )
             .select_from(usage)
-            .outerjoin(completion, _same_task(usage, completion))
             .where(usage.key == "usage", usage.timestamp >= self.window.since, usage.dag_id.in_(self.dag_ids))
         )
         # Plain rows, without the ORM's result processing: 100,000 of them on a 90-day window.
@@ -381,7 +382,7 @@ class SpendQuery:
                     usage.dag_run_id,
                     usage.task_id,
                     usage.map_index,
-                    _written(usage, completion),
+                    _written(usage),
                     usage.value,
                     completion.value.label("completion_value"),
                 )
