@@ -1,26 +1,30 @@
 """What the o3-mini tasks spent, read from the ``usage`` and ``completion`` XComs they recorded.
 
-Airflow 3 keeps XCom values as JSON in the ``xcom`` table. Every query here starts from the rows with
-``key = 'usage'`` (the ``idx_xcom_key`` index), keeps those of the window and of the DAGs the user may
-read, joins the task's ``completion`` row on the table's primary key for the model, and lets the
-database add the figures up (``GROUP BY``): only the aggregates travel back, however many calls were
-recorded. See ``docs/spend.md``.
+Airflow 3 keeps XCom values as JSON in the ``xcom`` table. A page load lists the ``usage`` rows of the
+window and of the DAGs the user may read (where each call ran and when its rows were written, no
+JSON), reads the JSON only of the calls the API server does not remember yet (:class:`RecordedCalls`)
+and adds the figures up in the API server. The CSV download reads every call's JSON, streamed. See
+``docs/spend.md``.
 """
 
 from __future__ import annotations
 
 import csv
+import heapq
 import io
-from dataclasses import asdict, dataclass
+import operator
+import threading
+from array import array
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
-from sqlalchemy import Integer, String, and_, case, func, literal, or_, select, union_all
+from sqlalchemy import String, and_, case, cast, func, literal, or_, select
 from sqlalchemy.orm import aliased
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Iterable, Iterator
+    from collections.abc import Callable, Collection, Iterator, Sequence
 
     from sqlalchemy.orm import Session
     from sqlalchemy.sql.elements import ColumnElement
@@ -109,23 +113,22 @@ FIGURES: dict[str, str | tuple[str, ...]] = {
 """The numbers read from each ``usage`` value: column name -> key (or keys into nested objects)."""
 
 
-def _aggregates(calls: Any) -> list[ColumnElement[Any]]:
-    """The figures of :class:`Spend`, in its field order, added up over a group of ``calls`` rows."""
-    column = calls.c
-
-    def total(name: str) -> ColumnElement[Any]:
-        return func.coalesce(func.sum(column[name]), 0)
-
-    return [
-        func.count(),
-        func.coalesce(func.sum(func.coalesce(column["items"], 1)), 0),
-        *(total(name) for name in ("prompt_tokens", "cached_tokens", "completion_tokens")),
-        *(total(name) for name in ("reasoning_tokens", "total_tokens", "usd_spent")),
-        func.count() - func.count(column["usd_spent"]),
-    ]
+def _same_task(usage: Any, completion: Any) -> ColumnElement[bool]:
+    """The ``completion`` row of the task (and map index) that recorded the ``usage`` row."""
+    return and_(
+        completion.dag_run_id == usage.dag_run_id,
+        completion.task_id == usage.task_id,
+        completion.map_index == usage.map_index,
+        completion.key == "completion",
+    )
 
 
-def _spend(figures: Any) -> Spend:
+SPEND_FIELDS = tuple(field.name for field in fields(Spend))
+"""The figures of :class:`Spend`, in order: what is added up per call."""
+
+
+def _spend(figures: Sequence[float]) -> Spend:
+    """The :class:`Spend` of figures added up in :data:`SPEND_FIELDS` order."""
     calls, replies, prompt, cached, completion, reasoning, total, usd, without_cost = figures
     return Spend(
         int(calls),
@@ -138,6 +141,142 @@ def _spend(figures: Any) -> Spend:
         float(usd),
         int(without_cost),
     )
+
+
+def _number(value: Any, path: str | tuple[str, ...]) -> float | None:
+    """A number in a JSON object (``path``: a key, or keys into nested objects), None where absent."""
+    for key in (path,) if isinstance(path, str) else path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _figures(usage: Any, completion: Any) -> tuple[str, tuple[float, ...] | None]:
+    """One call's model and figures (in :data:`SPEND_FIELDS` order) from its XCom values.
+
+    The figures are None for a ``usage`` XCom that is not o3-mini spend: another task's, with neither
+    a ``completion`` beside it nor a batch's ``items``.
+    """
+    model = completion.get("model") if isinstance(completion, dict) else None
+    model = model if isinstance(model, str) else MODEL_NOT_RECORDED
+    items = _number(usage, "items")
+    if completion is None and items is None:
+        return model, None
+    replies = 1.0 if items is None else items
+    # A reply from the response cache carries the usage of the call that paid for it: nothing this time.
+    if isinstance(completion, dict) and completion.get("from_cache") is True:
+        return model, (1.0, replies, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    tokens = [_number(usage, FIGURES[name]) or 0.0 for name in SPEND_FIELDS[2:7]]
+    usd = _number(usage, "usd_spent")
+    return model, (1.0, replies, *tokens, usd or 0.0, float(usd is None))
+
+
+class Recorded(NamedTuple):
+    """One call as remembered: the timestamps it was read at, its model and figures."""
+
+    written: str
+    model: str
+    figures: array[float] | None
+
+
+CallKey = tuple[int, str, int]
+"""A call: its ``usage`` row's run (``dag_run_id``), task and map index."""
+
+
+class RecordedCalls:
+    """The calls' figures, read from their JSON once and remembered by the API server process.
+
+    A page load reads the window's ``usage`` rows without their JSON (where, when, the change token)
+    and reads the JSON only of the calls it does not remember, whose rows were rewritten since (a
+    cleared and re-run task) or that were not o3-mini spend when read (a ``usage`` without its
+    ``completion`` yet). A row deleted is simply no longer listed, so it no longer counts. At most
+    ``limit`` calls are remembered (about 0.6 KB each: 61 MB for 100,000); when a load would pass
+    it, the calls that load did not list are forgotten, and calls beyond the limit are read again at
+    each load.
+    """
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._by_database: dict[str, dict[CallKey, Recorded]] = {}
+
+    def forget(self) -> None:
+        """Forget every call (the next page load reads every call's JSON again)."""
+        with self._lock:
+            self._by_database.clear()
+
+    def known(
+        self,
+        session: Session,
+        rows: list[Any],
+        read: Callable[[Collection[int]], dict[CallKey, Recorded]],
+    ) -> dict[CallKey, Recorded]:
+        """The remembered calls of ``rows`` (from ``SpendQuery._recorded``), reading those not known.
+
+        The answer is a copy, taken under the lock: another page load may forget calls meanwhile.
+        """
+        database = session.get_bind().engine.url.render_as_string(hide_password=True)
+        with self._lock:
+            remembered = self._by_database.setdefault(database, {})
+            stale = {
+                run
+                for run, task, index, written, *_ in rows
+                if (entry := remembered.get((run, task, index))) is None
+                or entry.written != written
+                # Not (yet) o3-mini spend: a call whose completion was not written yet is read again.
+                or entry.figures is None
+            }
+            if not stale:
+                return dict(remembered)
+        fresh = read(stale)
+        with self._lock:
+            if len(remembered) + len(fresh) > self.limit:
+                listed = {(run, task, index) for run, task, index, *_ in rows}
+                for key in [key for key in remembered if key not in listed]:
+                    del remembered[key]
+            for key, entry in fresh.items():
+                if key in remembered or len(remembered) < self.limit:
+                    remembered[key] = entry
+            return {**remembered, **fresh}
+
+
+RECORDED = RecordedCalls()
+"""The API server's memory of the calls read (one per process; each page load reads through it)."""
+
+
+def _add(sums: dict[Any, Sequence[float]], key: Any, figures: Sequence[float]) -> None:
+    """Add ``figures`` (in :data:`SPEND_FIELDS` order) to the sums kept under ``key``.
+
+    A sum is never changed in place (a new list each time): the first figures are kept as they are.
+    """
+    total = sums.get(key)
+    if total is None:
+        sums[key] = figures
+    else:
+        sums[key] = list(map(operator.add, total, figures))
+
+
+def _top(sums: dict[Any, Sequence[float]]) -> list[tuple[Any, Sequence[float]]]:
+    """The :data:`TOP` most expensive groups: dollars (groups with no cost reported last), then tokens."""
+    calls, total_tokens, usd, without_cost = (SPEND_FIELDS.index(name) for name in _RANKED_BY)
+
+    def cost(item: tuple[Any, Sequence[float]]) -> tuple[float, float]:
+        figures = item[1]
+        return (figures[usd] if figures[without_cost] < figures[calls] else -1.0, figures[total_tokens])
+
+    return heapq.nlargest(TOP, sums.items(), key=cost)
+
+
+_RANKED_BY = ("calls", "total_tokens", "usd_spent", "calls_without_cost")
+
+
+def _written(usage: Any) -> ColumnElement[str]:
+    """What changes when a call is recorded again: its ``usage`` row's timestamp, as text.
+
+    Airflow sets an XCom's timestamp anew whenever a task writes it (a cleared and re-run task too),
+    and a task writes its ``usage`` before its ``completion``.
+    """
+    written: ColumnElement[str] = cast(usage.timestamp, String).label("written")
+    return written
 
 
 def _one_call(figures: dict[str, Any]) -> Spend:
@@ -173,12 +312,6 @@ class SpendQuery:
 
         usage = aliased(XComModel, name="usage")
         completion = aliased(XComModel, name="completion")
-        same_task = and_(
-            completion.dag_run_id == usage.dag_run_id,
-            completion.task_id == usage.task_id,
-            completion.map_index == usage.map_index,
-            completion.key == "completion",
-        )
         model = func.coalesce(completion.value["model"].as_string(), literal(MODEL_NOT_RECORDED))
         # A reply from the response cache carries the usage of the call that paid for it: nothing this time.
         from_cache = func.coalesce(completion.value["from_cache"].as_boolean(), False)
@@ -200,7 +333,7 @@ class SpendQuery:
                 *(figure(name, path) for name, path in FIGURES.items()),
             )
             .select_from(usage)
-            .outerjoin(completion, same_task)
+            .outerjoin(completion, _same_task(usage, completion))
             .where(
                 usage.key == "usage",
                 usage.timestamp >= self.window.since,
@@ -211,69 +344,118 @@ class SpendQuery:
             )
         )
 
-    def _calls_once(self) -> Any:
-        """The calls as a common table expression that the database reads (and parses the JSON of) once."""
-        calls = self._calls().cte("o3_calls")
-        version = tuple(getattr(self.dialect.dbapi, "sqlite_version_info", ()))
-        if self.dialect.name == "postgresql" or (self.dialect.name == "sqlite" and version >= (3, 35)):
-            calls = calls.prefix_with("MATERIALIZED")
-        return calls
+    def _recorded(self) -> list[Any]:
+        """Every ``usage`` row of the window and the readable DAGs: where, when and its change token.
 
-    def _groups(self) -> Any:
-        """Per day, DAG and model; the top tasks; the top runs: one statement, tagged by ``kind``."""
-        calls = self._calls_once()
-        column = calls.c
-        by_cost = (func.coalesce(func.sum(column.usd_spent), -1).desc(), func.sum(column.total_tokens).desc())
-        no_text, no_number = literal(None, String), literal(None, Integer)
+        No JSON is read, nor the ``completion`` rows: the token is the ``usage`` row's timestamp.
+        """
+        from airflow.models.xcom import XComModel
 
-        def top(kind: str, keys: tuple[Any, ...], *slots: Any) -> Any:
-            ranked = select(literal(kind), *slots, *_aggregates(calls)).group_by(*keys).order_by(*by_cost)
-            return select(ranked.limit(TOP).subquery())
-
-        cells = select(
-            literal("cell"), column.day, column.dag_id, column.model, no_number, *_aggregates(calls)
+        usage = aliased(XComModel, name="usage")
+        statement = (
+            select(
+                usage.dag_run_id,
+                usage.task_id,
+                usage.map_index,
+                _written(usage),
+                _day(usage.timestamp, self.dialect.name).label("day"),
+                usage.dag_id,
+                usage.run_id,
+            )
+            .select_from(usage)
+            .where(usage.key == "usage", usage.timestamp >= self.window.since, usage.dag_id.in_(self.dag_ids))
         )
-        return union_all(
-            cells.group_by(column.day, column.dag_id, column.model),
-            top(
-                "task",
-                (column.dag_id, column.run_id, column.task_id),
-                column.dag_id,
-                column.run_id,
-                column.task_id,
-                func.max(column.map_index),
-            ),
-            top("run", (column.dag_id, column.run_id), column.dag_id, column.run_id, no_text, no_number),
-        )
+        # Plain rows, without the ORM's result processing: 100,000 of them on a 90-day window.
+        return list(self.session.connection().execute(statement))
+
+    def _read(self, dag_run_ids: Collection[int]) -> dict[CallKey, Recorded]:
+        """The figures of every call of these runs, read from their JSON (the calls not remembered yet)."""
+        from airflow.models.xcom import XComModel
+
+        usage = aliased(XComModel, name="usage")
+        completion = aliased(XComModel, name="completion")
+        read: dict[CallKey, Recorded] = {}
+        ordered = sorted(dag_run_ids)
+        for start in range(0, len(ordered), 500):
+            statement = (
+                select(
+                    usage.dag_run_id,
+                    usage.task_id,
+                    usage.map_index,
+                    _written(usage),
+                    usage.value,
+                    completion.value.label("completion_value"),
+                )
+                .select_from(usage)
+                .outerjoin(completion, _same_task(usage, completion))
+                .where(usage.key == "usage", usage.dag_run_id.in_(ordered[start : start + 500]))
+            )
+            for run, task, index, written, usage_value, completion_value in self.session.execute(statement):
+                model, figures = _figures(usage_value, completion_value)
+                read[(run, task, index)] = Recorded(
+                    written, model, None if figures is None else array("d", figures)
+                )
+        return read
 
     def summary(self) -> dict[str, Any]:
         """Everything the page draws: totals, per day, per DAG, per model, the top tasks and runs."""
-        per_day = {day: Spend() for day in self.window.day_names()}
-        per_dag: dict[str, Spend] = {}
-        per_model: dict[str, Spend] = {}
-        tasks: list[dict[str, Any]] = []
-        runs: list[dict[str, Any]] = []
-        rows: Iterable[Any] = self.session.execute(self._groups()) if self.dag_ids else ()
-        for kind, first, second, third, fourth, *figures in rows:
-            spend = _spend(figures)
-            if kind == "cell":
-                per_day[first] = per_day.get(first, Spend()) + spend
-                per_dag[second] = per_dag.get(second, Spend()) + spend
-                per_model[third] = per_model.get(third, Spend()) + spend
-            elif kind == "task":
-                tasks.append(_task_entry(first, second, third, fourth, spend))
-            else:
-                runs.append(
-                    {"dag_id": first, "run_id": second, "path": run_path(first, second), **spend.to_json()}
-                )
+        cells: dict[tuple[str, str, str], Sequence[float]] = {}
+        per_task: dict[tuple[str, str, str], Sequence[float]] = {}
+        highest_map_index: dict[tuple[str, str, str], int] = {}
+        if self.dag_ids:
+            rows = self._recorded()
+            known = RECORDED.known(self.session, rows, self._read)
+            for run, task, index, written, day, dag_id, run_id in rows:
+                entry = known.get((run, task, index))
+                if entry is None or entry.written != written or entry.figures is None:
+                    continue
+                # _add, written out: this loop runs once per call of the window.
+                figures, cell, task_key = entry.figures, (day, dag_id, entry.model), (dag_id, run_id, task)
+                in_cell, in_task = cells.get(cell), per_task.get(task_key)
+                cells[cell] = figures if in_cell is None else list(map(operator.add, in_cell, figures))
+                per_task[task_key] = figures if in_task is None else list(map(operator.add, in_task, figures))
+                if index >= 0:
+                    highest_map_index[task_key] = max(index, highest_map_index.get(task_key, -1))
+        per_run: dict[tuple[str, str], Sequence[float]] = {}
+        for (dag_id, run_id, _task), task_figures in per_task.items():
+            _add(per_run, (dag_id, run_id), task_figures)
+        tasks = [
+            _task_entry(task_key, highest_map_index.get(task_key, -1), _spend(figures))
+            for task_key, figures in _top(per_task)
+        ]
+        runs = [
+            {
+                "dag_id": dag_id,
+                "run_id": run_id,
+                "path": run_path(dag_id, run_id),
+                **_spend(figures).to_json(),
+            }
+            for (dag_id, run_id), figures in _top(per_run)
+        ]
+        return {**self._per_cell(cells), "top_tasks": _by_cost(tasks), "top_runs": _by_cost(runs)}
+
+    def _per_cell(self, cells: dict[tuple[str, str, str], Sequence[float]]) -> dict[str, Any]:
+        """The window, the totals and the sums per day, DAG and model, from the sums per (day, DAG, model)."""
+        per_day: dict[str, Sequence[float]] = {
+            day: [0.0] * len(SPEND_FIELDS) for day in self.window.day_names()
+        }
+        per_dag: dict[str, Sequence[float]] = {}
+        per_model: dict[str, Sequence[float]] = {}
+        for (day, dag_id, model), figures in cells.items():
+            _add(per_day, day, figures)
+            _add(per_dag, dag_id, figures)
+            _add(per_model, model, figures)
+        totals = [0.0] * len(SPEND_FIELDS)
+        for figures in per_dag.values():
+            totals = [mine + theirs for mine, theirs in zip(totals, figures, strict=True)]
         return {
             "window": {"days": self.window.days, "since": self.window.since.isoformat()},
-            "totals": sum(per_dag.values(), Spend()).to_json(),
-            "per_day": [{"day": day, **spend.to_json()} for day, spend in sorted(per_day.items())],
+            "totals": _spend(totals).to_json(),
+            "per_day": [
+                {"day": day, **_spend(figures).to_json()} for day, figures in sorted(per_day.items())
+            ],
             "per_dag": _ranked("dag_id", per_dag),
             "per_model": _ranked("model", per_model),
-            "top_tasks": _by_cost(tasks),
-            "top_runs": _by_cost(runs),
         }
 
     def calls(self) -> Iterator[dict[str, Any]]:
@@ -294,8 +476,9 @@ def _by_cost(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(entries, key=lambda entry: (-(entry["usd_spent"] or 0), -entry["total_tokens"]))
 
 
-def _ranked(name: str, groups: dict[str, Spend]) -> list[dict[str, Any]]:
+def _ranked(name: str, sums: dict[str, Sequence[float]]) -> list[dict[str, Any]]:
     """The groups as JSON, the most expensive first (dollars, then tokens)."""
+    groups = {key: _spend(figures) for key, figures in sums.items()}
     ordered = sorted(groups.items(), key=lambda item: (-item[1].usd_spent, -item[1].total_tokens, item[0]))
     return [{name: key, **spend.to_json()} for key, spend in ordered]
 
@@ -311,10 +494,9 @@ def task_path(dag_id: str, run_id: str, task_id: str, mapped: bool) -> str:
     return f"{path}/mapped" if mapped else path
 
 
-def _task_entry(
-    dag_id: str, run_id: str, task_id: str, highest_map_index: Any, spend: Spend
-) -> dict[str, Any]:
-    mapped = highest_map_index is not None and int(highest_map_index) >= 0
+def _task_entry(task: tuple[str, str, str], highest_map_index: int, spend: Spend) -> dict[str, Any]:
+    dag_id, run_id, task_id = task
+    mapped = highest_map_index >= 0
     return {
         "dag_id": dag_id,
         "run_id": run_id,

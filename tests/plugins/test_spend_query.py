@@ -285,3 +285,103 @@ def test_a_window_outside_1_to_366_days_is_refused_naming_the_range():
 
     with pytest.raises(ValueError, match="days must be a whole number from 1 to 366, not 0"):
         Window.last(0)
+
+
+def _delete_task_xcoms(dag_run_id):
+    """What clearing a task does to its XComs: its rows are deleted (a re-run writes new ones)."""
+    from airflow import settings
+    from airflow.models.xcom import XComModel
+    from sqlalchemy import delete
+
+    with settings.engine.begin() as connection:
+        connection.execute(delete(XComModel.__table__).where(XComModel.__table__.c.dag_run_id == dag_run_id))
+
+
+def test_calls_recorded_after_a_first_page_load_show_up_in_the_next():
+    dag_id = f"spend_later_{uuid.uuid4().hex[:8]}"
+    first = {
+        "dag_id": dag_id,
+        "run_id": "r1",
+        "task_id": "a",
+        "when": NOW,
+        "usage_value": usage(1, 1, 0, usd=0.5),
+    }
+    _write(first)
+    assert _query({dag_id})["totals"]["calls"] == 1
+    _write(
+        {**first, "run_id": "r2", "when": NOW + timedelta(minutes=1), "usage_value": usage(2, 2, 0, usd=0.25)}
+    )
+    summary = _query({dag_id})
+    assert (summary["totals"]["calls"], summary["totals"]["usd_spent"]) == (2, 0.75)
+    assert sorted(run["run_id"] for run in summary["top_runs"]) == ["r1", "r2"]
+
+
+def test_a_re_run_tasks_replaced_xcoms_count_once_with_their_new_figures():
+    dag_id = f"spend_rerun_{uuid.uuid4().hex[:8]}"
+    task = {"dag_id": dag_id, "run_id": "r1", "task_id": "a", "dag_run_id": 1_900_000_001}
+    _write({**task, "when": NOW - timedelta(hours=1), "usage_value": usage(100, 100, 0, usd=0.5)})
+    assert _query({dag_id})["totals"]["usd_spent"] == 0.5
+    _delete_task_xcoms(task["dag_run_id"])
+    _write({**task, "when": NOW, "usage_value": usage(10, 10, 0, usd=0.25)})
+    summary = _query({dag_id})
+    assert (summary["totals"]["calls"], summary["totals"]["usd_spent"]) == (1, 0.25)
+    assert summary["totals"]["total_tokens"] == 20
+    _delete_task_xcoms(task["dag_run_id"])  # cleared and not run again: nothing is left to count
+    assert _query({dag_id})["totals"]["calls"] == 0
+
+
+def test_a_second_page_load_reads_no_json_of_the_calls_the_first_read():
+    from airflow import settings
+    from sqlalchemy import event
+
+    dag_id = f"spend_remembered_{uuid.uuid4().hex[:8]}"
+    _write(
+        *(
+            {
+                "dag_id": dag_id,
+                "run_id": f"r{n}",
+                "task_id": "a",
+                "when": NOW,
+                "usage_value": usage(1, 1, 0, usd=0.5),
+            }
+            for n in range(3)
+        )
+    )
+    first = _query({dag_id})
+    statements = []
+
+    def remember(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    event.listen(settings.engine, "before_cursor_execute", remember)
+    try:
+        second = _query({dag_id})
+    finally:
+        event.remove(settings.engine, "before_cursor_execute", remember)
+    assert second == first and second["totals"]["calls"] == 3
+    reads_of_xcom = [statement for statement in statements if "xcom" in statement]
+    assert reads_of_xcom, "the second load reads the window's rows"
+    assert not [
+        statement for statement in reads_of_xcom if "value" in statement or "json" in statement.lower()
+    ]
+
+
+def test_calls_beyond_the_memory_limit_still_count_at_every_load(monkeypatch):
+    from airflow_o3.plugins.spend_query import RECORDED
+
+    monkeypatch.setattr(RECORDED, "limit", 2)
+    dag_id = f"spend_limit_{uuid.uuid4().hex[:8]}"
+    _write(
+        *(
+            {
+                "dag_id": dag_id,
+                "run_id": f"r{n}",
+                "task_id": "a",
+                "when": NOW,
+                "usage_value": usage(1, 1, 0, usd=0.5),
+            }
+            for n in range(5)
+        )
+    )
+    loads = [_query({dag_id})["totals"] for _ in range(2)]
+    assert [(totals["calls"], totals["usd_spent"]) for totals in loads] == [(5, 2.5), (5, 2.5)]
