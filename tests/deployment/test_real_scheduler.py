@@ -461,15 +461,23 @@ def _utc_day() -> str:
 @pytest.mark.parametrize("dag_id", EXAMPLES)
 def test_every_example_dag_runs_from_airflow_dags_test(deployment, dag_id):
     days = {_utc_day()}
-    done = subprocess.run(
-        [AIRFLOW, "dags", "test", dag_id],
-        env=deployment.env,
-        cwd=deployment.home,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    # `airflow dags test` runs the tasks in its own process; the running scheduler would also queue the
+    # tasks of that run (an unpaused DAG) and the two would fight over them. Paused, the scheduler
+    # leaves the run alone, as it would on a developer's machine with no scheduler.
+    deployment.wait_until("the DAG parsed", lambda: dag_id in _dag_ids(deployment), 60, dag_id)
+    deployment.api("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": True})
+    try:
+        done = subprocess.run(
+            [AIRFLOW, "dags", "test", dag_id],
+            env=deployment.env,
+            cwd=deployment.home,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        deployment.api("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "state=success" in done.stdout + done.stderr, done.stdout[-3000:]
     if dag_id == "o3_daily_report":
