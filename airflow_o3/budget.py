@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from airflow_o3.contract import LIST_PRICE
 from airflow_o3.errors import InvalidRequestError, O3Error
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from airflow_o3.response import Completion
 
 BudgetAction = Literal["fail", "stop"]
-BUDGET_ACTIONS: tuple[str, ...] = ("fail", "stop")
+BUDGET_ACTIONS: tuple[str, ...] = get_args(BudgetAction)
 
 
 class BudgetExceededError(O3Error):

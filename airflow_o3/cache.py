@@ -19,11 +19,12 @@ import logging
 import math
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from airflow_o3.errors import ConfigurationError
 from airflow_o3.parameters import coerce_settings
 from airflow_o3.storage import local_folder, object_path, read_local, under_airflow_home, why, write_local
+from airflow_o3.structured import not_json
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -33,15 +34,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CacheMode = Literal["off", "on", "read_only"]
-CACHE_MODES: tuple[str, ...] = ("off", "on", "read_only")
+CACHE_MODES: tuple[str, ...] = get_args(CacheMode)
 ENTRY_VERSION = 2
 """Bumped when the key changed to include the connection: entries of version 1 are never read."""
 _FINGERPRINT_LABEL = b"airflow-o3 connection fingerprint v1"
-
-
-def default_cache_root() -> str:
-    """``$AIRFLOW_HOME/o3_cache``: fine for one machine; use shared storage for several workers."""
-    return under_airflow_home("o3_cache")
 
 
 @dataclass(frozen=True)
@@ -105,10 +101,6 @@ def cache_key(fingerprint: str, body: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"the entry holds {name}, which no reply contains")
-
-
 def _finite(value: str) -> float:
     number = float(value)
     if not math.isfinite(number):
@@ -124,14 +116,9 @@ class ResponseCache:
 
     def __init__(self, settings: CacheSettings) -> None:
         self.settings = settings
-        location = settings.path or default_cache_root()
+        location = settings.path or under_airflow_home("o3_cache")
         self._folder = local_folder(location)
         self._root: Any = None if self._folder is not None else object_path(location)
-
-    @property
-    def enabled(self) -> bool:
-        """Whether the cache is on (read and write, or read only)."""
-        return self.settings.mode != "off"
 
     def _entry(self, key: str) -> Any:
         """The entry's file: a local path, or an ``ObjectStoragePath`` on object storage."""
@@ -145,23 +132,16 @@ class ResponseCache:
         An entry that cannot be read, is not JSON, or is not a stored reply counts as missing, with a
         warning naming the entry; this never raises.
         """
-        if not self.enabled:
+        if self.settings.mode == "off":
             return None
         entry = self._entry(key)
         try:
-            text = read_local(entry) if isinstance(entry, str) else entry.read_text()
+            return _completion_of(read_local(entry) if isinstance(entry, str) else entry.read_text())
         except FileNotFoundError:
             return None
         except Exception as error:
             log.warning(
-                "Response cache entry %s could not be read, so it counts as missing: %s", entry, why(error)
-            )
-            return None
-        try:
-            return _completion_of(text)
-        except Exception as error:
-            log.warning(
-                "Response cache entry %s is not a stored reply, so it counts as missing: %s",
+                "Response cache entry %s could not be read as a stored reply, so it counts as missing: %s",
                 entry,
                 why(error),
             )
@@ -214,7 +194,7 @@ def _completion_of(text: str) -> Completion:
     """
     from airflow_o3.response import completion_from_body
 
-    data = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
+    data = json.loads(text, parse_constant=not_json, parse_float=_finite)
     if not isinstance(data, dict):
         raise ValueError(f"the entry is a JSON {type(data).__name__}, not an object")
     if data.get("version") != ENTRY_VERSION:

@@ -1,25 +1,10 @@
 """One rate controller for every request of a batch, so the batch slows down as a whole.
 
 Without it, each of 64 workers that meets a 429 backs off on its own while the other 63 keep sending,
-and the service keeps refusing. The controller is shared by all the workers of a batch (it is
-thread-safe) and decides when the next request may start:
-
-- it paces starts evenly, never faster than a fixed ``requests_per_minute`` cap, nor than the rate
-  the service announces in OpenAI-style ``x-ratelimit-limit-*`` / ``-remaining-*`` / ``-reset-*``
-  headers (a token bucket refills at ``(limit - remaining) / reset`` per second);
-- on a 429 every worker waits out the ``Retry-After`` (or ``retry-after-ms``, or
-  ``x-ratelimit-reset-*``) the service names, never longer than the retry policy's
-  ``max_retry_after`` nor its ``max_retry_seconds`` (a wait that is not a finite number counts as no
-  hint); the pace drops to the rate the service announces when it
-  was above it, else it is cut (multiplicative decrease); each success raises it again a little
-  (additive increase), up to the caps;
-- it keeps billed tokens under a ``tokens_per_minute`` cap (or the service's token limit): each reply's
-  tokens are paid for by delaying the next start.
-
-The hook calls :meth:`RateController.acquire` right before each POST (retries included),
-:meth:`RateController.observe` with each answer's status and headers, and waits between retries with
-:meth:`RateController.sleep`. Every wait ends early when the batch stops (:meth:`RateController.stop`,
-on task kill or timeout): a waiting request then raises :class:`StoppedError` instead of starting.
+and the service keeps refusing. What it does for the DAG author is in README.md ("Rate control shared
+by the whole batch"). The hook calls :meth:`RateController.acquire` right before each POST (retries
+included), :meth:`RateController.observe` with each answer's status and headers, and waits between
+retries with :meth:`RateController.sleep`; :meth:`RateController.stop` ends every wait at once.
 """
 
 from __future__ import annotations

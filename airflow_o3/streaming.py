@@ -53,12 +53,7 @@ def sse_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield pending
 
 
-def sse_data(
-    lines: Iterable[bytes | str],
-    *,
-    idle_timeout: float | None = None,
-    clock: Callable[[], float] = time.monotonic,
-) -> Iterator[str]:
+def sse_data(lines: Iterable[bytes | str], *, idle_timeout: float | None = None) -> Iterator[str]:
     """The ``data`` of each server-sent event, from the stream's lines (without line endings).
 
     Several ``data:`` lines of one event are joined with newlines; comments and the ``event``,
@@ -70,15 +65,15 @@ def sse_data(
     :raises NoProgress: ``idle_timeout`` passed with no ``data`` line.
     """
     pending: list[str] = []
-    progress = clock()
+    progress = time.monotonic()
     for raw in lines:
         line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         line = line.rstrip("\r\n")
         name, _, value = line.partition(":")
         if name == "data":
             pending.append(value.removeprefix(" "))
-            progress = clock()
-        elif idle_timeout is not None and clock() - progress > idle_timeout:
+            progress = time.monotonic()
+        elif idle_timeout is not None and time.monotonic() - progress > idle_timeout:
             raise NoProgress(f"no data in {idle_timeout:g}s, only comments such as keep-alives")
         elif not line and pending:
             yield "\n".join(pending)

@@ -17,7 +17,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from airflow_o3.errors import InvalidRequestError, StructuredOutputError, ToolCallError
 
@@ -32,7 +32,6 @@ REPLY_START_CHARS = 200
 """How much of a bad reply an error message quotes."""
 
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
-_FORMAT_TYPES = frozenset({"text", "json_object", "json_schema"})
 _SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 _SCHEMA_MAPS = ("$defs", "definitions", "properties")
 _HOW_TO_PASS = (
@@ -96,7 +95,7 @@ class OutputFormat:
         reply = text or ""
         truncated = finish_reason == "length"
         try:
-            value = json.loads(reply, parse_constant=_not_json)
+            value = json.loads(reply, parse_constant=not_json)
         except ValueError as error:
             if truncated:
                 raise StructuredOutputError(
@@ -154,7 +153,7 @@ def output_format(value: Any) -> OutputFormat | None:
             f"response_format of type {type(value).__name__} is not understood (fix: {_HOW_TO_PASS})"
         )
     kind = value.get("type")
-    if kind in _FORMAT_TYPES and ("json_schema" in value or set(value) == {"type"}):
+    if kind in get_args(FormatKind) and ("json_schema" in value or set(value) == {"type"}):
         return _contract_format(value)
     return _json_schema_format(value)
 
@@ -178,20 +177,12 @@ def _json_schema_format(
     schema: Mapping[str, Any], *, name: str | None = None, description: str | None = None
 ) -> OutputFormat:
     strict = strict_schema(schema)
-    spec: dict[str, Any] = {
-        "name": schema_name(name or strict.get("title")),
-        "schema": strict,
-        "strict": True,
-    }
+    # a name the contract accepts: a-z A-Z 0-9 _ -, at most 64
+    safe_name = _NAME_UNSAFE.sub("_", str(name or strict.get("title") or "")).strip("_")[:64]
+    spec: dict[str, Any] = {"name": safe_name or "response", "schema": strict, "strict": True}
     if description:
         spec["description"] = description
     return OutputFormat("json_schema", {"type": "json_schema", "json_schema": spec}, strict)
-
-
-def schema_name(title: Any) -> str:
-    """A ``json_schema.name`` the contract accepts (``a-z A-Z 0-9 _ -``, at most 64) from a title."""
-    name = _NAME_UNSAFE.sub("_", str(title or "")).strip("_")[:64]
-    return name or "response"
 
 
 def strict_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
@@ -279,7 +270,7 @@ def parse_tool_calls(calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
             parsed.append({"id": call.id, "type": "custom", "name": call.name, "input": call.arguments})
             continue
         try:
-            arguments = json.loads(call.arguments or "{}", parse_constant=_not_json)
+            arguments = json.loads(call.arguments or "{}", parse_constant=not_json)
         except ValueError as error:
             problems.append(
                 f"{call.name!r} (id {call.id}): {error}; the arguments start {_start(call.arguments)}"
@@ -296,7 +287,8 @@ def parse_tool_calls(calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
     return parsed
 
 
-def _not_json(constant: str) -> Any:
+def not_json(constant: str) -> Any:
+    """For ``json.loads(parse_constant=...)``: refuse ``NaN`` and ``Infinity``, which JSON does not have."""
     raise ValueError(f"{constant} is not a JSON value")
 
 
