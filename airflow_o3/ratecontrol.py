@@ -132,12 +132,6 @@ class RateController:
         """The current pace in requests per second (``inf``: no limit known yet)."""
         return self._rate
 
-    def _ceiling(self) -> float:
-        return min(self._request_cap, self._service_requests * SERVICE_RATE_SHARE)
-
-    def _token_rate(self) -> float:
-        return min(self._token_cap, self._service_tokens * SERVICE_RATE_SHARE)
-
     def stop(self) -> None:
         """Stop the batch: waiting workers wake, and no request starts any more (thread-safe)."""
         self.stopping.set()
@@ -196,22 +190,19 @@ class RateController:
                 self._service_requests = requests_rate
             if tokens_rate is not None:
                 self._service_tokens = tokens_rate
-            ceiling = self._ceiling()
+            ceiling = min(self._request_cap, self._service_requests * SERVICE_RATE_SHARE)
             if status == 429:
                 self.rate_limited += 1
                 self._paused_until = max(self._paused_until, now + wait)
                 self._pauses += 1
                 if now - self._last_decrease >= DECREASE_EVERY:
                     self._last_decrease = now
-                    if self._rate > ceiling:  # faster than the service announces: pace at its rate
-                        self._rate = ceiling
-                    else:
+                    if self._rate <= ceiling:  # faster than the service announces: paced at its rate below
                         recent = len(self._recent_starts) or 1.0
                         self._rate = max(MIN_RATE, min(self._rate, recent) * DECREASE)
             elif 200 <= status < 300 and self._rate < ceiling:
                 self._rate = min(ceiling, self._rate + INCREASE_PER_SECOND / self._rate)
-            if self._rate > ceiling:
-                self._rate = ceiling
+            self._rate = min(self._rate, ceiling)
 
     def _pause_for(self, hint: float | None) -> float:
         """A 429's pause: the service's hint capped by the policy; a hint that is no finite number of
@@ -223,6 +214,6 @@ class RateController:
     def paid(self, tokens: int) -> None:
         """Count the tokens a reply was billed for against the token pace."""
         with self._lock:
-            rate = self._token_rate()
+            rate = min(self._token_cap, self._service_tokens * SERVICE_RATE_SHARE)
             if tokens > 0 and rate < math.inf:
                 self._tokens_paid_until = max(self._tokens_paid_until, self._clock()) + tokens / rate

@@ -97,28 +97,25 @@ class OutputFormat:
         try:
             value = json.loads(reply, parse_constant=not_json)
         except ValueError as error:
+            what, fix = ("the reply is not valid JSON", "")
             if truncated:
-                raise StructuredOutputError(
-                    f"the JSON reply was cut off at the token budget (finish_reason length): {error}. "
-                    f"Start of the reply: {_start(reply)}. Fix: raise max_completion_tokens or lower "
-                    "reasoning_effort"
-                ) from None
+                what = "the JSON reply was cut off at the token budget (finish_reason length)"
+                fix = ". Fix: raise max_completion_tokens or lower reasoning_effort"
             raise StructuredOutputError(
-                f"the reply is not valid JSON: {error}. Start of the reply: {_start(reply)}"
+                f"{what}: {error}. Start of the reply: {_start(reply)}{fix}"
             ) from None
-        problems = self._problems(value)
-        if problems:
+        if problems := self._problems(value):
             cut = " (finish_reason length: the reply may be cut off)" if truncated else ""
+            what = (
+                "json_object format"
+                if self.schema is None
+                else f"schema {self.response_format['json_schema']['name']!r}"
+            )
             raise StructuredOutputError(
-                f"the reply does not match the {self._what()}{cut}: {'; '.join(problems)}. "
+                f"the reply does not match the {what}{cut}: {'; '.join(problems)}. "
                 f"Start of the reply: {_start(reply)}"
             )
         return value
-
-    def _what(self) -> str:
-        if self.kind == "json_object":
-            return "json_object format"
-        return f"schema {self.response_format['json_schema']['name']!r}"
 
     def _problems(self, value: Any) -> list[str]:
         if self.schema is None:
