@@ -61,13 +61,10 @@ class CacheSettings:
             raise ConfigurationError(
                 f"cache mode {self.mode!r} is not known (fix: use one of {', '.join(CACHE_MODES)})"
             )
-        if isinstance(self.grace_period, bool) or not isinstance(self.grace_period, int | float):
+        seconds = self.grace_period
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds <= 600:
             raise ConfigurationError(
-                f"cache grace_period {self.grace_period!r} is not a number (fix: use seconds, e.g. 15)"
-            )
-        if not 0 <= self.grace_period <= 600:
-            raise ConfigurationError(
-                f"cache grace_period {self.grace_period!r} is out of range (fix: use 0 to 600 seconds)"
+                f"cache grace_period {seconds!r} is no number of seconds from 0 to 600 (fix: use e.g. 15)"
             )
 
     @classmethod

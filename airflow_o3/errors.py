@@ -117,9 +117,7 @@ class ServiceError(O3Error):
 
     def _copy(self, failure: HttpFailure | None = None, **changes: Any) -> ServiceError:
         settings = {"attempts": self.attempts, "elapsed": self.elapsed, "conn_id": self.conn_id, **changes}
-        error = type(self)(failure or self.failure, **settings)
-        error.fix = self.fix
-        return error
+        return type(self)(failure or self.failure, **settings)
 
     def without(self, secrets: Sequence[str]) -> ServiceError:
         """The same error, with each of ``secrets`` (an API key in its plain, JSON and repr forms)

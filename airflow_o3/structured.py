@@ -71,10 +71,9 @@ class OutputFormat:
             try:
                 _validator_class(self.schema).check_schema(self.schema)
             except SchemaError as error:
-                location = _json_path(error.absolute_path)
                 raise InvalidRequestError(
-                    f"response_format: the schema is not valid JSON Schema at {location}: {error.message} "
-                    "(fix: correct the schema; check it with jsonschema's check_schema)"
+                    f"response_format: the schema is not valid JSON Schema at {error.json_path}: "
+                    f"{error.message} (fix: correct the schema; check it with jsonschema's check_schema)"
                 ) from None
         mentions_json = any("json" in _text(message.get("content")).lower() for message in messages)
         if self.kind == "json_object" and not mentions_json:
@@ -122,7 +121,7 @@ class OutputFormat:
             return [] if isinstance(value, dict) else [f"$: {type(value).__name__} is not a JSON object"]
         validator = _validator_class(self.schema)(self.schema)
         errors = sorted(validator.iter_errors(value), key=lambda e: (len(e.absolute_path), e.message))
-        shown = [f"{_json_path(e.absolute_path)}: {e.message}" for e in errors[:5]]
+        shown = [f"{e.json_path}: {e.message}" for e in errors[:5]]
         if len(errors) > 5:
             shown.append(f"and {len(errors) - 5} more")
         return shown
@@ -294,10 +293,6 @@ def _validator_class(schema: Mapping[str, Any]) -> type[jsonschema.protocols.Val
     from jsonschema.validators import validator_for
 
     return validator_for(schema, default=Draft202012Validator)  # type: ignore[no-any-return]
-
-
-def _json_path(parts: Sequence[Any]) -> str:
-    return "$" + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts)
 
 
 def _start(text: str) -> str:
