@@ -1,13 +1,8 @@
 """Never pay twice: a response cache keyed by the connection and the exact request.
 
-When a task's call succeeded but the task still failed (the worker died after the reply arrived, a
-later step raised), Airflow's retry of the task finds the stored reply and does not call again.
-Entries live under an ``ObjectStoragePath``: a local folder by default, or any fsspec URL such as
-``s3://bucket/o3-cache`` when workers are spread over machines.
-
-The cache fails safe: an entry that cannot be read or makes no sense is a miss (with a warning), and
-a reply that cannot be stored is a warning, never an error: the reply was paid for, and failing the
-task would only make Airflow retry it and pay again.
+What it covers, where entries live and how it fails safe: docs/reliability.md ("The response cache").
+It never raises: the reply was paid for, and failing the task would only make Airflow retry it and
+pay again.
 """
 
 from __future__ import annotations

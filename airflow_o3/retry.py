@@ -1,9 +1,7 @@
 """One set of request retry settings for every call path: sync, async, streaming and batch.
 
-Retried: 408, 409, 429, 5xx, connection errors and read timeouts, with exponential backoff and jitter,
-honouring the wait the service asks for (``Retry-After``, ``retry-after-ms``, ``x-ratelimit-reset-*``)
-up to a cap. Never retried: 400, 401, 403, 404, 422 and every local error. Bounded by attempts and by
-total time. Built on tenacity.
+What is retried and for how long: docs/reliability.md. An error says itself whether it is worth
+retrying (:attr:`~airflow_o3.errors.O3Error.retryable`); this module only waits and counts, on tenacity.
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
-"""Structured output: the ``response_format`` a task asks for, and the reading of the JSON reply.
-
-A DAG author gives a JSON Schema dict, a pydantic model class or ``"json_object"``; this module turns
-it into the contract's ``response_format`` (for a schema: ``json_schema`` in the form strict mode
-needs), parses the reply, and validates it against the schema that was sent. Tool-call arguments,
-JSON written by the model as well, are read here too.
+"""Structured output: the ``response_format`` a task asks for, and the reading of the JSON reply
+(and of tool-call arguments, JSON written by the model as well).
 
 Light at import time: it is imported when a DAG file is parsed. ``jsonschema`` is imported only when
 a reply or a schema is checked, and pydantic never: a model class is recognised by its
