@@ -1,15 +1,13 @@
 """A task's spending limit: tokens and dollars, counted as replies arrive, checked before each request.
 
-Only what is paid counts: a reply read from the response cache costs nothing. The cost is the
-service's own figure (``usd_spent``) when it reports one, else an estimate from the usage at AI/ML
-API's o3-mini list price.
+Only what is paid counts: a reply read from the response cache costs nothing.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from airflow_o3.contract import LIST_PRICE
 from airflow_o3.errors import InvalidRequestError, O3Error
@@ -22,7 +20,7 @@ if TYPE_CHECKING:
     from airflow_o3.response import Completion
 
 BudgetAction = Literal["fail", "stop"]
-BUDGET_ACTIONS: tuple[str, ...] = ("fail", "stop")
+BUDGET_ACTIONS: tuple[str, ...] = get_args(BudgetAction)
 
 
 class BudgetExceededError(O3Error):
@@ -84,14 +82,9 @@ def cost_usd(completion: Completion) -> float:
     if completion.cost_usd is not None:
         return float(amount(completion.cost_usd) or 0)
     usage = completion.usage
-    prompt = _count(usage.get("prompt_tokens"))
-    cached = min(prompt, _count((usage.get("prompt_tokens_details") or {}).get("cached_tokens")))
-    return float(LIST_PRICE.usd(prompt, cached, _count(usage.get("completion_tokens"))))
-
-
-def _count(value: Any) -> int | float:
-    """A reported token count, or 0 when it is missing or no count."""
-    return amount(value) or 0
+    prompt = amount(usage.get("prompt_tokens")) or 0
+    cached = min(prompt, amount((usage.get("prompt_tokens_details") or {}).get("cached_tokens")) or 0)
+    return float(LIST_PRICE.usd(prompt, cached, amount(usage.get("completion_tokens")) or 0))
 
 
 class Spend:
@@ -111,7 +104,7 @@ class Spend:
         """Count a reply; one read from the response cache was not paid for, and adds nothing."""
         if completion.from_cache:
             return
-        tokens = int(_count(completion.usage.get("total_tokens")))
+        tokens = int(amount(completion.usage.get("total_tokens")) or 0)
         usd = cost_usd(completion)
         with self._lock:
             self.requests += 1

@@ -1,13 +1,8 @@
 """Never pay twice: a response cache keyed by the connection and the exact request.
 
-When a task's call succeeded but the task still failed (the worker died after the reply arrived, a
-later step raised), Airflow's retry of the task finds the stored reply and does not call again.
-Entries live under an ``ObjectStoragePath``: a local folder by default, or any fsspec URL such as
-``s3://bucket/o3-cache`` when workers are spread over machines.
-
-The cache fails safe: an entry that cannot be read or makes no sense is a miss (with a warning), and
-a reply that cannot be stored is a warning, never an error: the reply was paid for, and failing the
-task would only make Airflow retry it and pay again.
+What it covers, where entries live and how it fails safe: docs/reliability.md ("The response cache").
+It never raises: the reply was paid for, and failing the task would only make Airflow retry it and
+pay again.
 """
 
 from __future__ import annotations
@@ -19,11 +14,12 @@ import logging
 import math
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from airflow_o3.errors import ConfigurationError
 from airflow_o3.parameters import coerce_settings
 from airflow_o3.storage import local_folder, object_path, read_local, under_airflow_home, why, write_local
+from airflow_o3.structured import not_json
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -33,15 +29,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CacheMode = Literal["off", "on", "read_only"]
-CACHE_MODES: tuple[str, ...] = ("off", "on", "read_only")
+CACHE_MODES: tuple[str, ...] = get_args(CacheMode)
 ENTRY_VERSION = 2
 """Bumped when the key changed to include the connection: entries of version 1 are never read."""
 _FINGERPRINT_LABEL = b"airflow-o3 connection fingerprint v1"
-
-
-def default_cache_root() -> str:
-    """``$AIRFLOW_HOME/o3_cache``: fine for one machine; use shared storage for several workers."""
-    return under_airflow_home("o3_cache")
 
 
 @dataclass(frozen=True)
@@ -65,13 +56,10 @@ class CacheSettings:
             raise ConfigurationError(
                 f"cache mode {self.mode!r} is not known (fix: use one of {', '.join(CACHE_MODES)})"
             )
-        if isinstance(self.grace_period, bool) or not isinstance(self.grace_period, int | float):
+        seconds = self.grace_period
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds <= 600:
             raise ConfigurationError(
-                f"cache grace_period {self.grace_period!r} is not a number (fix: use seconds, e.g. 15)"
-            )
-        if not 0 <= self.grace_period <= 600:
-            raise ConfigurationError(
-                f"cache grace_period {self.grace_period!r} is out of range (fix: use 0 to 600 seconds)"
+                f"cache grace_period {seconds!r} is no number of seconds from 0 to 600 (fix: use e.g. 15)"
             )
 
     @classmethod
@@ -105,10 +93,6 @@ def cache_key(fingerprint: str, body: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"the entry holds {name}, which no reply contains")
-
-
 def _finite(value: str) -> float:
     number = float(value)
     if not math.isfinite(number):
@@ -124,14 +108,9 @@ class ResponseCache:
 
     def __init__(self, settings: CacheSettings) -> None:
         self.settings = settings
-        location = settings.path or default_cache_root()
+        location = settings.path or under_airflow_home("o3_cache")
         self._folder = local_folder(location)
         self._root: Any = None if self._folder is not None else object_path(location)
-
-    @property
-    def enabled(self) -> bool:
-        """Whether the cache is on (read and write, or read only)."""
-        return self.settings.mode != "off"
 
     def _entry(self, key: str) -> Any:
         """The entry's file: a local path, or an ``ObjectStoragePath`` on object storage."""
@@ -145,23 +124,16 @@ class ResponseCache:
         An entry that cannot be read, is not JSON, or is not a stored reply counts as missing, with a
         warning naming the entry; this never raises.
         """
-        if not self.enabled:
+        if self.settings.mode == "off":
             return None
         entry = self._entry(key)
         try:
-            text = read_local(entry) if isinstance(entry, str) else entry.read_text()
+            return _completion_of(read_local(entry) if isinstance(entry, str) else entry.read_text())
         except FileNotFoundError:
             return None
         except Exception as error:
             log.warning(
-                "Response cache entry %s could not be read, so it counts as missing: %s", entry, why(error)
-            )
-            return None
-        try:
-            return _completion_of(text)
-        except Exception as error:
-            log.warning(
-                "Response cache entry %s is not a stored reply, so it counts as missing: %s",
+                "Response cache entry %s could not be read as a stored reply, so it counts as missing: %s",
                 entry,
                 why(error),
             )
@@ -214,7 +186,7 @@ def _completion_of(text: str) -> Completion:
     """
     from airflow_o3.response import completion_from_body
 
-    data = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
+    data = json.loads(text, parse_constant=not_json, parse_float=_finite)
     if not isinstance(data, dict):
         raise ValueError(f"the entry is a JSON {type(data).__name__}, not an object")
     if data.get("version") != ENTRY_VERSION:

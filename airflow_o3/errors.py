@@ -73,15 +73,6 @@ class HttpFailure:
         if self.request_id is not None:
             object.__setattr__(self, "request_id", quotable(str(self.request_id), REQUEST_ID_CHARACTERS))
 
-    def without(self, secrets: Sequence[str]) -> HttpFailure:
-        """This failure with each of ``secrets`` (an API key in its plain, JSON and repr forms)
-        replaced by ``***`` wherever the service echoed it."""
-        message, request_id = self.message, self.request_id
-        for secret in secrets:
-            message = message.replace(secret, "***")
-            request_id = request_id.replace(secret, "***") if request_id else request_id
-        return replace(self, message=message, request_id=request_id)
-
 
 class ServiceError(O3Error):
     """The service answered with an error status, or could not be reached.
@@ -126,13 +117,15 @@ class ServiceError(O3Error):
 
     def _copy(self, failure: HttpFailure | None = None, **changes: Any) -> ServiceError:
         settings = {"attempts": self.attempts, "elapsed": self.elapsed, "conn_id": self.conn_id, **changes}
-        error = type(self)(failure or self.failure, **settings)
-        error.fix = self.fix
-        return error
+        return type(self)(failure or self.failure, **settings)
 
     def without(self, secrets: Sequence[str]) -> ServiceError:
-        """The same error, with each of ``secrets`` blanked out of the service's words."""
-        return self._copy(self.failure.without(secrets))
+        """The same error, with each of ``secrets`` (an API key in its plain, JSON and repr forms)
+        replaced by ``***`` wherever the service echoed it."""
+        message, request_id = self.failure.message, self.failure.request_id or ""
+        for secret in secrets:
+            message, request_id = message.replace(secret, "***"), request_id.replace(secret, "***")
+        return self._copy(replace(self.failure, message=message, request_id=request_id or None))
 
     def after_attempts(self, attempts: int, elapsed: float) -> ServiceError:
         """The same error, saying how many attempts were made over how long."""
@@ -263,15 +256,11 @@ class ToolCallError(CompletionError):
 
 def error_class_for_status(status: int) -> type[ServiceError]:
     """The exception class for an HTTP error status."""
-    if status == 401:
-        return AuthenticationError
-    if status == 403:
-        return OutOfCreditsError
-    if status == 429:
-        return RateLimitedError
     if status in (408, 409) or status >= 500:
         return ServerError
-    return BadRequestError
+    return {401: AuthenticationError, 403: OutOfCreditsError, 429: RateLimitedError}.get(
+        status, BadRequestError
+    )
 
 
 class DailyBudgetExceededError(O3Error):

@@ -1,25 +1,10 @@
 """One rate controller for every request of a batch, so the batch slows down as a whole.
 
 Without it, each of 64 workers that meets a 429 backs off on its own while the other 63 keep sending,
-and the service keeps refusing. The controller is shared by all the workers of a batch (it is
-thread-safe) and decides when the next request may start:
-
-- it paces starts evenly, never faster than a fixed ``requests_per_minute`` cap, nor than the rate
-  the service announces in OpenAI-style ``x-ratelimit-limit-*`` / ``-remaining-*`` / ``-reset-*``
-  headers (a token bucket refills at ``(limit - remaining) / reset`` per second);
-- on a 429 every worker waits out the ``Retry-After`` (or ``retry-after-ms``, or
-  ``x-ratelimit-reset-*``) the service names, never longer than the retry policy's
-  ``max_retry_after`` nor its ``max_retry_seconds`` (a wait that is not a finite number counts as no
-  hint); the pace drops to the rate the service announces when it
-  was above it, else it is cut (multiplicative decrease); each success raises it again a little
-  (additive increase), up to the caps;
-- it keeps billed tokens under a ``tokens_per_minute`` cap (or the service's token limit): each reply's
-  tokens are paid for by delaying the next start.
-
-The hook calls :meth:`RateController.acquire` right before each POST (retries included),
-:meth:`RateController.observe` with each answer's status and headers, and waits between retries with
-:meth:`RateController.sleep`. Every wait ends early when the batch stops (:meth:`RateController.stop`,
-on task kill or timeout): a waiting request then raises :class:`StoppedError` instead of starting.
+and the service keeps refusing. What it does for the DAG author is in README.md ("Rate control shared
+by the whole batch"). The hook calls :meth:`RateController.acquire` right before each POST (retries
+included), :meth:`RateController.observe` with each answer's status and headers, and waits between
+retries with :meth:`RateController.sleep`; :meth:`RateController.stop` ends every wait at once.
 """
 
 from __future__ import annotations
@@ -147,12 +132,6 @@ class RateController:
         """The current pace in requests per second (``inf``: no limit known yet)."""
         return self._rate
 
-    def _ceiling(self) -> float:
-        return min(self._request_cap, self._service_requests * SERVICE_RATE_SHARE)
-
-    def _token_rate(self) -> float:
-        return min(self._token_cap, self._service_tokens * SERVICE_RATE_SHARE)
-
     def stop(self) -> None:
         """Stop the batch: waiting workers wake, and no request starts any more (thread-safe)."""
         self.stopping.set()
@@ -211,22 +190,19 @@ class RateController:
                 self._service_requests = requests_rate
             if tokens_rate is not None:
                 self._service_tokens = tokens_rate
-            ceiling = self._ceiling()
+            ceiling = min(self._request_cap, self._service_requests * SERVICE_RATE_SHARE)
             if status == 429:
                 self.rate_limited += 1
                 self._paused_until = max(self._paused_until, now + wait)
                 self._pauses += 1
                 if now - self._last_decrease >= DECREASE_EVERY:
                     self._last_decrease = now
-                    if self._rate > ceiling:  # faster than the service announces: pace at its rate
-                        self._rate = ceiling
-                    else:
+                    if self._rate <= ceiling:  # faster than the service announces: paced at its rate below
                         recent = len(self._recent_starts) or 1.0
                         self._rate = max(MIN_RATE, min(self._rate, recent) * DECREASE)
             elif 200 <= status < 300 and self._rate < ceiling:
                 self._rate = min(ceiling, self._rate + INCREASE_PER_SECOND / self._rate)
-            if self._rate > ceiling:
-                self._rate = ceiling
+            self._rate = min(self._rate, ceiling)
 
     def _pause_for(self, hint: float | None) -> float:
         """A 429's pause: the service's hint capped by the policy; a hint that is no finite number of
@@ -238,6 +214,6 @@ class RateController:
     def paid(self, tokens: int) -> None:
         """Count the tokens a reply was billed for against the token pace."""
         with self._lock:
-            rate = self._token_rate()
+            rate = min(self._token_cap, self._service_tokens * SERVICE_RATE_SHARE)
             if tokens > 0 and rate < math.inf:
                 self._tokens_paid_until = max(self._tokens_paid_until, self._clock()) + tokens / rate

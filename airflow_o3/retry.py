@@ -1,9 +1,7 @@
 """One set of request retry settings for every call path: sync, async, streaming and batch.
 
-Retried: 408, 409, 429, 5xx, connection errors and read timeouts, with exponential backoff and jitter,
-honouring the wait the service asks for (``Retry-After``, ``retry-after-ms``, ``x-ratelimit-reset-*``)
-up to a cap. Never retried: 400, 401, 403, 404, 422 and every local error. Bounded by attempts and by
-total time. Built on tenacity.
+What is retried and for how long: docs/reliability.md. An error says itself whether it is worth
+retrying (:attr:`~airflow_o3.errors.O3Error.retryable`); this module only waits and counts, on tenacity.
 """
 
 from __future__ import annotations
@@ -12,17 +10,9 @@ import logging
 import math
 import time
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_random_exponential,
-)
-from tenacity.stop import stop_base
+from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, wait_random_exponential
 
 from airflow_o3.deprecations import warn_renamed
 from airflow_o3.errors import ConfigurationError, O3Error, ServiceError
@@ -155,20 +145,6 @@ def _is_retryable(error: BaseException) -> bool:
     return isinstance(error, O3Error) and error.retryable
 
 
-class _Wait:
-    """Backoff with jitter, or the service's own wait when it names one (capped)."""
-
-    def __init__(self, policy: RequestRetry) -> None:
-        self._policy = policy
-        self._backoff = wait_random_exponential(multiplier=policy.initial_backoff, max=policy.max_backoff)
-
-    def __call__(self, state: RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, ServiceError) and error.failure.retry_after is not None:
-            return min(error.failure.retry_after, self._policy.max_retry_after)
-        return float(self._backoff(state))
-
-
 def _log_retry(state: RetryCallState) -> None:
     error = state.outcome.exception() if state.outcome else None
     wait = state.next_action.sleep if state.next_action else 0.0
@@ -178,52 +154,53 @@ def _log_retry(state: RetryCallState) -> None:
     record_retry()
 
 
-class _StopBefore(stop_base):
-    """Stop when the next attempt would start ``max_retry_seconds`` or more after the call began
-    (tenacity's ``stop_before_delay``, counted from the first attempt, which runs before tenacity)."""
-
-    def __init__(self, at: float) -> None:
-        self._at = at
-
-    def __call__(self, state: RetryCallState) -> bool:
-        return time.monotonic() + state.upcoming_sleep >= self._at
-
-
-class _Replay(Generic[T]):
-    """The call tenacity retries: it first raises the first attempt's error again (so tenacity counts,
-    logs and waits for it as its own attempt 1), then calls ``call`` for every later attempt."""
-
-    def __init__(self, error: O3Error, call: Callable[[], T]) -> None:
-        self._error: O3Error | None = error
-        self._call = call
-
-    def __call__(self) -> T:
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-        return self._call()
-
-
 def _arguments(policy: RequestRetry, started: float) -> dict[str, Any]:
-    """Tenacity's settings for the retries of a call that began at ``started`` (``time.monotonic()``)."""
+    """Tenacity's settings for the retries of a call that began at ``started`` (``time.monotonic()``).
+
+    The time limit counts from the first attempt, which runs before tenacity (so its own
+    ``stop_before_delay`` would count from too late).
+    """
+    backoff = wait_random_exponential(multiplier=policy.initial_backoff, max=policy.max_backoff)
+
+    def wait(state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, ServiceError) and error.failure.retry_after is not None:
+            return min(error.failure.retry_after, policy.max_retry_after)
+        return float(backoff(state))
+
+    def stop(state: RetryCallState) -> bool:
+        too_late = time.monotonic() + state.upcoming_sleep >= started + policy.max_retry_seconds
+        return state.attempt_number >= policy.max_attempts or too_late
+
     return {
-        "stop": stop_after_attempt(policy.max_attempts) | _StopBefore(started + policy.max_retry_seconds),
-        "wait": _Wait(policy),
+        "stop": stop,
+        "wait": wait,
         "retry": retry_if_exception(_is_retryable),
         "before_sleep": _log_retry,
         "reraise": True,
     }
 
 
+def _replay(first: Exception, call: Callable[[], T]) -> Callable[[], T]:
+    """The call tenacity retries: it raises the first attempt's error again if that error is
+    retryable (so tenacity counts, logs and waits for it as its own attempt 1), then calls ``call``.
+
+    :raises Exception: ``first`` at once, if it is not retryable.
+    """
+    if not _is_retryable(first):
+        raise first
+    pending = [first]
+
+    def attempt() -> T:
+        if pending:
+            raise pending.pop()
+        return call()
+
+    return attempt
+
+
 def _gave_up(error: ServiceError, attempts: int, started: float) -> ServiceError:
     return error.after_attempts(attempts, time.monotonic() - started)
-
-
-def _first_failure(error: Exception) -> O3Error:
-    """The first attempt's error if it is worth retrying; any other error is raised at once."""
-    if isinstance(error, O3Error) and error.retryable:
-        return error
-    raise error
 
 
 def call_with_retries(
@@ -238,7 +215,7 @@ def call_with_retries(
     try:
         return call()
     except Exception as error:  # re-raised at once unless it is retryable
-        replay = _Replay(_first_failure(error), call)
+        replay = _replay(error, call)
     retrying = Retrying(sleep=sleep, **_arguments(policy, started))
     try:
         return retrying(replay)
@@ -254,9 +231,8 @@ async def acall_with_retries(policy: RequestRetry, call: Callable[[], Awaitable[
     try:
         return await call()
     except Exception as error:  # re-raised at once unless it is retryable
-        first = _first_failure(error)
+        replay = _replay(error, call)
     retrying = AsyncRetrying(**_arguments(policy, started))
-    replay = _Replay(first, call)
 
     async def attempt() -> T:  # tenacity awaits coroutine functions only, not a lambda's coroutine
         return await replay()

@@ -62,18 +62,13 @@ def why(error: Exception) -> str:
 
 def _make_private_folders(folder: str) -> None:
     """Create ``folder`` and its missing parents with mode 0700 (``os.makedirs`` applies the umask)."""
-    missing = []
-    while folder and not os.path.isdir(folder):
-        missing.append(folder)
-        parent = os.path.dirname(folder)
-        if parent == folder:
-            break
-        folder = parent
-    for created in reversed(missing):
-        try:
-            os.mkdir(created, 0o700)
-        except FileExistsError:  # made meanwhile by a concurrent writer
-            if not os.path.isdir(created):
-                raise
-        else:
-            os.chmod(created, 0o700)
+    if not folder or os.path.isdir(folder):
+        return
+    _make_private_folders(os.path.dirname(folder))
+    try:
+        os.mkdir(folder, 0o700)
+    except FileExistsError:  # made meanwhile by a concurrent writer
+        if not os.path.isdir(folder):
+            raise
+    else:
+        os.chmod(folder, 0o700)

@@ -53,12 +53,7 @@ def sse_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield pending
 
 
-def sse_data(
-    lines: Iterable[bytes | str],
-    *,
-    idle_timeout: float | None = None,
-    clock: Callable[[], float] = time.monotonic,
-) -> Iterator[str]:
+def sse_data(lines: Iterable[bytes | str], *, idle_timeout: float | None = None) -> Iterator[str]:
     """The ``data`` of each server-sent event, from the stream's lines (without line endings).
 
     Several ``data:`` lines of one event are joined with newlines; comments and the ``event``,
@@ -70,15 +65,15 @@ def sse_data(
     :raises NoProgress: ``idle_timeout`` passed with no ``data`` line.
     """
     pending: list[str] = []
-    progress = clock()
+    progress = time.monotonic()
     for raw in lines:
         line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         line = line.rstrip("\r\n")
         name, _, value = line.partition(":")
         if name == "data":
             pending.append(value.removeprefix(" "))
-            progress = clock()
-        elif idle_timeout is not None and clock() - progress > idle_timeout:
+            progress = time.monotonic()
+        elif idle_timeout is not None and time.monotonic() - progress > idle_timeout:
             raise NoProgress(f"no data in {idle_timeout:g}s, only comments such as keep-alives")
         elif not line and pending:
             yield "\n".join(pending)
@@ -122,8 +117,6 @@ class StreamAssembler:
         self.characters = 0
         self.done = False
         self._head: dict[str, Any] = {}
-        self._usage: Any = None
-        self._meta: Any = None
         self._choices: dict[int, _ChoiceState] = {}
 
     def feed(self, data: str) -> None:
@@ -144,13 +137,12 @@ class StreamAssembler:
             error = error_for(_error_status(chunk["error"]), self.headers, data.encode())
             raise self.interrupted(str(error), error=error)
         self.chunks += 1
-        for name in ("id", "model", "created", "system_fingerprint"):
-            if name in chunk and name not in self._head:
+        for name in ("id", "model", "created", "system_fingerprint"):  # the first chunk's
+            if name in chunk:
+                self._head.setdefault(name, chunk[name])
+        for name in ("usage", "meta"):  # the last chunk's
+            if isinstance(chunk.get(name), dict):
                 self._head[name] = chunk[name]
-        if isinstance(chunk.get("usage"), dict):
-            self._usage = chunk["usage"]
-        if isinstance(chunk.get("meta"), dict):
-            self._meta = chunk["meta"]
         for choice in chunk.get("choices") or ():
             if isinstance(choice, dict):
                 self._take(choice)
@@ -204,7 +196,7 @@ class StreamAssembler:
 
     def body(self) -> dict[str, Any]:
         """The ``chat.completion`` body the stream adds up to (what a plain call would return)."""
-        body: dict[str, Any] = {
+        return {
             **self._head,
             "object": "chat.completion",
             "choices": [
@@ -212,11 +204,6 @@ class StreamAssembler:
                 for index, state in sorted(self._choices.items())
             ],
         }
-        if self._usage is not None:
-            body["usage"] = self._usage
-        if self._meta is not None:
-            body["meta"] = self._meta
-        return body
 
     def completion(self) -> Completion:
         """The finished completion.

@@ -1,9 +1,5 @@
-"""Structured output: the ``response_format`` a task asks for, and the reading of the JSON reply.
-
-A DAG author gives a JSON Schema dict, a pydantic model class or ``"json_object"``; this module turns
-it into the contract's ``response_format`` (for a schema: ``json_schema`` in the form strict mode
-needs), parses the reply, and validates it against the schema that was sent. Tool-call arguments,
-JSON written by the model as well, are read here too.
+"""Structured output: the ``response_format`` a task asks for, and the reading of the JSON reply
+(and of tool-call arguments, JSON written by the model as well).
 
 Light at import time: it is imported when a DAG file is parsed. ``jsonschema`` is imported only when
 a reply or a schema is checked, and pydantic never: a model class is recognised by its
@@ -17,7 +13,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from airflow_o3.errors import InvalidRequestError, StructuredOutputError, ToolCallError
 
@@ -32,7 +28,6 @@ REPLY_START_CHARS = 200
 """How much of a bad reply an error message quotes."""
 
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
-_FORMAT_TYPES = frozenset({"text", "json_object", "json_schema"})
 _SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 _SCHEMA_MAPS = ("$defs", "definitions", "properties")
 _HOW_TO_PASS = (
@@ -72,10 +67,9 @@ class OutputFormat:
             try:
                 _validator_class(self.schema).check_schema(self.schema)
             except SchemaError as error:
-                location = _json_path(error.absolute_path)
                 raise InvalidRequestError(
-                    f"response_format: the schema is not valid JSON Schema at {location}: {error.message} "
-                    "(fix: correct the schema; check it with jsonschema's check_schema)"
+                    f"response_format: the schema is not valid JSON Schema at {error.json_path}: "
+                    f"{error.message} (fix: correct the schema; check it with jsonschema's check_schema)"
                 ) from None
         mentions_json = any("json" in _text(message.get("content")).lower() for message in messages)
         if self.kind == "json_object" and not mentions_json:
@@ -96,37 +90,34 @@ class OutputFormat:
         reply = text or ""
         truncated = finish_reason == "length"
         try:
-            value = json.loads(reply, parse_constant=_not_json)
+            value = json.loads(reply, parse_constant=not_json)
         except ValueError as error:
+            what, fix = ("the reply is not valid JSON", "")
             if truncated:
-                raise StructuredOutputError(
-                    f"the JSON reply was cut off at the token budget (finish_reason length): {error}. "
-                    f"Start of the reply: {_start(reply)}. Fix: raise max_completion_tokens or lower "
-                    "reasoning_effort"
-                ) from None
+                what = "the JSON reply was cut off at the token budget (finish_reason length)"
+                fix = ". Fix: raise max_completion_tokens or lower reasoning_effort"
             raise StructuredOutputError(
-                f"the reply is not valid JSON: {error}. Start of the reply: {_start(reply)}"
+                f"{what}: {error}. Start of the reply: {_start(reply)}{fix}"
             ) from None
-        problems = self._problems(value)
-        if problems:
+        if problems := self._problems(value):
             cut = " (finish_reason length: the reply may be cut off)" if truncated else ""
+            what = (
+                "json_object format"
+                if self.schema is None
+                else f"schema {self.response_format['json_schema']['name']!r}"
+            )
             raise StructuredOutputError(
-                f"the reply does not match the {self._what()}{cut}: {'; '.join(problems)}. "
+                f"the reply does not match the {what}{cut}: {'; '.join(problems)}. "
                 f"Start of the reply: {_start(reply)}"
             )
         return value
-
-    def _what(self) -> str:
-        if self.kind == "json_object":
-            return "json_object format"
-        return f"schema {self.response_format['json_schema']['name']!r}"
 
     def _problems(self, value: Any) -> list[str]:
         if self.schema is None:
             return [] if isinstance(value, dict) else [f"$: {type(value).__name__} is not a JSON object"]
         validator = _validator_class(self.schema)(self.schema)
         errors = sorted(validator.iter_errors(value), key=lambda e: (len(e.absolute_path), e.message))
-        shown = [f"{_json_path(e.absolute_path)}: {e.message}" for e in errors[:5]]
+        shown = [f"{e.json_path}: {e.message}" for e in errors[:5]]
         if len(errors) > 5:
             shown.append(f"and {len(errors) - 5} more")
         return shown
@@ -154,7 +145,7 @@ def output_format(value: Any) -> OutputFormat | None:
             f"response_format of type {type(value).__name__} is not understood (fix: {_HOW_TO_PASS})"
         )
     kind = value.get("type")
-    if kind in _FORMAT_TYPES and ("json_schema" in value or set(value) == {"type"}):
+    if kind in get_args(FormatKind) and ("json_schema" in value or set(value) == {"type"}):
         return _contract_format(value)
     return _json_schema_format(value)
 
@@ -178,20 +169,12 @@ def _json_schema_format(
     schema: Mapping[str, Any], *, name: str | None = None, description: str | None = None
 ) -> OutputFormat:
     strict = strict_schema(schema)
-    spec: dict[str, Any] = {
-        "name": schema_name(name or strict.get("title")),
-        "schema": strict,
-        "strict": True,
-    }
+    # a name the contract accepts: a-z A-Z 0-9 _ -, at most 64
+    safe_name = _NAME_UNSAFE.sub("_", str(name or strict.get("title") or "")).strip("_")[:64]
+    spec: dict[str, Any] = {"name": safe_name or "response", "schema": strict, "strict": True}
     if description:
         spec["description"] = description
     return OutputFormat("json_schema", {"type": "json_schema", "json_schema": spec}, strict)
-
-
-def schema_name(title: Any) -> str:
-    """A ``json_schema.name`` the contract accepts (``a-z A-Z 0-9 _ -``, at most 64) from a title."""
-    name = _NAME_UNSAFE.sub("_", str(title or "")).strip("_")[:64]
-    return name or "response"
 
 
 def strict_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
@@ -279,7 +262,7 @@ def parse_tool_calls(calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
             parsed.append({"id": call.id, "type": "custom", "name": call.name, "input": call.arguments})
             continue
         try:
-            arguments = json.loads(call.arguments or "{}", parse_constant=_not_json)
+            arguments = json.loads(call.arguments or "{}", parse_constant=not_json)
         except ValueError as error:
             problems.append(
                 f"{call.name!r} (id {call.id}): {error}; the arguments start {_start(call.arguments)}"
@@ -296,7 +279,8 @@ def parse_tool_calls(calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
     return parsed
 
 
-def _not_json(constant: str) -> Any:
+def not_json(constant: str) -> Any:
+    """For ``json.loads(parse_constant=...)``: refuse ``NaN`` and ``Infinity``, which JSON does not have."""
     raise ValueError(f"{constant} is not a JSON value")
 
 
@@ -305,10 +289,6 @@ def _validator_class(schema: Mapping[str, Any]) -> type[jsonschema.protocols.Val
     from jsonschema.validators import validator_for
 
     return validator_for(schema, default=Draft202012Validator)  # type: ignore[no-any-return]
-
-
-def _json_path(parts: Sequence[Any]) -> str:
-    return "$" + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts)
 
 
 def _start(text: str) -> str:

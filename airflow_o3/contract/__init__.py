@@ -1,11 +1,5 @@
 """What the service takes and what it costs: the one place these facts are written.
 
-- :func:`request_schema`: the request body as AI/ML API's OpenAPI document for o3-mini describes it
-  (``o3-mini.openapi.json``, shipped beside this module), with o3-mini's own limits
-  (:data:`LIMITS`) written into it.
-- :data:`REFUSED`: the parameters o3-mini refuses, with what to do instead.
-- :data:`LIST_PRICE`: what a token costs.
-
 Light enough for DAG parse time: the standard library only, the document read on first use.
 """
 
