@@ -62,6 +62,9 @@ if TYPE_CHECKING:
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 MODELS_PATHS = frozenset({"/v1/models", "/models"})
 
+STANDIN_API_KEY = "standin-test-key"
+"""The key the connections of :meth:`StandInServer.connection_json` carry unless told another."""
+
 REASONING_TOKENS = {"low": 64, "medium": 192, "high": 512}
 """Hidden reasoning tokens the stand-in bills per choice, by ``reasoning_effort``."""
 
@@ -74,7 +77,6 @@ _MODEL = {
     "endpoints": ["/v1/chat/completions"],
 }
 _BAD_KEY = "Incorrect API key provided. You can find your API key at https://aimlapi.com/app/keys."
-_RATE_LIMIT_MESSAGE = "Rate limit reached for requests. Please try again later."
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _STREAM_PIECE_CHARS = 16
 _MAX_SCHEMA_DEPTH = 32
@@ -253,11 +255,6 @@ def price(usage: Mapping[str, Any]) -> dict[str, float | int]:
     return {"credits_used": round(usd * CREDITS_PER_USD), "usd_spent": round(usd, 9)}
 
 
-def _decimal(value: float, places: int) -> str:
-    """``value`` with at most ``places`` decimals and no trailing zeros: ``"1"``, ``"0.05"``."""
-    return f"{value:.{places}f}".rstrip("0").rstrip(".")
-
-
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -272,27 +269,14 @@ def _error_body(error: HttpError, path: str, request_id: str) -> tuple[bytes, st
     message = error.message or HTTPStatus(status).phrase
     if shape == "text":
         return message.encode(), "text/plain; charset=utf-8"
+    traced = {"message": message, "requestId": request_id, "timestamp": _now_iso()}
     if shape == "aimlapi":
-        payload: dict[str, Any] = {
-            "message": message,
-            "path": path,
-            "requestId": request_id,
-            "statusCode": status,
-            "timestamp": _now_iso(),
-        }
-        return _dumps(payload), "application/json"
+        return _dumps({**traced, "path": path, "statusCode": status}), "application/json"
     if shape == "problem":
         phrase = HTTPStatus(status).phrase
-        payload = {
-            "title": phrase,
-            "status": status,
-            "instance": path,
-            "message": message,
-            "requestId": request_id,
-            "timestamp": _now_iso(),
-            "error": {"name": phrase.replace(" ", "") + "Exception", "message": message},
-        }
-        return _dumps(payload), "application/problem+json"
+        error_name = {"name": phrase.replace(" ", "") + "Exception", "message": message}
+        problem = {"title": phrase, "status": status, "instance": path, **traced, "error": error_name}
+        return _dumps(problem), "application/problem+json"
     kind = "server_error" if status >= 500 else "requests" if status == 429 else "invalid_request_error"
     payload = {"error": {"message": message, "type": kind, "param": error.param, "code": error.code}}
     return _dumps(payload), "application/json"
@@ -309,20 +293,6 @@ def _validate(body: Any) -> HttpError | None:
     first = problems[0]
     message = _REFUSALS[first.code].format(field=first.field, text=first.text)
     return HttpError(400, message, param=first.field, code=first.code)
-
-
-def _as_error(item: HttpError | RateLimited) -> HttpError:
-    """A scripted :class:`RateLimited` as the 429 it stands for, with the hints it asks for."""
-    if isinstance(item, HttpError):
-        return item
-    hints = {}
-    if item.retry_after is not None:
-        hints["Retry-After"] = _decimal(item.retry_after, 3)
-        if item.retry_after_ms:
-            hints["retry-after-ms"] = str(math.ceil(item.retry_after * 1000))
-    if item.reset_header is not None:
-        hints["x-ratelimit-reset-requests"] = item.reset_header
-    return HttpError(429, _RATE_LIMIT_MESSAGE, headers=hints, code="rate_limit_exceeded")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -451,7 +421,6 @@ class StandInServer:
     def __init__(
         self,
         *,
-        host: str = "127.0.0.1",
         port: int = 0,
         latency: float = 0.0,
         api_key: str | None = None,
@@ -461,7 +430,7 @@ class StandInServer:
     ) -> None:
         if (max_requests_per_second or 0) < 0:
             raise ValueError("max_requests_per_second must be positive")
-        self.host = host
+        self.host = "127.0.0.1"
         self.latency = latency
         self.api_key = api_key
         self.model = model
@@ -523,14 +492,14 @@ class StandInServer:
         """The API base URL, ``http://127.0.0.1:PORT/v1``."""
         return f"http://{self.host}:{self.port}/v1"
 
-    def connection_json(self, api_key: str = "standin-test-key") -> str:
+    def connection_json(self, api_key: str = STANDIN_API_KEY) -> str:
         """The JSON value for ``AIRFLOW_CONN_AIMLAPI_DEFAULT`` pointing at this server (its billing
         endpoint too, so that ``test_connection`` reads the balance here, not from the service)."""
         extra = {"billing_base_url": billing_base_url(self)}
         connection = {"conn_type": "aimlapi", "host": self.base_url, "password": api_key, "extra": extra}
         return json.dumps(connection)
 
-    def connection_uri(self, api_key: str = "standin-test-key") -> str:
+    def connection_uri(self, api_key: str = STANDIN_API_KEY) -> str:
         """The same connection in Airflow's URI form, ``aimlapi://:KEY@<url-encoded base URL>``.
 
         Airflow decodes the host back to the full ``http://...`` base URL, which the hook uses as is.
@@ -654,8 +623,8 @@ class StandInServer:
             case Stall(seconds=seconds):
                 if handler.pause(seconds):
                     self._complete(handler, record, seq, headers, None)
-            case HttpError() | RateLimited():
-                handler.respond_error(_as_error(item), path, headers)
+            case HttpError():
+                handler.respond_error(item, path, headers)
             case ConnectionReset():
                 handler.reset()
             case NonJson():
@@ -685,9 +654,7 @@ class StandInServer:
         headers["x-ratelimit-reset-requests"] = f"{math.ceil((capacity - tokens) / self._rate * 1000)}ms"
         if admitted:
             return None
-        wait_ms = math.ceil((1 - tokens) / self._rate * 1000)
-        hints = {"Retry-After": _decimal(wait_ms / 1000, 3), "retry-after-ms": str(wait_ms)}
-        return HttpError(429, _RATE_LIMIT_MESSAGE, headers=hints, code="rate_limit_exceeded")
+        return RateLimited(math.ceil((1 - tokens) / self._rate * 1000) / 1000, retry_after_ms=True)
 
     def _random_fault(self) -> ScriptItem | None:
         with self._lock:
@@ -748,7 +715,7 @@ class StandInServer:
             else:
                 cost = completion["meta"]["usage"]
                 cost_headers = {
-                    "x-aimlapi-usd-spent": _decimal(cost["usd_spent"], 9),
+                    "x-aimlapi-usd-spent": f"{cost['usd_spent']:.9f}".rstrip("0").rstrip("."),
                     "x-aimlapi-credits-used": str(cost["credits_used"]),
                     "Content-Type": "application/json",
                 }
