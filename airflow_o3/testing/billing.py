@@ -13,16 +13,14 @@ A request without ``Authorization: Bearer <key>`` (or with another key than the 
 
 from __future__ import annotations
 
-import threading
-import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from airflow_o3.testing.server import RecordedRequest, StandInServer, _Handler
+    from airflow_o3.testing.server import RecordedRequest, StandInServer
 
-BALANCE_PATHS = frozenset({"/v1/billing/balance"})
+BALANCE_PATH = "/v1/billing/balance"
 
 
 @dataclass
@@ -36,40 +34,25 @@ class BillingState:
 
     credits: float = 10_000_000
     low_threshold: float = 10_000
-    status: str = "current"
-    auto_debit_status: str = "disabled"
     fail_with: int | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def body(self) -> dict[str, Any]:
         """The contract's reply: every required field, of its type."""
-        with self.lock:
-            credits, threshold, status = self.credits, self.low_threshold, self.status
-            auto_debit = self.auto_debit_status
+        credits, threshold = self.credits, self.low_threshold
         return {
             "balance": credits,
             "lowBalance": credits < threshold,
             "lowBalanceThreshold": threshold,
             "lastUpdated": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "autoDebitStatus": auto_debit,
-            "status": status,
-            "statusExplanation": "Balance is current and up to date"
-            if status == "current"
-            else f"The plan is {status}",
+            "autoDebitStatus": "disabled",
+            "status": "current",
+            "statusExplanation": "Balance is current and up to date",
         }
 
 
-_states: weakref.WeakKeyDictionary[StandInServer, BillingState] = weakref.WeakKeyDictionary()
-_states_lock = threading.Lock()
-
-
 def billing_for(server: StandInServer) -> BillingState:
-    """The billing state of a stand-in server (created with the defaults on first use)."""
-    with _states_lock:
-        state = _states.get(server)
-        if state is None:
-            state = _states[server] = BillingState()
-        return state
+    """The billing state of a stand-in server."""
+    return server.billing
 
 
 def billing_base_url(server: StandInServer) -> str:
@@ -77,19 +60,16 @@ def billing_base_url(server: StandInServer) -> str:
     return f"http://{server.host}:{server.port}"
 
 
-def answer_balance(server: StandInServer, handler: _Handler, record: RecordedRequest) -> None:
-    """Answer one request to the balance path (called on the connection's thread)."""
-    state = billing_for(server)
+def answer_balance(server: StandInServer, record: RecordedRequest) -> tuple[int, dict[str, Any]]:
+    """The status and JSON body that answer one request to the balance path."""
     authorization = record.header("Authorization") or ""
     if record.method != "GET":
-        handler.respond_json(405, {"message": f"Cannot {record.method} /v1/billing/balance"}, {})
-    elif not authorization.startswith("Bearer ") or (
+        return 405, {"message": f"Cannot {record.method} {BALANCE_PATH}"}
+    if not authorization.startswith("Bearer ") or (
         server.api_key is not None and authorization != f"Bearer {server.api_key}"
     ):
-        handler.respond_json(401, {"message": "Unauthorized", "statusCode": 401}, {})
-    elif state.fail_with is not None:
-        handler.respond_json(
-            state.fail_with, {"message": "billing is unavailable", "statusCode": state.fail_with}, {}
-        )
-    else:
-        handler.respond_json(200, state.body(), {})
+        return 401, {"message": "Unauthorized", "statusCode": 401}
+    failure = server.billing.fail_with
+    if failure is not None:
+        return failure, {"message": "billing is unavailable", "statusCode": failure}
+    return 200, server.billing.body()

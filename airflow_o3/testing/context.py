@@ -9,29 +9,23 @@ A ``MagicMock`` as ``ti`` breaks Airflow's sandboxed Jinja environment; this sma
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 
+@dataclass
 class StubTaskInstance:
     """Just enough of a task instance for ``execute``: its ids, and an ``xcom_push`` that keeps values.
 
     :ivar xcoms: what ``execute`` pushed, by key.
     """
 
-    def __init__(
-        self,
-        dag_id: str = "stub_dag",
-        task_id: str = "ask",
-        run_id: str = "manual__2026-01-01",
-        map_index: int = -1,
-        try_number: int = 1,
-    ) -> None:
-        self.dag_id = dag_id
-        self.task_id = task_id
-        self.run_id = run_id
-        self.map_index = map_index
-        self.try_number = try_number
-        self.xcoms: dict[str, Any] = {}
+    dag_id: str = "stub_dag"
+    task_id: str = "ask"
+    run_id: str = "manual__2026-01-01"
+    map_index: int = -1
+    try_number: int = 1
+    xcoms: dict[str, Any] = field(default_factory=dict)
 
     def xcom_push(self, key: str, value: Any) -> None:
         """Record the value under ``key``, as Airflow's XCom would."""

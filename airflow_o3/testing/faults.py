@@ -5,15 +5,18 @@ the server goes back to normal replies when the queue is empty::
 
     srv.script(RateLimited(retry_after=0.1), HttpError(503), Reply("done"))
 
-Every type is a frozen dataclass, so a script reads like the failure story it tests.
+Every item is a frozen dataclass, so a script reads like the failure story it tests.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 ErrorShape = Literal["openai", "aimlapi", "problem", "text"]
+
+RATE_LIMIT_MESSAGE = "Rate limit reached for requests. Please try again later."
 
 
 @dataclass(frozen=True)
@@ -37,18 +40,23 @@ class HttpError:
     code: str | None = None
 
 
-@dataclass(frozen=True)
-class RateLimited:
-    """Answer 429 in the OpenAI shape with rate-limit headers.
+def RateLimited(
+    retry_after: float | None = 1.0, retry_after_ms: bool = False, reset_header: str | None = None
+) -> HttpError:
+    """Answer 429 in the OpenAI shape with rate-limit headers: an :class:`HttpError` with these hints.
 
     ``retry_after`` (seconds, may be fractional) is sent as ``Retry-After``; ``None`` sends no
     retry hint at all. ``retry_after_ms=True`` also sends ``retry-after-ms``. ``reset_header``, if
     given, is sent verbatim as ``x-ratelimit-reset-requests`` (OpenAI durations such as ``"20ms"``).
     """
-
-    retry_after: float | None = 1.0
-    retry_after_ms: bool = False
-    reset_header: str | None = None
+    hints = {}
+    if retry_after is not None:
+        hints["Retry-After"] = f"{retry_after:.3f}".rstrip("0").rstrip(".")
+        if retry_after_ms:
+            hints["retry-after-ms"] = str(math.ceil(retry_after * 1000))
+    if reset_header is not None:
+        hints["x-ratelimit-reset-requests"] = reset_header
+    return HttpError(429, RATE_LIMIT_MESSAGE, headers=hints, code="rate_limit_exceeded")
 
 
 @dataclass(frozen=True)
@@ -114,5 +122,5 @@ class StreamCut:
     after_chunks: int = 2
 
 
-ScriptItem = HttpError | RateLimited | ConnectionReset | Stall | NonJson | Body | Reply | StreamCut
+ScriptItem = HttpError | ConnectionReset | Stall | NonJson | Body | Reply | StreamCut
 """Anything :meth:`StandInServer.script` accepts."""

@@ -21,13 +21,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from airflow_o3.testing.server import StandInServer
+from airflow_o3.testing.server import STANDIN_API_KEY, StandInServer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 CONNECTION_ENV_VAR = "AIRFLOW_CONN_AIMLAPI_DEFAULT"
-STANDIN_API_KEY = "standin-test-key"
 
 
 @pytest.fixture

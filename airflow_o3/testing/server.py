@@ -34,13 +34,13 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from airflow_o3.contract import CREDITS_PER_USD, LIST_PRICE
 from airflow_o3.request import body_problems
-from airflow_o3.testing.billing import BALANCE_PATHS, answer_balance
+from airflow_o3.testing.billing import BALANCE_PATH, BillingState, answer_balance, billing_base_url
 from airflow_o3.testing.faults import (
     Body,
     ConnectionReset,
@@ -62,11 +62,21 @@ if TYPE_CHECKING:
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 MODELS_PATHS = frozenset({"/v1/models", "/models"})
 
+STANDIN_API_KEY = "standin-test-key"
+"""The key the connections of :meth:`StandInServer.connection_json` carry unless told another."""
+
 REASONING_TOKENS = {"low": 64, "medium": 192, "high": 512}
 """Hidden reasoning tokens the stand-in bills per choice, by ``reasoning_effort``."""
 
-
-_RATE_LIMIT_MESSAGE = "Rate limit reached for requests. Please try again later."
+_MODEL = {
+    "id": "o3-mini",
+    "object": "model",
+    "type": "chat-completion",
+    "owned_by": "openai",
+    "info": {"name": "o3 mini", "developer": "Open AI", "contextLength": 200000, "maxTokens": 100000},
+    "endpoints": ["/v1/chat/completions"],
+}
+_BAD_KEY = "Incorrect API key provided. You can find your API key at https://aimlapi.com/app/keys."
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _STREAM_PIECE_CHARS = 16
 _MAX_SCHEMA_DEPTH = 32
@@ -78,6 +88,12 @@ _STRING_FORMATS = {
     "email": "user@example.com",
     "uri": "https://example.com/",
     "uuid": "00000000-0000-4000-8000-000000000000",
+}
+_REFUSALS = {
+    "unsupported_parameter": "Unsupported parameter: '{field}' is not supported with this model.",
+    "unknown_parameter": "Unrecognized request argument supplied: {field}",
+    "missing_required_parameter": "Missing required parameter: '{field}'.",
+    "invalid_value": "Invalid value for '{field}': {text}",
 }
 
 
@@ -127,25 +143,23 @@ def _example(schema: Mapping[str, Any], root: Mapping[str, Any], depth: int) -> 
         return schema["const"]
     if schema.get("enum"):
         return schema["enum"][0]
-    for key in ("anyOf", "oneOf"):
-        if key in schema:
-            options = schema[key]
-            non_null = [o for o in options if o.get("type") != "null"]
-            if non_null and (depth < _RECURSION_DEPTH or len(non_null) == len(options)):
-                return _example(non_null[0], root, depth + 1)
-            return None
+    options = schema.get("anyOf", schema.get("oneOf"))
+    if options is not None:
+        non_null = [o for o in options if o.get("type") != "null"]
+        if non_null and (depth < _RECURSION_DEPTH or len(non_null) == len(options)):
+            return _example(non_null[0], root, depth + 1)
+        return None
     if "allOf" in schema:
         parts = [_example(part, root, depth + 1) for part in schema["allOf"]]
         if all(isinstance(p, dict) for p in parts):
             return {k: v for part in parts for k, v in part.items()}
         return parts[0]
-    kind = schema.get("type")
+    kind = schema.get("type", "array" if "items" in schema else "object")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
-    if kind is None:
-        kind = "array" if "items" in schema else "object"
     if kind == "string":
-        return _example_string(schema)
+        text = _STRING_FORMATS.get(schema.get("format", ""), "example").ljust(schema.get("minLength", 0), "x")
+        return text[: schema.get("maxLength", len(text))]
     if kind in ("integer", "number"):
         return _example_number(schema, 1 if kind == "integer" else 0.5)
     if kind == "boolean":
@@ -153,8 +167,7 @@ def _example(schema: Mapping[str, Any], root: Mapping[str, Any], depth: int) -> 
     if kind == "array":
         return _example_array(schema, root, depth)
     if kind == "object":
-        properties = schema.get("properties", {})
-        return {name: _example(sub, root, depth + 1) for name, sub in properties.items()}
+        return {name: _example(sub, root, depth + 1) for name, sub in schema.get("properties", {}).items()}
     return None
 
 
@@ -165,12 +178,6 @@ def _resolve_ref(root: Mapping[str, Any], ref: str) -> Mapping[str, Any]:
     for part in filter(None, ref[1:].split("/")):
         node = node[part.replace("~1", "/").replace("~0", "~")]
     return node  # type: ignore[no-any-return]
-
-
-def _example_string(schema: Mapping[str, Any]) -> str:
-    text = _STRING_FORMATS.get(schema.get("format", ""), "example")
-    text = text.ljust(schema.get("minLength", 0), "x")
-    return text[: schema.get("maxLength", len(text))]
 
 
 def _example_number(schema: Mapping[str, Any], value: float) -> float:
@@ -225,11 +232,6 @@ def _tokens(text: str | None) -> int:
     return math.ceil(len(text or "") / 4)
 
 
-def _prompt_tokens(body: Mapping[str, Any]) -> int:
-    messages = body.get("messages") or []
-    return _tokens("".join(_text_of(m.get("content")) for m in messages if isinstance(m, dict)))
-
-
 def _usage(prompt: int, reasoning: int, visible: int) -> dict[str, Any]:
     return {
         "prompt_tokens": prompt,
@@ -253,23 +255,12 @@ def price(usage: Mapping[str, Any]) -> dict[str, float | int]:
     return {"credits_used": round(usd * CREDITS_PER_USD), "usd_spent": round(usd, 9)}
 
 
-def _seconds(value: float) -> str:
-    """Format seconds for ``Retry-After``: ``"1"``, ``"0.05"``."""
-    if value == int(value):
-        return str(int(value))
-    return f"{max(value, 0.001):.3f}".rstrip("0").rstrip(".")
-
-
-def _duration(value: float) -> str:
-    """Format seconds the way OpenAI's ``x-ratelimit-reset-*`` headers do: ``12ms``, ``1.5s``, ``6m0s``."""
-    if value < 1:
-        return f"{math.ceil(value * 1000)}ms"
-    minutes, rest = divmod(value, 60)
-    return (f"{int(minutes)}m" if minutes else "") + f"{rest:.3f}".rstrip("0").rstrip(".") + "s"
-
-
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _dumps(payload: Any) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
 
 
 def _error_body(error: HttpError, path: str, request_id: str) -> tuple[bytes, str]:
@@ -278,42 +269,17 @@ def _error_body(error: HttpError, path: str, request_id: str) -> tuple[bytes, st
     message = error.message or HTTPStatus(status).phrase
     if shape == "text":
         return message.encode(), "text/plain; charset=utf-8"
+    traced = {"message": message, "requestId": request_id, "timestamp": _now_iso()}
     if shape == "aimlapi":
-        payload: dict[str, Any] = {
-            "message": message,
-            "path": path,
-            "requestId": request_id,
-            "statusCode": status,
-            "timestamp": _now_iso(),
-        }
-        return _dumps(payload), "application/json"
+        return _dumps({**traced, "path": path, "statusCode": status}), "application/json"
     if shape == "problem":
         phrase = HTTPStatus(status).phrase
-        payload = {
-            "title": phrase,
-            "status": status,
-            "instance": path,
-            "message": message,
-            "requestId": request_id,
-            "timestamp": _now_iso(),
-            "error": {"name": phrase.replace(" ", "") + "Exception", "message": message},
-        }
-        return _dumps(payload), "application/problem+json"
+        error_name = {"name": phrase.replace(" ", "") + "Exception", "message": message}
+        problem = {"title": phrase, "status": status, "instance": path, **traced, "error": error_name}
+        return _dumps(problem), "application/problem+json"
     kind = "server_error" if status >= 500 else "requests" if status == 429 else "invalid_request_error"
     payload = {"error": {"message": message, "type": kind, "param": error.param, "code": error.code}}
     return _dumps(payload), "application/json"
-
-
-def _dumps(payload: Any) -> bytes:
-    return json.dumps(payload, separators=(",", ":")).encode()
-
-
-_REFUSALS = {
-    "unsupported_parameter": "Unsupported parameter: '{field}' is not supported with this model.",
-    "unknown_parameter": "Unrecognized request argument supplied: {field}",
-    "missing_required_parameter": "Missing required parameter: '{field}'.",
-    "invalid_value": "Invalid value for '{field}': {text}",
-}
 
 
 def _validate(body: Any) -> HttpError | None:
@@ -327,40 +293,6 @@ def _validate(body: Any) -> HttpError | None:
     first = problems[0]
     message = _REFUSALS[first.code].format(field=first.field, text=first.text)
     return HttpError(400, message, param=first.field, code=first.code)
-
-
-class _TokenBucket:
-    """Admit at most ``rate`` requests per second, with bursts of up to one second's worth."""
-
-    def __init__(self, rate: float) -> None:
-        if rate <= 0:
-            raise ValueError("max_requests_per_second must be positive")
-        self._rate = rate
-        self._capacity = max(1.0, rate)
-        self._tokens = self._capacity
-        self._stamp = time.monotonic()
-        self._lock = threading.Lock()
-
-    def take(self) -> tuple[bool, dict[str, str]]:
-        """Take a token if there is one; return the verdict and OpenAI-style rate-limit headers."""
-        with self._lock:
-            now = time.monotonic()
-            self._tokens = min(self._capacity, self._tokens + (now - self._stamp) * self._rate)
-            self._stamp = now
-            allowed = self._tokens >= 1
-            if allowed:
-                self._tokens -= 1
-            tokens = self._tokens
-        headers = {
-            "x-ratelimit-limit-requests": str(math.ceil(self._capacity)),
-            "x-ratelimit-remaining-requests": str(math.floor(tokens)),
-            "x-ratelimit-reset-requests": _duration((self._capacity - tokens) / self._rate),
-        }
-        if not allowed:
-            wait_ms = math.ceil((1 - tokens) / self._rate * 1000)
-            headers["Retry-After"] = _seconds(wait_ms / 1000)
-            headers["retry-after-ms"] = str(wait_ms)
-        return allowed, headers
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -377,34 +309,34 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_GET
 
-    def _head(self, status: int, headers: Mapping[str, str]) -> bytes:
-        lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}"]
-        lines += [f"Server: {self.version_string()}", f"Date: {self.date_time_string()}"]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    def _head(self, status: int, headers: Mapping[str, str]) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
 
     def respond(self, status: int, body: bytes, headers: Mapping[str, str], complete: bool = True) -> None:
-        """Send a response, headers and body in one write; unless ``complete``, announce the whole
-        body but send only half of it, then close."""
-        head = self._head(status, {**headers, "Content-Length": str(len(body))})
-        self.wfile.write(head + (body if complete else body[: len(body) // 2]))
+        """Send a response; unless ``complete``, announce the whole body but send only half of it,
+        then close."""
+        self._head(status, {**headers, "Content-Length": str(len(body))})
+        self.wfile.write(body if complete else body[: len(body) // 2])
         self.close_connection = self.close_connection or not complete
 
     def respond_json(self, status: int, payload: Any, headers: Mapping[str, str]) -> None:
         """Send ``payload`` as an ``application/json`` response."""
         self.respond(status, _dumps(payload), {"Content-Type": "application/json", **headers})
 
+    def respond_error(self, error: HttpError, path: str, headers: Mapping[str, str]) -> None:
+        """Send ``error`` in the body shape it asks for; ``headers`` carry the ``x-request-id``."""
+        payload, content_type = _error_body(error, path, headers["x-request-id"])
+        self.respond(error.status, payload, {"Content-Type": content_type, **headers, **error.headers})
+
     def stream(self, headers: Mapping[str, str], events: Iterable[bytes], complete: bool) -> None:
         """Send ``events`` as SSE in chunked encoding; close mid-body unless ``complete``."""
-        head = {
-            **headers,
-            "Content-Type": "text/event-stream; charset=utf-8",
-            "Cache-Control": "no-cache",
-            "Transfer-Encoding": "chunked",
-        }
-        self.wfile.write(self._head(200, head))
+        sse = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+        self._head(200, {**headers, **sse, "Transfer-Encoding": "chunked"})
         for event in events:
-            self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
         if complete:
             self.wfile.write(b"0\r\n\r\n")
         else:
@@ -425,8 +357,9 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    """Threaded listener tuned for many concurrent keep-alive clients."""
+class _HTTPServer(socketserver.ThreadingTCPServer):
+    """Threaded listener for many concurrent keep-alive clients. Not ``http.server.HTTPServer``:
+    its ``server_bind`` resolves the host name, slow or hanging without DNS."""
 
     daemon_threads = True
     allow_reuse_address = True
@@ -438,12 +371,6 @@ class _HTTPServer(ThreadingHTTPServer):
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind would resolve the host name (slow or hanging without DNS).
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, address = super().get_request()
@@ -487,12 +414,13 @@ class StandInServer:
     same 400 ``unsupported_parameter`` the real model gives; other bodies outside the contract a 400
     naming the first field at fault. ``max_completion_tokens`` is honoured:
     when reasoning plus reply exceed it, the reply is cut and ``finish_reason`` is ``"length"``.
+
+    :ivar billing: what its billing endpoint answers (:mod:`airflow_o3.testing.billing`).
     """
 
     def __init__(
         self,
         *,
-        host: str = "127.0.0.1",
         port: int = 0,
         latency: float = 0.0,
         api_key: str | None = None,
@@ -500,13 +428,18 @@ class StandInServer:
         reply: Callable[[dict[str, Any]], str] | None = None,
         model: str = "o3-mini-2025-01-31",
     ) -> None:
-        self.host = host
+        if (max_requests_per_second or 0) < 0:
+            raise ValueError("max_requests_per_second must be positive")
+        self.host = "127.0.0.1"
         self.latency = latency
         self.api_key = api_key
         self.model = model
+        self.billing = BillingState()
         self._requested_port = port
         self._reply = reply or default_reply
-        self._bucket = _TokenBucket(max_requests_per_second) if max_requests_per_second else None
+        self._rate = max_requests_per_second or 0.0
+        self._tokens = max(1.0, self._rate)
+        self._refilled_at = time.monotonic()
         self._lock = threading.Lock()
         self._sequence = itertools.count(1)
         self._requests: list[RecordedRequest] = []
@@ -517,7 +450,6 @@ class StandInServer:
         self._fault_statuses: tuple[int, ...] = ()
         self._rng = random.Random()
         self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -526,23 +458,19 @@ class StandInServer:
         if self._httpd is not None:
             raise RuntimeError("StandInServer is already running")
         self._httpd = _HTTPServer((self.host, self._requested_port), self)
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="o3-standin", daemon=True
-        )
-        self._thread.start()
+        threading.Thread(
+            target=self._httpd.serve_forever, args=(0.05,), name="o3-standin", daemon=True
+        ).start()
         return self
 
     def stop(self) -> None:
         """Stop serving, wake stalled answers and close open connections. Safe to call twice."""
-        httpd, thread = self._httpd, self._thread
-        if httpd is None or thread is None:
-            return
-        httpd.stopping.set()
-        httpd.shutdown()
-        thread.join()
-        httpd.drop_connections()
-        httpd.server_close()
-        self._httpd = self._thread = None
+        httpd, self._httpd = self._httpd, None
+        if httpd is not None:
+            httpd.stopping.set()
+            httpd.shutdown()  # returns once serve_forever has
+            httpd.drop_connections()
+            httpd.server_close()
 
     def __enter__(self) -> StandInServer:
         return self.start()
@@ -557,26 +485,26 @@ class StandInServer:
         """The TCP port being served (raises ``RuntimeError`` before :meth:`start`)."""
         if self._httpd is None:
             raise RuntimeError("StandInServer is not running; call start() or use it as a context manager")
-        return self._httpd.server_port
+        return int(self._httpd.server_address[1])
 
     @property
     def base_url(self) -> str:
         """The API base URL, ``http://127.0.0.1:PORT/v1``."""
         return f"http://{self.host}:{self.port}/v1"
 
-    def connection_json(self, api_key: str = "standin-test-key") -> str:
+    def connection_json(self, api_key: str = STANDIN_API_KEY) -> str:
         """The JSON value for ``AIRFLOW_CONN_AIMLAPI_DEFAULT`` pointing at this server (its billing
         endpoint too, so that ``test_connection`` reads the balance here, not from the service)."""
-        extra = {"billing_base_url": f"http://{self.host}:{self.port}"}
+        extra = {"billing_base_url": billing_base_url(self)}
         connection = {"conn_type": "aimlapi", "host": self.base_url, "password": api_key, "extra": extra}
         return json.dumps(connection)
 
-    def connection_uri(self, api_key: str = "standin-test-key") -> str:
+    def connection_uri(self, api_key: str = STANDIN_API_KEY) -> str:
         """The same connection in Airflow's URI form, ``aimlapi://:KEY@<url-encoded base URL>``.
 
         Airflow decodes the host back to the full ``http://...`` base URL, which the hook uses as is.
         """
-        billing = quote(f"http://{self.host}:{self.port}", safe="")
+        billing = quote(billing_base_url(self), safe="")
         key, base = quote(api_key, safe=""), quote(self.base_url, safe="")
         return f"aimlapi://:{key}@{base}?billing_base_url={billing}"
 
@@ -598,9 +526,9 @@ class StandInServer:
         """Counts over chat requests: ``received``, ``delivered`` (2xx completions fully sent),
         ``faults_injected`` (random faults), ``scripted`` (scripted items used) and
         ``rate_limited`` (429s from ``max_requests_per_second``)."""
-        keys = ("received", "delivered", "faults_injected", "scripted", "rate_limited")
+        keys = ("received", "faults_injected", "scripted", "rate_limited")
         with self._lock:
-            return {key: self._stats[key] for key in keys}
+            return {"delivered": sum(self._delivered.values()), **{key: self._stats[key] for key in keys}}
 
     @property
     def delivered_by_key(self) -> dict[str, int]:
@@ -653,38 +581,20 @@ class StandInServer:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
-        record = RecordedRequest(
-            method=handler.command,
-            path=handler.path,
-            headers=dict(handler.headers.items()),
-            body=body,
-            raw=raw,
-            received_at=time.time(),
-        )
+        headers = dict(handler.headers.items())
+        record = RecordedRequest(handler.command, handler.path, headers, body, raw, time.time())
         with self._lock:
             self._requests.append(record)
         path = urlsplit(handler.path).path.rstrip("/")
         if record.is_chat:
             self._chat(handler, record)
         elif handler.command == "GET" and path in MODELS_PATHS:
-            handler.respond_json(200, self._models(), {})
-        elif path in BALANCE_PATHS:
-            answer_balance(self, handler, record)
+            handler.respond_json(200, {"object": "list", "data": [_MODEL]}, {})
+        elif path == BALANCE_PATH:
+            handler.respond_json(*answer_balance(self, record), {})
         else:
             error = HttpError(404, f"Cannot {handler.command} {path or '/'}", shape="aimlapi")
-            payload, content_type = _error_body(error, path, uuid.uuid4().hex)
-            handler.respond(404, payload, {"Content-Type": content_type})
-
-    def _models(self) -> dict[str, Any]:
-        model = {
-            "id": "o3-mini",
-            "object": "model",
-            "type": "chat-completion",
-            "owned_by": "openai",
-            "info": {"name": "o3 mini", "developer": "Open AI", "contextLength": 200000, "maxTokens": 100000},
-            "endpoints": ["/v1/chat/completions"],
-        }
-        return {"object": "list", "data": [model]}
+            handler.respond_error(error, path, {"x-request-id": uuid.uuid4().hex})
 
     def _chat(self, handler: _Handler, record: RecordedRequest) -> None:
         with self._lock:
@@ -695,37 +605,56 @@ class StandInServer:
         if client_id and _CLIENT_REQUEST_ID.fullmatch(client_id):
             headers["X-Client-Request-Id"] = client_id
         path = urlsplit(record.path).path
-        if self._unauthorized(record):
-            message = "Incorrect API key provided. You can find your API key at https://aimlapi.com/app/keys."
-            self._send_error(handler, HttpError(401, message, code="invalid_api_key"), path, headers)
+        if self.api_key is not None and record.header("Authorization") != f"Bearer {self.api_key}":
+            handler.respond_error(HttpError(401, _BAD_KEY, code="invalid_api_key"), path, headers)
             return
         with self._lock:
             item = self._script.popleft() if self._script else None
             self._stats["scripted"] += item is not None
         if item is None:
-            rejection = self._admit(record, headers)
-            if rejection is not None:
-                self._send_error(handler, rejection, path, headers)
+            refusal = _validate(record.body) or self._admit(headers)
+            if refusal is not None:
+                handler.respond_error(refusal, path, headers)
                 return
             item = self._random_fault()
-        if handler.pause(self.latency):
-            self._answer(handler, record, seq, headers, item)
+        if not handler.pause(self.latency):
+            return
+        match item:
+            case Stall(seconds=seconds):
+                if handler.pause(seconds):
+                    self._complete(handler, record, seq, headers, None)
+            case HttpError():
+                handler.respond_error(item, path, headers)
+            case ConnectionReset():
+                handler.reset()
+            case NonJson():
+                handler.respond(
+                    item.status, item.body.encode(), {"Content-Type": item.content_type, **headers}
+                )
+            case Body():
+                handler.respond_json(item.status, item.json, {**headers, **item.headers})
+            case _:
+                self._complete(handler, record, seq, headers, item)
 
-    def _admit(self, record: RecordedRequest, headers: dict[str, str]) -> HttpError | None:
-        """Validate the body and take a rate-limit token; return the 400/429 to send, if any."""
-        invalid = _validate(record.body)
-        if invalid is not None or self._bucket is None:
-            return invalid
-        allowed, limit_headers = self._bucket.take()
-        headers.update(limit_headers)
-        if allowed:
+    def _admit(self, headers: dict[str, str]) -> HttpError | None:
+        """Take a token from the ``max_requests_per_second`` bucket (bursts of one second's worth),
+        add the ``x-ratelimit-*`` headers; return the 429 to send when there is none."""
+        if not self._rate:
             return None
+        capacity = max(1.0, self._rate)
         with self._lock:
-            self._stats["rate_limited"] += 1
-        return HttpError(429, _RATE_LIMIT_MESSAGE, code="rate_limit_exceeded")
-
-    def _unauthorized(self, record: RecordedRequest) -> bool:
-        return self.api_key is not None and record.header("Authorization") != f"Bearer {self.api_key}"
+            now = time.monotonic()
+            tokens = min(capacity, self._tokens + (now - self._refilled_at) * self._rate)
+            self._refilled_at = now
+            admitted = tokens >= 1
+            self._tokens = tokens = tokens - 1 if admitted else tokens
+            self._stats["rate_limited"] += not admitted
+        headers["x-ratelimit-limit-requests"] = str(math.ceil(capacity))
+        headers["x-ratelimit-remaining-requests"] = str(math.floor(tokens))
+        headers["x-ratelimit-reset-requests"] = f"{math.ceil((capacity - tokens) / self._rate * 1000)}ms"
+        if admitted:
+            return None
+        return RateLimited(math.ceil((1 - tokens) / self._rate * 1000) / 1000, retry_after_ms=True)
 
     def _random_fault(self) -> ScriptItem | None:
         with self._lock:
@@ -736,51 +665,12 @@ class StandInServer:
             shape: ErrorShape = self._rng.choice(("openai", "aimlapi", "problem"))
         return RateLimited(retry_after=0) if status == 429 else HttpError(status, shape=shape)
 
-    def _answer(
-        self,
-        handler: _Handler,
-        record: RecordedRequest,
-        seq: int,
-        headers: dict[str, str],
-        item: ScriptItem | None,
-    ) -> None:
-        path = urlsplit(record.path).path
-        match item:
-            case None | Reply() | StreamCut():
-                self._complete(handler, record, seq, headers, item)
-            case Stall(seconds=seconds):
-                if handler.pause(seconds):
-                    self._complete(handler, record, seq, headers, None)
-            case HttpError():
-                self._send_error(handler, item, path, headers)
-            case RateLimited():
-                limit_headers = {}
-                if item.retry_after is not None:
-                    limit_headers["Retry-After"] = _seconds(item.retry_after)
-                    if item.retry_after_ms:
-                        limit_headers["retry-after-ms"] = str(math.ceil(item.retry_after * 1000))
-                if item.reset_header is not None:
-                    limit_headers["x-ratelimit-reset-requests"] = item.reset_header
-                error = HttpError(429, _RATE_LIMIT_MESSAGE, headers=limit_headers, code="rate_limit_exceeded")
-                self._send_error(handler, error, path, headers)
-            case ConnectionReset():
-                handler.reset()
-            case NonJson():
-                handler.respond(
-                    item.status, item.body.encode(), {"Content-Type": item.content_type, **headers}
-                )
-            case Body():
-                handler.respond_json(item.status, item.json, {**headers, **item.headers})
-
-    def _send_error(self, handler: _Handler, error: HttpError, path: str, headers: Mapping[str, str]) -> None:
-        payload, content_type = _error_body(error, path, headers["x-request-id"])
-        handler.respond(error.status, payload, {"Content-Type": content_type, **headers, **error.headers})
-
     def _plan(self, body: dict[str, Any], scripted: Reply | None) -> tuple[Reply, dict[str, Any]]:
         """Decide the reply and its usage (summed over the ``n`` choices)."""
         n = _choice_count(body)
         reasoning = REASONING_TOKENS.get(body.get("reasoning_effort", "medium"), REASONING_TOKENS["medium"])
-        prompt = _prompt_tokens(body)
+        messages = body.get("messages") or []
+        prompt = _tokens("".join(_text_of(m.get("content")) for m in messages if isinstance(m, dict)))
         if scripted is not None:
             arguments = "".join(c.get("function", {}).get("arguments", "") for c in scripted.tool_calls or [])
             visible = _tokens(scripted.content) + _tokens(scripted.refusal) + _tokens(arguments)
@@ -808,17 +698,9 @@ class StandInServer:
             reply, usage = self._plan(body, item if isinstance(item, Reply) else None)
         except Exception as exc:  # the user's reply callable failed: answer 500, then report it
             error = HttpError(500, f"Stand-in reply callable failed: {exc!r}")
-            self._send_error(handler, error, urlsplit(record.path).path, headers)
+            handler.respond_error(error, urlsplit(record.path).path, headers)
             raise
-        n = _choice_count(body)
-        meta = {"usage": price(usage)}
-        base = {
-            "id": f"chatcmpl-standin-{seq}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": self.model,
-            "system_fingerprint": "fp_standin",
-        }
+        completion = _completion(seq, self.model, reply, _choice_count(body), usage)
         cut = item.after_chunks if isinstance(item, StreamCut) else None
         # Count a delivery before its last byte goes out, so a client that has read the whole answer
         # always finds it counted; take it back if sending fails.
@@ -829,16 +711,15 @@ class StandInServer:
         try:
             if body.get("stream") is True:
                 include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-                events = _stream_events(base, reply, n, usage if include_usage else None, meta, cut)
-                handler.stream(headers, events, complete=delivering)
+                handler.stream(headers, _stream_events(completion, include_usage, cut), complete=delivering)
             else:
-                payload = _dumps(_completion_body(base, reply, n, usage, meta))
-                cost = {
-                    "x-aimlapi-usd-spent": f"{meta['usage']['usd_spent']:.9f}".rstrip("0").rstrip("."),
-                    "x-aimlapi-credits-used": str(meta["usage"]["credits_used"]),
+                cost = completion["meta"]["usage"]
+                cost_headers = {
+                    "x-aimlapi-usd-spent": f"{cost['usd_spent']:.9f}".rstrip("0").rstrip("."),
+                    "x-aimlapi-credits-used": str(cost["credits_used"]),
+                    "Content-Type": "application/json",
                 }
-                cost["Content-Type"] = "application/json"
-                handler.respond(200, payload, {**cost, **headers}, complete=delivering)
+                handler.respond(200, _dumps(completion), {**cost_headers, **headers}, complete=delivering)
         except OSError:
             if delivering:
                 self._count_delivery(key, -1)
@@ -846,7 +727,6 @@ class StandInServer:
 
     def _count_delivery(self, key: str, change: int) -> None:
         with self._lock:
-            self._stats["delivered"] += change
             self._delivered[key] += change
             if not self._delivered[key]:
                 del self._delivered[key]
@@ -857,9 +737,7 @@ def _choice_count(body: Mapping[str, Any]) -> int:
     return n if type(n) is int and n >= 1 else 1
 
 
-def _completion_body(
-    base: dict[str, Any], reply: Reply, n: int, usage: dict[str, Any], meta: dict[str, Any]
-) -> dict[str, Any]:
+def _completion(seq: int, model: str, reply: Reply, n: int, usage: dict[str, Any]) -> dict[str, Any]:
     message: dict[str, Any] = {
         "role": "assistant",
         "content": reply.content,
@@ -868,49 +746,51 @@ def _completion_body(
     }
     if reply.tool_calls is not None:
         message["tool_calls"] = reply.tool_calls
-    choices = [
-        {"index": i, "message": message, "finish_reason": reply.finish_reason, "logprobs": None}
-        for i in range(n)
-    ]
-    return {**base, "choices": choices, "usage": usage, "meta": meta}
+    choice = {"message": message, "finish_reason": reply.finish_reason, "logprobs": None}
+    return {
+        "id": f"chatcmpl-standin-{seq}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": "fp_standin",
+        "choices": [{"index": index, **choice} for index in range(n)],
+        "usage": usage,
+        "meta": {"usage": price(usage)},
+    }
 
 
-def _pieces(text: str) -> list[str]:
+def _pieces(text: str | None) -> list[str]:
     """Split ``text`` into small stream deltas that never straddle a newline."""
     return [
         line[i : i + _STREAM_PIECE_CHARS]
-        for line in text.splitlines(keepends=True)
+        for line in (text or "").splitlines(keepends=True)
         for i in range(0, len(line), _STREAM_PIECE_CHARS)
     ]
 
 
-def _stream_events(
-    base: dict[str, Any],
-    reply: Reply,
-    n: int,
-    usage: dict[str, Any] | None,
-    meta: dict[str, Any],
-    cut_after: int | None,
-) -> Iterator[bytes]:
-    """Yield the SSE events of a streamed completion, stopping after ``cut_after`` content chunks."""
+def _stream_events(completion: dict[str, Any], include_usage: bool, cut_after: int | None) -> Iterator[bytes]:
+    """Yield ``completion`` as SSE events, stopping after ``cut_after`` content chunks."""
+    head = {key: completion[key] for key in ("id", "created", "model", "system_fingerprint")}
+    head["object"] = "chat.completion.chunk"
+    if include_usage:
+        head["usage"] = None
+
+    def event(choices: list[dict[str, Any]], **fields: Any) -> bytes:
+        return b"data: " + _dumps({**head, "choices": choices, **fields}) + b"\n\n"
 
     def chunk(index: int, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        choice = {"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
-        payload = {**base, "object": "chat.completion.chunk", "choices": [choice]}
-        if usage is not None:
-            payload["usage"] = None
-        return b"data: " + _dumps(payload) + b"\n\n"
+        return event([{"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": None}])
 
     sent = 0
-    for index in range(n):
+    for choice in completion["choices"]:
+        index, message = choice["index"], choice["message"]
         yield chunk(index, {"role": "assistant", "content": "", "refusal": None})
-        deltas: list[dict[str, Any]] = [{"content": piece} for piece in _pieces(reply.content or "")]
-        deltas += [{"refusal": piece} for piece in _pieces(reply.refusal or "")]
+        deltas: list[dict[str, Any]] = [{"content": piece} for piece in _pieces(message["content"])]
+        deltas += [{"refusal": piece} for piece in _pieces(message["refusal"])]
         # One complete delta per tool call: the contract's chunk schema requires id, type, name and
         # arguments in every tool-call delta, and clients that concatenate fragments read it whole.
         deltas += [
-            {"tool_calls": [{"index": position, **call}]}
-            for position, call in enumerate(reply.tool_calls or [])
+            {"tool_calls": [{"index": i, **call}]} for i, call in enumerate(message.get("tool_calls", []))
         ]
         for delta in deltas:
             if sent == cut_after:
@@ -919,8 +799,7 @@ def _stream_events(
             yield chunk(index, delta)
         if cut_after is not None:
             return
-        yield chunk(index, {}, reply.finish_reason)
-    if usage is not None:
-        payload = {**base, "object": "chat.completion.chunk", "choices": [], "usage": usage, "meta": meta}
-        yield b"data: " + _dumps(payload) + b"\n\n"
+        yield chunk(index, {}, choice["finish_reason"])
+    if include_usage:
+        yield event([], usage=completion["usage"], meta=completion["meta"])
     yield b"data: [DONE]\n\n"
