@@ -22,11 +22,6 @@ if TYPE_CHECKING:
 _NOT_FOR_A_CHOICE = ("n", "tools", "tool_choice")
 """Request parameters that would make the reply something other than one choice."""
 
-REASON_FIELD = {
-    "type": "string",
-    "description": "One short sentence: why this branch fits.",
-}
-
 
 @dataclass(frozen=True)
 class Branch:
@@ -96,7 +91,10 @@ def choice_schema(options: Mapping[str, Branch], multiple: bool) -> dict[str, An
     return {
         "title": "BranchChoice",
         "type": "object",
-        "properties": {"choice": choice, "reason": REASON_FIELD},
+        "properties": {
+            "choice": choice,
+            "reason": {"type": "string", "description": "One short sentence: why this branch fits."},
+        },
     }
 
 
@@ -186,11 +184,9 @@ class O3MiniBranchOperator(O3MiniOperator, BranchMixIn):
         return self._branch(context, options, super().execute_complete(context, event))
 
     def _branch(self, context: Context, options: Mapping[str, Branch], reply: Any) -> Any:
-        """Skip the branches not chosen, log the choice and its reason, and return both.
-
-        A task that only renders its request (nothing sent) returns the request and skips nothing.
-        """
-        if getattr(self, "render_only", None) or getattr(self, "dry_run_only", False):
+        """Skip the branches not chosen, log the choice and its reason, and return both (a task that
+        only renders its request returns the request and skips nothing)."""
+        if self.render_only:
             return reply
         chosen = reply["choice"] if isinstance(reply["choice"], list) else [reply["choice"]]
         labels = list(dict.fromkeys(chosen))
