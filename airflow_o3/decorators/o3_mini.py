@@ -17,7 +17,7 @@ the arguments of :class:`~airflow_o3.operators.o3mini.O3MiniOperator` other than
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import (
@@ -56,22 +56,6 @@ class O3MiniDecoratedOperator(DecoratedOperator, O3MiniOperator):
     }
     custom_operator_name: str = "@task.o3_mini"
     overwrite_rtif_after_execution: bool = True  # the UI shows the prompt the function returned
-
-    def __init__(
-        self,
-        *,
-        python_callable: Callable[..., Any],
-        op_args: Collection[Any] | None = None,
-        op_kwargs: Mapping[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            python_callable=python_callable,
-            op_args=op_args,
-            op_kwargs=op_kwargs,
-            prompt=SET_DURING_EXECUTION,
-            **kwargs,
-        )
 
     def execute(self, context: Context) -> Any:
         context_merge(context, self.op_kwargs)
@@ -144,7 +128,10 @@ def decorator_of(
         )
     kwargs.setdefault("multiple_outputs", False)  # the function's annotation is the prompt's, not the reply's
     return task_decorator_factory(
-        python_callable=python_callable, decorated_operator_class=operator_class, **kwargs
+        python_callable=python_callable,
+        decorated_operator_class=operator_class,
+        prompt=SET_DURING_EXECUTION,
+        **kwargs,
     )
 
 
