@@ -127,12 +127,15 @@ def _written(usage: Any) -> ColumnElement[str]:
     return written
 
 
-def _with_values(columns: Callable[[Any], Sequence[Any]]) -> tuple[Any, Select[Any]]:
-    """The ``usage`` alias of the ``xcom`` table and a statement of its rows: ``columns(usage)``, then
-    the JSON values of the ``usage`` row and of the ``completion`` row of the same task and map index."""
+def _usage_rows(columns: Callable[[Any], Sequence[Any]], with_values: bool) -> tuple[Any, Select[Any]]:
+    """The ``usage`` alias of the ``xcom`` table and a statement of its ``usage`` rows: ``columns(usage)``
+    and, ``with_values``, then the JSON values of the row and of the ``completion`` row of the same task
+    and map index."""
     from airflow.models.xcom import XComModel
 
     usage = aliased(XComModel, name="usage")
+    if not with_values:
+        return usage, select(*columns(usage)).select_from(usage).where(usage.key == "usage")
     completion = aliased(XComModel, name="completion")
     same_task = and_(
         completion.dag_run_id == usage.dag_run_id,
@@ -286,11 +289,8 @@ class SpendQuery:
 
         No JSON is read, nor the ``completion`` rows: the token is the ``usage`` row's timestamp.
         """
-        from airflow.models.xcom import XComModel
-
-        usage = aliased(XComModel, name="usage")
-        statement = (
-            select(
+        usage, statement = _usage_rows(
+            lambda usage: (
                 usage.dag_run_id,
                 usage.task_id,
                 usage.map_index,
@@ -298,17 +298,21 @@ class SpendQuery:
                 _day(usage.timestamp, self.dialect.name).label("day"),
                 usage.dag_id,
                 usage.run_id,
-            )
-            .select_from(usage)
-            .where(usage.key == "usage", usage.timestamp >= self.window.since, usage.dag_id.in_(self.dag_ids))
+            ),
+            with_values=False,
         )
         # Plain rows, without the ORM's result processing: 100,000 of them on a 90-day window.
-        return list(self.session.connection().execute(statement))
+        return list(self.session.connection().execute(statement.where(*self._in_window(usage))))
+
+    def _in_window(self, usage: Any) -> tuple[ColumnElement[bool], ...]:
+        """The conditions on ``usage`` rows of the window and of the readable DAGs."""
+        return usage.timestamp >= self.window.since, usage.dag_id.in_(self.dag_ids)
 
     def _read(self, dag_run_ids: Collection[int]) -> dict[CallKey, Recorded]:
         """The figures of every call of these runs, read from their JSON (the calls not remembered yet)."""
-        usage, statement = _with_values(
-            lambda usage: (usage.dag_run_id, usage.task_id, usage.map_index, _written(usage))
+        usage, statement = _usage_rows(
+            lambda usage: (usage.dag_run_id, usage.task_id, usage.map_index, _written(usage)),
+            with_values=True,
         )
         read: dict[CallKey, Recorded] = {}
         ordered = sorted(dag_run_ids)
@@ -381,12 +385,13 @@ class SpendQuery:
         """Every recorded call of the window, oldest first: the rows of the CSV download."""
         if not self.dag_ids:
             return
-        usage, statement = _with_values(
-            lambda usage: (usage.timestamp, usage.dag_id, usage.run_id, usage.task_id, usage.map_index)
+        usage, statement = _usage_rows(
+            lambda usage: (usage.timestamp, usage.dag_id, usage.run_id, usage.task_id, usage.map_index),
+            with_values=True,
         )
-        statement = statement.where(
-            usage.timestamp >= self.window.since, usage.dag_id.in_(self.dag_ids)
-        ).order_by(usage.timestamp, usage.task_id, usage.map_index)
+        statement = statement.where(*self._in_window(usage)).order_by(
+            usage.timestamp, usage.task_id, usage.map_index
+        )
         for *where, usage_value, completion_value in self.session.execute(
             statement.execution_options(yield_per=2000)
         ):
