@@ -137,23 +137,10 @@ class _Tally:
     written_at: float = 0.0
     writing: threading.Lock = field(default_factory=threading.Lock)
 
-    @property
-    def unwritten(self) -> bool:
-        return self.written != self.requests
-
     def text(self, conn_id: str) -> str:
-        return json.dumps(
-            {
-                "version": LEDGER_VERSION,
-                "connection": conn_id,
-                "day": self.day,
-                "usd": self.usd,
-                "credits": self.credits,
-                "priced_usd": self.priced_usd,
-                "requests": self.requests,
-                "updated": datetime.now(UTC).isoformat(timespec="seconds"),
-            }
-        )
+        figures = {name: getattr(self, name) for name in ("day", "usd", "credits", "priced_usd", "requests")}
+        updated = datetime.now(UTC).isoformat(timespec="seconds")
+        return json.dumps({"version": LEDGER_VERSION, "connection": conn_id, **figures, "updated": updated})
 
 
 @dataclass
@@ -295,7 +282,7 @@ class DailyLedger:
     def spent(self, day: str) -> float:
         """Dollars spent on the connection on ``day``: this process's now, the others' as last read."""
         tally = self._tally(day)
-        if tally.unwritten:
+        if tally.written != tally.requests:
             try:
                 self._write(tally)
             except Exception as error:
@@ -341,11 +328,10 @@ class DailyLedger:
         now = time.monotonic()
         with _lock:
             seen = _seen.get(key)
-        if seen is not None and now - seen.read_at < self.settings.ledger_refresh_seconds:
-            return seen
-        seen = self._read_day(day, own, now)
-        with _lock:
-            _seen[key] = seen
+        if seen is None or now - seen.read_at >= self.settings.ledger_refresh_seconds:
+            seen = self._read_day(day, own, now)
+            with _lock:
+                _seen[key] = seen
         return seen
 
     def _read_day(self, day: str, own: str, now: float) -> _Seen:
