@@ -1,18 +1,6 @@
 """``@task.o3_mini``: a TaskFlow function returns the prompt, o3-mini answers, the reply is its result.
 
-::
-
-    @task.o3_mini(system_prompt="You are a precise analyst.", reasoning_effort="low")
-    def summarise(figures: dict) -> str:
-        return f"Summarise these figures for the operations team: {figures}"
-
-    summarise(collect_figures())
-
-The function receives upstream values as ordinary arguments (TaskFlow creates the dependencies) and
-returns the prompt (a string) or the whole conversation (a list of ``{"role", "content"}`` dicts).
-What it returns is data: it is sent as it is, never rendered as a Jinja template. The decorator takes
-the arguments of :class:`~airflow_o3.operators.o3mini.O3MiniOperator` other than ``prompt`` and
-``messages``, and the reply, ``usage`` and ``completion`` land in XCom as they do with the operator.
+Examples and the arguments: ``docs/taskflow.md``.
 """
 
 from __future__ import annotations

@@ -1,16 +1,6 @@
 """``@task.o3_mini_branch``: a TaskFlow function returns the question, o3-mini chooses the branch.
 
-::
-
-    @task.o3_mini_branch(choices={"billing": "handle_billing", "bug": "handle_bug"})
-    def route(ticket: dict) -> str:
-        return f"Which team should handle this ticket? {ticket['text']}"
-
-    route(load_ticket()) >> [handle_billing, handle_bug]
-
-The function works as for ``@task.o3_mini`` (upstream values as arguments; it returns the prompt or
-the messages, sent as data, never rendered); the decorator takes the arguments of
-:class:`~airflow_o3.operators.branch.O3MiniBranchOperator` (``choices``, ``multiple``...).
+Examples and the arguments: ``docs/taskflow.md`` and ``docs/branching.md``.
 """
 
 from __future__ import annotations
