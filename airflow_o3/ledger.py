@@ -252,7 +252,11 @@ class DailyLedger:
             if credits is not None and credits > 0 and completion.cost_usd:
                 tally.credits += float(credits)
                 tally.priced_usd += float(completion.cost_usd)
-            if self._may_wait(tally):
+            if (  # no cap, and written less than UNCAPPED_WRITE_INTERVAL seconds ago: written later
+                self.settings.daily_budget_usd is None
+                and tally.written > 0
+                and self.clock() - tally.written_at < UNCAPPED_WRITE_INTERVAL
+            ):
                 _unwritten[id(tally)] = (self, tally)
                 return
         try:
@@ -269,15 +273,6 @@ class DailyLedger:
                 else "",
                 self.settings.root,
             )
-
-    def _may_wait(self, tally: _Tally) -> bool:
-        """Whether this total may be written later: no cap, and written less than
-        :data:`UNCAPPED_WRITE_INTERVAL` seconds ago."""
-        return (
-            self.settings.daily_budget_usd is None
-            and tally.written > 0
-            and self.clock() - tally.written_at < UNCAPPED_WRITE_INTERVAL
-        )
 
     def spent(self, day: str) -> float:
         """Dollars spent on the connection on ``day``: this process's now, the others' as last read."""
