@@ -15,7 +15,7 @@ import io
 import operator
 import threading
 from array import array
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
@@ -58,42 +58,19 @@ class Window:
         return [(self.since + timedelta(days=offset)).strftime("%Y-%m-%d") for offset in range(self.days)]
 
 
-@dataclass(frozen=True)
-class Spend:
-    """Calls and their tokens and dollars, added up.
-
-    ``usd_spent`` adds the calls whose cost the service reported; ``calls_without_cost`` counts the others
-    (their tokens are in, their cost is "not reported").
-    """
-
-    calls: int = 0
-    replies: int = 0
-    prompt_tokens: int = 0
-    cached_tokens: int = 0
-    completion_tokens: int = 0
-    reasoning_tokens: int = 0
-    total_tokens: int = 0
-    usd_spent: float = 0.0
-    calls_without_cost: int = 0
-
-    @classmethod
-    def of(cls, figures: Sequence[float]) -> Spend:
-        """The :class:`Spend` of figures added up in :data:`SPEND_FIELDS` order."""
-        named = zip(SPEND_FIELDS, figures, strict=True)
-        values: dict[str, Any] = {
-            name: float(value) if name == "usd_spent" else int(value) for name, value in named
-        }
-        return cls(**values)
-
-    def to_json(self) -> dict[str, Any]:
-        """The figures as JSON; ``usd_spent`` is ``None`` when no call of these reported a cost."""
-        figures = asdict(self)
-        figures["usd_spent"] = round(self.usd_spent, 8) if self.calls_without_cost < self.calls else None
-        return figures
-
-
-SPEND_FIELDS = tuple(field.name for field in fields(Spend))
-"""The figures of :class:`Spend`, in order: what is added up per call."""
+SPEND_FIELDS = (
+    "calls",
+    "replies",
+    "prompt_tokens",
+    "cached_tokens",
+    "completion_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "usd_spent",
+    "calls_without_cost",
+)
+"""What is added up per call, in this order: ``usd_spent`` adds the calls whose cost the service
+reported; ``calls_without_cost`` counts the others (their tokens are in, their cost is "not reported")."""
 _CALLS, _TOTAL_TOKENS, _USD, _WITHOUT_COST = (
     SPEND_FIELDS.index(name) for name in ("calls", "total_tokens", "usd_spent", "calls_without_cost")
 )
@@ -104,8 +81,18 @@ TOKENS: tuple[str | tuple[str, ...], ...] = (
     ("completion_tokens_details", "reasoning_tokens"),
     "total_tokens",
 )
-"""Where each token figure of :class:`Spend` (``prompt_tokens`` to ``total_tokens``) is in a ``usage``
+"""Where each token figure (``prompt_tokens`` to ``total_tokens``) is in a ``usage``
 value: a key, or keys into nested objects."""
+
+
+def _spend(figures: Sequence[float]) -> dict[str, Any]:
+    """Figures added up (in :data:`SPEND_FIELDS` order) as JSON; ``usd_spent`` is ``None`` when no call
+    of these reported a cost."""
+    priced = figures[_WITHOUT_COST] < figures[_CALLS]
+    return {
+        name: (round(value, 8) if priced else None) if name == "usd_spent" else int(value)
+        for name, value in zip(SPEND_FIELDS, figures, strict=True)
+    }
 
 
 def _day(timestamp: Any, dialect: str) -> ColumnElement[str]:
@@ -257,7 +244,9 @@ def _add(sums: dict[Any, Sequence[float]], key: Any, figures: Sequence[float]) -
     sums[key] = figures if total is None else list(map(operator.add, total, figures))
 
 
-def _most_expensive(sums: dict[Any, Sequence[float]], count: int | None = None) -> list[tuple[Any, Spend]]:
+def _most_expensive(
+    sums: dict[Any, Sequence[float]], count: int | None = None
+) -> list[tuple[Any, dict[str, Any]]]:
     """The groups the most expensive first, all or the first ``count``: dollars (groups with no cost
     reported last), then tokens, then the group's name."""
 
@@ -267,7 +256,7 @@ def _most_expensive(sums: dict[Any, Sequence[float]], count: int | None = None) 
         return -usd, -figures[_TOTAL_TOKENS], key
 
     ranked = heapq.nsmallest(count or len(sums), sums.items(), key=cost)
-    return [(key, Spend.of(figures)) for key, figures in ranked]
+    return [(key, _spend(figures)) for key, figures in ranked]
 
 
 class SpendQuery:
@@ -354,7 +343,7 @@ class SpendQuery:
                 for task_key, spend in _most_expensive(per_task, TOP)
             ],
             "top_runs": [
-                {"dag_id": dag_id, "run_id": run_id, "path": run_path(dag_id, run_id), **spend.to_json()}
+                {"dag_id": dag_id, "run_id": run_id, "path": run_path(dag_id, run_id), **spend}
                 for (dag_id, run_id), spend in _most_expensive(per_run, TOP)
             ],
         }
@@ -373,12 +362,10 @@ class SpendQuery:
         totals = [sum(column) for column in zip(*cells.values(), strict=True)] or [0.0] * len(SPEND_FIELDS)
         return {
             "window": {"days": self.window.days, "since": self.window.since.isoformat()},
-            "totals": Spend.of(totals).to_json(),
-            "per_day": [
-                {"day": day, **Spend.of(figures).to_json()} for day, figures in sorted(per_day.items())
-            ],
-            "per_dag": [{"dag_id": key, **spend.to_json()} for key, spend in _most_expensive(per_dag)],
-            "per_model": [{"model": key, **spend.to_json()} for key, spend in _most_expensive(per_model)],
+            "totals": _spend(totals),
+            "per_day": [{"day": day, **_spend(figures)} for day, figures in sorted(per_day.items())],
+            "per_dag": [{"dag_id": key, **spend} for key, spend in _most_expensive(per_dag)],
+            "per_model": [{"model": key, **spend} for key, spend in _most_expensive(per_model)],
         }
 
     def calls(self) -> Iterator[dict[str, Any]]:
@@ -402,7 +389,7 @@ class SpendQuery:
                     "timestamp": timestamp.isoformat(),
                     **dict(zip(_PLACE, place, strict=True)),
                     "model": model,
-                    **Spend.of(figures).to_json(),
+                    **_spend(figures),
                 }
 
 
@@ -411,7 +398,7 @@ def run_path(dag_id: str, run_id: str) -> str:
     return f"/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
 
 
-def _task_entry(task: tuple[str, str, str], mapped: bool, spend: Spend) -> dict[str, Any]:
+def _task_entry(task: tuple[str, str, str], mapped: bool, spend: dict[str, Any]) -> dict[str, Any]:
     """A top task as JSON, with the path of its page in the run (a mapped task's: its instances)."""
     dag_id, run_id, task_id = task
     path = f"{run_path(dag_id, run_id)}/tasks/{quote(task_id, safe='')}"
@@ -421,7 +408,7 @@ def _task_entry(task: tuple[str, str, str], mapped: bool, spend: Spend) -> dict[
         "task_id": task_id,
         "mapped": mapped,
         "path": f"{path}/mapped" if mapped else path,
-        **spend.to_json(),
+        **spend,
     }
 
 
