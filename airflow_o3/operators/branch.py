@@ -49,10 +49,9 @@ def branches(task_id: str | None, choices: Any) -> dict[str, Branch]:
             f"{task_id}: choices is {choices!r} (fix: a list of downstream task ids, or a dict of "
             'labels to task ids or Branch(task_id, description), e.g. {"billing": "handle_billing"})'
         )
-    if isinstance(choices, Mapping):
-        found = {str(label): _branch(task_id, label, value) for label, value in choices.items()}
-    else:
-        found = {str(choice): Branch(str(choice)) for choice in choices}
+    if not isinstance(choices, Mapping):
+        choices = {str(choice): str(choice) for choice in choices}
+    found = {str(label): _branch(task_id, label, value) for label, value in choices.items()}
     if len(found) < 2:
         raise InvalidRequestError(
             f"{task_id}: choices gives {len(found)} branch(es); a choice needs at least two "
