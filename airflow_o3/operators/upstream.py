@@ -1,13 +1,9 @@
 """Upstream data by name: ``inputs={"figures": collect.output}`` and ``{{ inputs.figures }}`` in a prompt.
 
-An upstream output given in ``inputs`` makes Airflow create the dependency (``inputs`` is a template
-field, and an ``XComArg`` in a template field sets the upstream task), and its value is in the
-template context as ``inputs`` when the task's fields are rendered. A template that pulls a task with
-``ti.xcom_pull(task_ids="x")`` instead depends on the author writing ``x >> task``; when that edge is
-missing the task fails before it sends anything, naming the edge to add, rather than rendering
-``None`` into the prompt.
-
-This module is imported at DAG parse: it imports nothing heavy (jinja2 is loaded when a task renders).
+``inputs`` is a template field, so an ``XComArg`` in it makes Airflow create the dependency; a
+``ti.xcom_pull(task_ids="x")`` in a template depends on the author writing ``x >> task``, and a
+missing edge fails the task before it sends anything (``docs/taskflow.md``). Imported at DAG parse:
+jinja2 is loaded only when a task renders.
 """
 
 from __future__ import annotations

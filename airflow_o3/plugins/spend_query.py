@@ -181,13 +181,10 @@ CallKey = tuple[int, str, int]
 class RecordedCalls:
     """The calls' figures, read from their JSON once and remembered by the API server process.
 
-    A page load reads the window's ``usage`` rows without their JSON (where, when, the change token)
-    and reads the JSON only of the calls it does not remember, whose rows were rewritten since (a
-    cleared and re-run task) or that were not o3-mini spend when read (a ``usage`` without its
-    ``completion`` yet). A row deleted is simply no longer listed, so it no longer counts. At most
-    ``limit`` calls are remembered (about 0.6 KB each: 61 MB for 100,000); when a load would pass
-    it, the calls that load did not list are forgotten, and calls beyond the limit are read again at
-    each load.
+    A call is read again when its ``usage`` row was rewritten since (a cleared and re-run task) or it
+    was not o3-mini spend when read (its ``completion`` not written yet). At most ``limit`` calls are
+    remembered (about 0.6 KB each); past that, the calls the load did not list are forgotten, and
+    calls beyond the limit are read again at each load (``docs/spend.md``, *Speed*).
     """
 
     def __init__(self, limit: int = 200_000) -> None:
