@@ -31,16 +31,18 @@ ESTIMATED_COMPLETION_TOKENS = 4000
 ``max_completion_tokens``: a medium-effort answer of a few paragraphs. Set ``max_completion_tokens``
 for a firm bound instead of this estimate."""
 
-_BALANCE_FIELDS: Mapping[str, type | tuple[type, ...]] = {
-    "balance": (int, float),
-    "lowBalance": bool,
-    "lowBalanceThreshold": (int, float),
-    "lastUpdated": str,
-    "autoDebitStatus": str,
-    "status": str,
-    "statusExplanation": str,
+_NUMBER = (int, float)
+_FIELDS: Mapping[str, tuple[str, type | tuple[type, ...]]] = {
+    "credits": ("balance", _NUMBER),
+    "low": ("lowBalance", bool),
+    "low_threshold": ("lowBalanceThreshold", _NUMBER),
+    "last_updated": ("lastUpdated", str),
+    "auto_debit_status": ("autoDebitStatus", str),
+    "status": ("status", str),
+    "status_explanation": ("statusExplanation", str),
 }
-"""The fields the contract requires in a balance reply, and their JSON types."""
+"""Each field of :class:`Balance`: its key in a balance reply (the contract requires them all) and
+its JSON types."""
 
 
 @dataclass(frozen=True)
@@ -104,11 +106,6 @@ def billing_base_url_from_extras(conn_id: str, extras: Mapping[str, Any]) -> str
     return value
 
 
-def balance_url(billing_base_url: str) -> str:
-    """The balance endpoint on the billing host."""
-    return f"{billing_base_url.rstrip('/')}{BALANCE_PATH}"
-
-
 def read_balance(hook: O3MiniHook) -> Balance:
     """Ask the billing host of ``hook``'s connection for the balance of its key's account, over the
     hook's transport: within :data:`BALANCE_SECONDS`, no redirect followed, the connection's
@@ -120,7 +117,7 @@ def read_balance(hook: O3MiniHook) -> Balance:
     from airflow_o3.errors import RedirectError, ServiceError
 
     settings = hook.settings
-    url = balance_url(settings.billing_base_url)
+    url = f"{settings.billing_base_url.rstrip('/')}{BALANCE_PATH}"
     try:
         status, _, body = hook.get_url(url, settings.headers(), seconds=BALANCE_SECONDS)
     except RedirectError as error:
@@ -157,30 +154,20 @@ def parse_balance(url: str, status: int, body: bytes) -> Balance:
         data = json.loads(text)
     except ValueError:
         data = None
-    problem = _shape_problem(data)
-    if problem:
-        raise BalanceUnavailableError(f"GET {url} answered 200 with {problem}: {quotable(text, 200)}")
-    return Balance(
-        credits=float(data["balance"]),
-        low=data["lowBalance"],
-        low_threshold=float(data["lowBalanceThreshold"]),
-        last_updated=data["lastUpdated"],
-        status=data["status"],
-        status_explanation=data["statusExplanation"],
-        auto_debit_status=data["autoDebitStatus"],
-    )
-
-
-def _shape_problem(data: Any) -> str | None:
     if not isinstance(data, dict):
-        return "a body that is not a JSON object"
-    for name, kind in _BALANCE_FIELDS.items():
-        value = data.get(name)
-        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-            return f"no usable {name!r}"
-        if isinstance(value, float) and not math.isfinite(value):
-            return f"no usable {name!r}"
-    return None
+        raise BalanceUnavailableError(
+            f"GET {url} answered 200 with a body that is not a JSON object: {quotable(text, 200)}"
+        )
+    fields: dict[str, Any] = {}
+    for name, (key, kind) in _FIELDS.items():
+        value: Any = data.get(key)
+        usable = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+        if not usable or (isinstance(value, float) and not math.isfinite(value)):
+            raise BalanceUnavailableError(
+                f"GET {url} answered 200 with no usable {key!r}: {quotable(text, 200)}"
+            )
+        fields[name] = float(value) if kind is _NUMBER else value
+    return Balance(**fields)
 
 
 def estimate_call_usd(body: Mapping[str, Any]) -> float:

@@ -1,36 +1,22 @@
 """The daily spend ledger of a connection, and its cap (connection extra ``daily_budget_usd``).
 
-Every paid reply is recorded here: its dollars (the service's ``usd_spent``, else the list-price
-estimate of :func:`airflow_o3.budget.cost_usd`) and credits. A reply read from the response cache
-costs nothing and is not recorded. Before a request starts (a single call, each item of a batch, a
-deferred call in the triggerer) the day's spend on the connection is compared with the cap; once it
-is reached, no new request starts until the next day, which is the UTC day.
+Every paid reply is recorded (its ``usd_spent``, else the list-price estimate, and its credits); a
+reply read from the response cache costs nothing and is not. Before a request starts, the UTC day's
+spend on the connection is compared with the cap. Each worker process keeps one small JSON file of
+its own running total per connection and day, ``{ledger_path}/{fingerprint}/{YYYY-MM-DD}/``, and
+only ever rewrites its own file (atomically), so writers on many machines never lose each other's
+updates and need no lock; a check sums the day's files. The fingerprint is the response cache's
+HMAC of the base URL under the key: the key cannot be read from a path.
 
-Where it lives: one folder per connection and day, ``{ledger_path}/{fingerprint}/{YYYY-MM-DD}/``,
-under which each worker process keeps one small JSON file of its own running total for the day. A
-process only ever rewrites its own file (atomically), so concurrent writers on many machines never
-lose each other's updates; a check sums the day's files. The fingerprint is the response cache's
-HMAC of the base URL under the key: the key cannot be read from a path. ``ledger_path`` is a local
-folder (default ``$AIRFLOW_HOME/o3_ledger``, which is one machine's) or any object-storage URL
-Airflow's ``ObjectStoragePath`` reads (``s3://bucket/o3-ledger``), which every worker reaches.
-
-How exact: a check counts this process's spend as it stands, and the other processes' as read at
-most ``ledger_refresh_seconds`` ago (default 5, 0 to read at every check). So the day's spend may
-overshoot the cap by the calls already in flight anywhere when it is reached, plus the calls other
-processes start in the ``ledger_refresh_seconds`` before they see it. A reply that arrives broken
-(its cost unknown) is not counted.
-
-It fails safe: a day's file that cannot be read, or is not a ledger file, and a folder that cannot
-be listed, refuse the request (:class:`LedgerUnavailableError`, naming the file and the fix), as
-does a process whose own spend could not be written and still cannot. A paid reply whose recording
-fails is never an error (a task retry would pay again): it is a warning, and the process writes its
-whole total again at its next check or reply.
+It fails safe: a day's file that cannot be read and a folder that cannot be listed refuse the request
+(:class:`LedgerUnavailableError`, naming the file and the fix), as does a process whose own spend
+could not be written and still cannot. A paid reply whose recording fails is never an error (a task
+retry would pay again): it is a warning. Layout, exactness and failures: ``docs/spend.md``.
 """
 
 from __future__ import annotations
 
 import atexit
-import functools
 import json
 import logging
 import math
@@ -63,19 +49,9 @@ RATE_LOOKBACK_DAYS = 7
 _FILE_NAME = re.compile(r"[A-Za-z0-9._-]+\.json")
 
 
-def default_ledger_root() -> str:
-    """``$AIRFLOW_HOME/o3_ledger``: one machine's folder; use shared storage for several machines."""
-    return under_airflow_home("o3_ledger")
-
-
-@functools.lru_cache(maxsize=4)
-def _day_of(day_number: int) -> str:
-    return datetime.fromtimestamp(day_number * 86400, UTC).strftime("%Y-%m-%d")
-
-
 def utc_day(now: float) -> str:
     """The UTC day of a ``time.time()`` value, as ``YYYY-MM-DD``: the ledger's day."""
-    return _day_of(int(now // 86400))
+    return time.strftime("%Y-%m-%d", time.gmtime(now))
 
 
 @dataclass(frozen=True)
@@ -95,8 +71,8 @@ class CapSettings:
 
     @property
     def root(self) -> str:
-        """Where the ledger lives: ``ledger_path``, else the local default folder."""
-        return self.ledger_path or default_ledger_root()
+        """Where the ledger lives: ``ledger_path``, else ``$AIRFLOW_HOME/o3_ledger`` (one machine's)."""
+        return self.ledger_path or under_airflow_home("o3_ledger")
 
 
 def cap_settings_from_extras(conn_id: str, extras: Mapping[str, Any]) -> CapSettings:
@@ -161,23 +137,10 @@ class _Tally:
     written_at: float = 0.0
     writing: threading.Lock = field(default_factory=threading.Lock)
 
-    @property
-    def unwritten(self) -> bool:
-        return self.written != self.requests
-
     def text(self, conn_id: str) -> str:
-        return json.dumps(
-            {
-                "version": LEDGER_VERSION,
-                "connection": conn_id,
-                "day": self.day,
-                "usd": self.usd,
-                "credits": self.credits,
-                "priced_usd": self.priced_usd,
-                "requests": self.requests,
-                "updated": datetime.now(UTC).isoformat(timespec="seconds"),
-            }
-        )
+        figures = {name: getattr(self, name) for name in ("day", "usd", "credits", "priced_usd", "requests")}
+        updated = datetime.now(UTC).isoformat(timespec="seconds")
+        return json.dumps({"version": LEDGER_VERSION, "connection": conn_id, **figures, "updated": updated})
 
 
 @dataclass
@@ -252,7 +215,7 @@ class DailyLedger:
         self.fingerprint = fingerprint[:32]
         self.settings = settings
         self.clock = clock
-        self._storage, self._root = _storage_for(settings.root)
+        self._root = settings.root
 
     def check(self) -> None:
         """Refuse a new request once the day's spend has reached the cap; nothing when there is none.
@@ -289,7 +252,11 @@ class DailyLedger:
             if credits is not None and credits > 0 and completion.cost_usd:
                 tally.credits += float(credits)
                 tally.priced_usd += float(completion.cost_usd)
-            if self._may_wait(tally):
+            if (  # no cap, and written less than UNCAPPED_WRITE_INTERVAL seconds ago: written later
+                self.settings.daily_budget_usd is None
+                and tally.written > 0
+                and self.clock() - tally.written_at < UNCAPPED_WRITE_INTERVAL
+            ):
                 _unwritten[id(tally)] = (self, tally)
                 return
         try:
@@ -307,19 +274,10 @@ class DailyLedger:
                 self.settings.root,
             )
 
-    def _may_wait(self, tally: _Tally) -> bool:
-        """Whether this total may be written later: no cap, and written less than
-        :data:`UNCAPPED_WRITE_INTERVAL` seconds ago."""
-        return (
-            self.settings.daily_budget_usd is None
-            and tally.written > 0
-            and self.clock() - tally.written_at < UNCAPPED_WRITE_INTERVAL
-        )
-
     def spent(self, day: str) -> float:
         """Dollars spent on the connection on ``day``: this process's now, the others' as last read."""
         tally = self._tally(day)
-        if tally.unwritten:
+        if tally.written != tally.requests:
             try:
                 self._write(tally)
             except Exception as error:
@@ -357,7 +315,7 @@ class DailyLedger:
                 requests, text = tally.requests, tally.text(self.conn_id)
             if requests == tally.written:
                 return
-            self._storage.write(self._folder(tally.day), tally.file, text)
+            _write(_join(self._folder(tally.day), tally.file), text)
             tally.written, tally.written_at = requests, self.clock()
 
     def _others(self, day: str, own: str) -> _Seen:
@@ -365,17 +323,16 @@ class DailyLedger:
         now = time.monotonic()
         with _lock:
             seen = _seen.get(key)
-        if seen is not None and now - seen.read_at < self.settings.ledger_refresh_seconds:
-            return seen
-        seen = self._read_day(day, own, now)
-        with _lock:
-            _seen[key] = seen
+        if seen is None or now - seen.read_at >= self.settings.ledger_refresh_seconds:
+            seen = self._read_day(day, own, now)
+            with _lock:
+                _seen[key] = seen
         return seen
 
     def _read_day(self, day: str, own: str, now: float) -> _Seen:
         folder = self._folder(day)
         try:
-            names = self._storage.list(folder)
+            names = _list(folder)
         except FileNotFoundError:
             return _Seen(now, 0.0, 0.0, 0.0)
         except Exception as error:
@@ -384,17 +341,17 @@ class DailyLedger:
         for name in names:
             if name == own or not _FILE_NAME.fullmatch(name):
                 continue
-            entry = _read_entry(self._storage, folder, name)
+            entry = _read_entry(_join(folder, name))
             if isinstance(entry, str):
                 raise self._unavailable(
-                    f"the file {self._storage.join(folder, name)} {entry} (fix: repair or delete it; "
+                    f"the file {_join(folder, name)} {entry} (fix: repair or delete it; "
                     "a deleted file's spend is no longer counted)"
                 )
             usd, credits, priced = usd + entry[0], credits + entry[1], priced + entry[2]
         return _Seen(now, usd, credits, priced)
 
     def _folder(self, day: str) -> str:
-        return self._storage.join(self._storage.join(self._root, self.fingerprint), day)
+        return _join(self._root, self.fingerprint, day)
 
     def _unavailable(self, why: str) -> LedgerUnavailableError:
         return LedgerUnavailableError(
@@ -404,10 +361,10 @@ class DailyLedger:
         )
 
 
-def _read_entry(storage: _Storage, folder: str, name: str) -> tuple[float, float, float] | str:
+def _read_entry(location: str) -> tuple[float, float, float] | str:
     """A file's dollars, credits and priced dollars, or why it cannot be counted (in words)."""
     try:
-        data = json.loads(storage.read(folder, name))
+        data = json.loads(_read(location))
     except FileNotFoundError:
         return 0.0, 0.0, 0.0  # removed since the listing
     except Exception as error:
@@ -421,44 +378,33 @@ def _read_entry(storage: _Storage, folder: str, name: str) -> tuple[float, float
     return numbers[0], numbers[1], numbers[2]
 
 
-class _Storage:
-    """Local files: listed, read and written with plain file calls (atomic replace, owner-only)."""
-
-    def join(self, folder: str, name: str) -> str:
-        return os.path.join(folder, name)
-
-    def list(self, folder: str) -> list[str]:
-        return os.listdir(folder)
-
-    def read(self, folder: str, name: str) -> str:
-        return read_local(os.path.join(folder, name))
-
-    def write(self, folder: str, name: str, text: str) -> None:
-        write_local(os.path.join(folder, name), text)
+def _join(folder: str, *names: str) -> str:
+    """A path under a local folder or an object-storage URL (both separate names with ``/``)."""
+    return "/".join((folder.rstrip("/"), *names))
 
 
-class _ObjectStorage(_Storage):
-    """Object storage through Airflow's ``ObjectStoragePath``; one object put is atomic."""
-
-    def join(self, folder: str, name: str) -> str:
-        return f"{folder.rstrip('/')}/{name}"
-
-    def list(self, folder: str) -> list[str]:
-        path = object_path(folder)
-        if not path.exists():
-            raise FileNotFoundError(folder)
-        return [child.name for child in path.iterdir()]
-
-    def read(self, folder: str, name: str) -> str:
-        return str(object_path(self.join(folder, name)).read_text())
-
-    def write(self, folder: str, name: str, text: str) -> None:
-        path = object_path(self.join(folder, name))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+def _list(folder: str) -> list[str]:
+    """The names in a local folder (plain file calls) or under an object-storage URL."""
+    local = local_folder(folder)
+    if local is not None:
+        return os.listdir(local)
+    path = object_path(folder)
+    if not path.exists():
+        raise FileNotFoundError(folder)
+    return [child.name for child in path.iterdir()]
 
 
-def _storage_for(root: str) -> tuple[_Storage, str]:
-    """The storage of a ledger root, and the root as that storage names it."""
-    folder = local_folder(root)
-    return (_ObjectStorage(), root) if folder is None else (_Storage(), folder)
+def _read(location: str) -> str:
+    local = local_folder(location)
+    return read_local(local) if local is not None else str(object_path(location).read_text())
+
+
+def _write(location: str, text: str) -> None:
+    """Write a file atomically: a local one owner-only (see :func:`write_local`), an object in one put."""
+    local = local_folder(location)
+    if local is not None:
+        write_local(local, text)
+        return
+    path = object_path(location)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

@@ -1,23 +1,11 @@
 """``@task.o3_mini``: a TaskFlow function returns the prompt, o3-mini answers, the reply is its result.
 
-::
-
-    @task.o3_mini(system_prompt="You are a precise analyst.", reasoning_effort="low")
-    def summarise(figures: dict) -> str:
-        return f"Summarise these figures for the operations team: {figures}"
-
-    summarise(collect_figures())
-
-The function receives upstream values as ordinary arguments (TaskFlow creates the dependencies) and
-returns the prompt (a string) or the whole conversation (a list of ``{"role", "content"}`` dicts).
-What it returns is data: it is sent as it is, never rendered as a Jinja template. The decorator takes
-the arguments of :class:`~airflow_o3.operators.o3mini.O3MiniOperator` other than ``prompt`` and
-``messages``, and the reply, ``usage`` and ``completion`` land in XCom as they do with the operator.
+Examples and the arguments: ``docs/taskflow.md``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import (
@@ -39,60 +27,29 @@ _SET_BY_THE_FUNCTION = ("prompt", "messages")
 _DEVELOPER_ROLES = ("developer", "system")
 
 
-def refuse_prompt_arguments(decorator: str, kwargs: Mapping[str, Any]) -> None:
-    """The decorated function makes the prompt: refuse ``prompt=`` / ``messages=`` when decorating.
+class O3MiniDecoratedOperator(DecoratedOperator, O3MiniOperator):
+    """The operator behind ``@task.o3_mini``: :class:`O3MiniOperator` whose prompt is the result of
+    the decorated function, called when the task runs, after Airflow rendered the templates (so what
+    it returns is never rendered).
 
-    :raises InvalidRequestError: naming the argument and the fix.
-    """
-    given = [name for name in _SET_BY_THE_FUNCTION if name in kwargs]
-    if given:
-        raise InvalidRequestError(
-            f"@task.{decorator}: {' and '.join(given)} is what the decorated function returns (fix: drop "
-            f"{given[0]}= and return the prompt, or the list of messages, from the function)"
-        )
-
-
-class PromptFromFunction:
-    """Runs the decorated function when the task runs and puts what it returns in the request.
-
-    For the decorated operators here, whose ``execute`` calls :meth:`prompt_from_function` first.
-    The fields are set after Airflow rendered the templates, so the function's result is never
-    rendered. (``execute`` itself stays in each operator class: Airflow 2 guards every operator
-    class's own ``execute``.)
+    :param python_callable: the decorated function; it returns the prompt or the messages.
+    :param op_args: its positional arguments (upstream outputs are resolved first).
+    :param op_kwargs: its keyword arguments (upstream outputs are resolved first).
     """
 
-    custom_operator_name: str
-    task_id: str
-    python_callable: Callable[..., Any]
-    op_args: Collection[Any]
-    op_kwargs: Mapping[str, Any]
-    prompt: Any
-    messages: Any
-    system_prompt: str | None
+    template_fields: Sequence[str] = (*DecoratedOperator.template_fields, *O3MiniOperator.template_fields)
+    template_fields_renderers: ClassVar[dict[str, str]] = {
+        **DecoratedOperator.template_fields_renderers,
+        **O3MiniOperator.template_fields_renderers,
+    }
+    custom_operator_name: str = "@task.o3_mini"
+    overwrite_rtif_after_execution: bool = True  # the UI shows the prompt the function returned
 
-    def init_decorated(
-        self,
-        *,
-        python_callable: Callable[..., Any],
-        op_args: Collection[Any] | None = None,
-        op_kwargs: Mapping[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """Each decorated operator's ``__init__`` (Airflow wraps every operator class's own): the
-        prompt is set during execution, by the function."""
-        super().__init__(  # type: ignore[call-arg]  # the operator that follows in the MRO
-            python_callable=python_callable,
-            op_args=op_args,
-            op_kwargs=op_kwargs,
-            prompt=SET_DURING_EXECUTION,
-            **kwargs,
-        )
-
-    def prompt_from_function(self, context: Context) -> None:
-        """Call the decorated function with its arguments and the context it asks for; use its result."""
+    def execute(self, context: Context) -> Any:
         context_merge(context, self.op_kwargs)
         kwargs = determine_kwargs(self.python_callable, self.op_args, context)
         self.use_returned(self.python_callable(*self.op_args, **kwargs))
+        return super().execute(context)
 
     def use_returned(self, value: Any) -> None:
         """Make ``value`` (the function's result) the prompt or the conversation of the request.
@@ -140,28 +97,30 @@ def _described(value: Any) -> str:
     return f"{type(value).__name__} {str(value)[:80]!r}"
 
 
-class O3MiniDecoratedOperator(PromptFromFunction, DecoratedOperator, O3MiniOperator):
-    """The operator behind ``@task.o3_mini``: :class:`O3MiniOperator` whose prompt is the result of
-    the decorated function.
+def decorator_of(
+    operator_class: type[O3MiniDecoratedOperator],
+    python_callable: Callable[..., Any] | None,
+    kwargs: dict[str, Any],
+) -> TaskDecorator:
+    """The TaskFlow decorator of ``operator_class``; ``prompt=`` / ``messages=`` are refused (the
+    function makes the prompt).
 
-    :param python_callable: the decorated function; it returns the prompt or the messages.
-    :param op_args: its positional arguments (upstream outputs are resolved first).
-    :param op_kwargs: its keyword arguments (upstream outputs are resolved first).
+    :raises InvalidRequestError: naming the argument and the fix.
     """
-
-    template_fields: Sequence[str] = (*DecoratedOperator.template_fields, *O3MiniOperator.template_fields)
-    template_fields_renderers: ClassVar[dict[str, str]] = {
-        **DecoratedOperator.template_fields_renderers,
-        **O3MiniOperator.template_fields_renderers,
-    }
-    custom_operator_name: str = "@task.o3_mini"
-    overwrite_rtif_after_execution: bool = True  # the UI shows the prompt the function returned
-
-    __init__ = PromptFromFunction.init_decorated
-
-    def execute(self, context: Context) -> Any:
-        self.prompt_from_function(context)
-        return super().execute(context)
+    given = [name for name in _SET_BY_THE_FUNCTION if name in kwargs]
+    if given:
+        raise InvalidRequestError(
+            f"{operator_class.custom_operator_name}: {' and '.join(given)} is what the decorated "
+            f"function returns (fix: drop {given[0]}= and return the prompt, or the list of messages, "
+            "from the function)"
+        )
+    kwargs.setdefault("multiple_outputs", False)  # the function's annotation is the prompt's, not the reply's
+    return task_decorator_factory(
+        python_callable=python_callable,
+        decorated_operator_class=operator_class,
+        prompt=SET_DURING_EXECUTION,
+        **kwargs,
+    )
 
 
 def o3_mini_task(python_callable: Callable[..., Any] | None = None, **kwargs: Any) -> TaskDecorator:
@@ -175,10 +134,4 @@ def o3_mini_task(python_callable: Callable[..., Any] | None = None, **kwargs: An
 
     :param python_callable: the function (given by Python when used as ``@task.o3_mini``).
     """
-    refuse_prompt_arguments("o3_mini", kwargs)
-    kwargs.setdefault("multiple_outputs", False)  # the function's annotation is the prompt's, not the reply's
-    return task_decorator_factory(
-        python_callable=python_callable,
-        decorated_operator_class=O3MiniDecoratedOperator,
-        **kwargs,
-    )
+    return decorator_of(O3MiniDecoratedOperator, python_callable, kwargs)

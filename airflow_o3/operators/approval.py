@@ -1,20 +1,11 @@
 """Approval before the reply flows on: a person approves, edits or rejects o3-mini's reply in
-Airflow's UI (Browse > Required Actions) before downstream tasks see it.
+Airflow's UI (Browse > Required Actions) before downstream tasks see it (``docs/approval.md``).
 
-Built on Airflow's human-in-the-loop (Airflow 3.1+, the standard provider's HITL): the task writes
-a HITL request showing the reply, with the options Approve and Reject and an editable ``reply``
-field, and waits without holding a worker slot. On Airflow 3.3+ it waits in the ``awaiting_input``
-state (no triggerer); on 3.1 and 3.2 it defers to the standard provider's ``HITLTrigger``. The
-reply travels with the wait (the task's ``next_kwargs``), so nothing is asked, or paid, again when
-the task resumes; the ``usage`` and ``completion`` XComs were pushed from the paid reply before it.
-
-- Approve: the reply (or the text put in the ``reply`` field) is the task's return value.
-- Reject: the task is skipped, so downstream tasks with the default trigger rule are skipped.
-- No answer within ``approval_timeout``: Airflow applies the default, Reject; the unreviewed reply
-  never flows on.
-
-This module is imported when DAGs are parsed: the HITL machinery is imported only when a task
-asks for approval.
+Built on Airflow's human-in-the-loop (Airflow 3.1+, the standard provider's HITL), as its
+``HITLOperator`` does: the task writes a HITL request and waits without a worker slot, in the
+``awaiting_input`` state on Airflow 3.3+, deferred to ``HITLTrigger`` on 3.1 and 3.2. The reply
+travels with the wait (the task's ``next_kwargs``), so nothing is asked, or paid, again when the
+task resumes. Imported at DAG parse: the HITL machinery is imported only when a task asks for it.
 """
 
 from __future__ import annotations
@@ -116,13 +107,8 @@ class ReplyApproval(_OperatorBase):
     approval_timeout: timedelta = DEFAULT_APPROVAL_TIMEOUT
 
     def init_approval(self, require_approval: bool, approval_timeout: timedelta | float) -> None:
-        """Check and store the approval arguments.
+        """Check and store the approval arguments (their meaning: :class:`O3MiniOperator`).
 
-        :param require_approval: hold the reply until a person approves, edits or rejects it in
-            Airflow's UI (Required Actions); rejected, the task is skipped and so are the downstream
-            tasks. Airflow 3.1 and later.
-        :param approval_timeout: how long to wait for the person (a timedelta or seconds; default 24
-            hours). With no answer by then the reply is rejected.
         :raises InvalidRequestError: approval on an Airflow without human-in-the-loop, or a timeout
             that is not a positive duration.
         """
@@ -139,30 +125,9 @@ class ReplyApproval(_OperatorBase):
         """
         if not self.require_approval:
             return reply
-        from airflow.sdk.execution_time.hitl import upsert_hitl_detail
-
-        ti_id = context["task_instance"].id
-        params = self._reply_params(reply)
-        upsert_hitl_detail(
-            ti_id=ti_id,
-            options=OPTIONS,
-            subject=f"Approve o3-mini's reply of {self.dag_id}.{self.task_id}",
-            body=approval_body(reply),
-            defaults=[REJECT],
-            multiple=False,
-            params=params,
-        )
-        self.log.info(
-            "The reply waits for approval (Required Actions in Airflow's UI) for at most %s; "
-            "without an answer it is rejected",
-            self.approval_timeout,
-        )
-        self._wait_for_answer(ti_id, params, reply)
-
-    def _reply_params(self, reply: Any) -> dict[str, dict[str, Any]]:
-        """The approval form: one multi-line text field holding the reply, in the serialized form
-        the HITL request and trigger take."""
         from airflow.sdk import Param
+        from airflow.sdk.execution_time.hitl import upsert_hitl_detail
+        from airflow.sdk.timezone import utcnow
 
         field = Param(
             reply_field_text(reply),
@@ -171,12 +136,25 @@ class ReplyApproval(_OperatorBase):
             title="Reply",
             description="What the downstream tasks receive when you approve; edit it to change it.",
         )
-        return {REPLY_FIELD: field.serialize()}
-
-    def _wait_for_answer(self, ti_id: Any, params: dict[str, dict[str, Any]], reply: Any) -> None:
-        """Wait for the answer without a worker slot; the reply travels with the wait."""
-        from airflow.sdk.timezone import utcnow
-
+        # What the HITL request and its trigger both take: the options and the form.
+        form: dict[str, Any] = {
+            "ti_id": context["task_instance"].id,
+            "options": OPTIONS,
+            "defaults": [REJECT],
+            "multiple": False,
+            "params": {REPLY_FIELD: field.serialize()},
+        }
+        upsert_hitl_detail(
+            subject=f"Approve o3-mini's reply of {self.dag_id}.{self.task_id}",
+            body=approval_body(reply),
+            **form,
+        )
+        self.log.info(
+            "The reply waits for approval (Required Actions in Airflow's UI) for at most %s; "
+            "without an answer it is rejected",
+            self.approval_timeout,
+        )
+        # Without a worker slot; the reply travels with the wait.
         if airflow_version() >= (3, 3):
             from airflow.sdk.exceptions import TaskAwaitingInput
 
@@ -185,18 +163,8 @@ class ReplyApproval(_OperatorBase):
             )
         from airflow.providers.standard.triggers.hitl import HITLTrigger
 
-        self.defer(
-            trigger=HITLTrigger(
-                ti_id=ti_id,
-                options=OPTIONS,
-                params=params,
-                defaults=[REJECT],
-                multiple=False,
-                timeout_datetime=utcnow() + self.approval_timeout,
-            ),
-            method_name=RESUME_METHOD,
-            kwargs={"reply": reply},
-        )
+        trigger = HITLTrigger(timeout_datetime=utcnow() + self.approval_timeout, **form)
+        self.defer(trigger=trigger, method_name=RESUME_METHOD, kwargs={"reply": reply})
 
     def approval_complete(self, context: Context, reply: Any, event: dict[str, Any]) -> Any:
         """Resume with the person's answer: return the reply (as edited) or skip.
@@ -211,7 +179,8 @@ class ReplyApproval(_OperatorBase):
                 f"{event.get('error')}"
             )
         chosen = list(event.get("chosen_options") or [])
-        who = self._responder(event)
+        user = event.get("responded_by_user")
+        who = f"{user.get('name')} (id {user.get('id')})" if user and not event.get("timedout") else None
         if chosen != [APPROVE]:
             raise AirflowSkipException(
                 f"The reply was {'rejected by ' + who if who else 'not approved in time, so rejected'}; "
@@ -223,13 +192,6 @@ class ReplyApproval(_OperatorBase):
             return reply
         self.log.info("The reply was approved by %s with their edit", who)
         return self._edited_reply(reply, edited)
-
-    @staticmethod
-    def _responder(event: dict[str, Any]) -> str | None:
-        user = event.get("responded_by_user")
-        if not user or event.get("timedout"):
-            return None
-        return f"{user.get('name')} (id {user.get('id')})"
 
     def _edited_reply(self, reply: Any, edited: Any) -> Any:
         """The reviewer's version: text for a text reply; for a JSON reply, the edit parsed (and

@@ -22,11 +22,6 @@ if TYPE_CHECKING:
 _NOT_FOR_A_CHOICE = ("n", "tools", "tool_choice")
 """Request parameters that would make the reply something other than one choice."""
 
-REASON_FIELD = {
-    "type": "string",
-    "description": "One short sentence: why this branch fits.",
-}
-
 
 @dataclass(frozen=True)
 class Branch:
@@ -54,10 +49,9 @@ def branches(task_id: str | None, choices: Any) -> dict[str, Branch]:
             f"{task_id}: choices is {choices!r} (fix: a list of downstream task ids, or a dict of "
             'labels to task ids or Branch(task_id, description), e.g. {"billing": "handle_billing"})'
         )
-    if isinstance(choices, Mapping):
-        found = {str(label): _branch(task_id, label, value) for label, value in choices.items()}
-    else:
-        found = {str(choice): Branch(str(choice)) for choice in choices}
+    if not isinstance(choices, Mapping):
+        choices = {str(choice): str(choice) for choice in choices}
+    found = {str(label): _branch(task_id, label, value) for label, value in choices.items()}
     if len(found) < 2:
         raise InvalidRequestError(
             f"{task_id}: choices gives {len(found)} branch(es); a choice needs at least two "
@@ -96,7 +90,10 @@ def choice_schema(options: Mapping[str, Branch], multiple: bool) -> dict[str, An
     return {
         "title": "BranchChoice",
         "type": "object",
-        "properties": {"choice": choice, "reason": REASON_FIELD},
+        "properties": {
+            "choice": choice,
+            "reason": {"type": "string", "description": "One short sentence: why this branch fits."},
+        },
     }
 
 
@@ -186,11 +183,9 @@ class O3MiniBranchOperator(O3MiniOperator, BranchMixIn):
         return self._branch(context, options, super().execute_complete(context, event))
 
     def _branch(self, context: Context, options: Mapping[str, Branch], reply: Any) -> Any:
-        """Skip the branches not chosen, log the choice and its reason, and return both.
-
-        A task that only renders its request (nothing sent) returns the request and skips nothing.
-        """
-        if getattr(self, "render_only", None) or getattr(self, "dry_run_only", False):
+        """Skip the branches not chosen, log the choice and its reason, and return both (a task that
+        only renders its request returns the request and skips nothing)."""
+        if self.render_only:
             return reply
         chosen = reply["choice"] if isinstance(reply["choice"], list) else [reply["choice"]]
         labels = list(dict.fromkeys(chosen))

@@ -1,13 +1,9 @@
 """Upstream data by name: ``inputs={"figures": collect.output}`` and ``{{ inputs.figures }}`` in a prompt.
 
-An upstream output given in ``inputs`` makes Airflow create the dependency (``inputs`` is a template
-field, and an ``XComArg`` in a template field sets the upstream task), and its value is in the
-template context as ``inputs`` when the task's fields are rendered. A template that pulls a task with
-``ti.xcom_pull(task_ids="x")`` instead depends on the author writing ``x >> task``; when that edge is
-missing the task fails before it sends anything, naming the edge to add, rather than rendering
-``None`` into the prompt.
-
-This module is imported at DAG parse: it imports nothing heavy (jinja2 is loaded when a task renders).
+``inputs`` is a template field, so an ``XComArg`` in it makes Airflow create the dependency; a
+``ti.xcom_pull(task_ids="x")`` in a template depends on the author writing ``x >> task``, and a
+missing edge fails the task before it sends anything (``docs/taskflow.md``). Imported at DAG parse:
+jinja2 is loaded only when a task renders.
 """
 
 from __future__ import annotations
@@ -54,35 +50,6 @@ def checked_inputs(task_id: str | None, inputs: Mapping[str, Any] | None) -> dic
             "(fix: use names made of letters, digits and underscores, not starting with a digit)"
         )
     return dict(inputs)
-
-
-def add_inputs_to_context(operator: Any, context: Context, jinja_env: jinja2.Environment | None) -> None:
-    """Put the task's resolved ``inputs`` into ``context`` (once per rendering), after checking that
-    every task its templates pull with ``ti.xcom_pull`` runs before it.
-
-    Called by the operator's ``render_template`` before it renders anything, so it works for mapped
-    and unmapped tasks alike and whatever the order of the template fields. Upstream outputs are
-    resolved, never rendered: data holding ``{{`` reaches the prompt as it is.
-
-    :raises AirflowFailException: a pulled task is not upstream (see :func:`check_pulled_tasks`).
-    """
-    if INPUTS_KEY in context:
-        return
-    check_pulled_tasks(operator, jinja_env)
-    resolved: dict[str, Any] = {}
-    context[INPUTS_KEY] = resolved  # type: ignore[literal-required]  # our own key, read by our templates
-    for name, value in (getattr(operator, INPUTS_KEY, None) or {}).items():
-        resolved[name] = operator.render_template(value, context, jinja_env)
-
-
-def check_pulled_tasks(operator: Any, jinja_env: jinja2.Environment | None) -> None:
-    """Fail when a template pulls a task that does not run before this one.
-
-    :raises AirflowFailException: naming each template field, the pulled task and the edge to add.
-    """
-    problems = missing_upstream_pulls(operator, jinja_env)
-    if problems:
-        raise AirflowFailException("; ".join(problems))
 
 
 def missing_upstream_pulls(operator: Any, jinja_env: jinja2.Environment | None = None) -> list[str]:
@@ -180,11 +147,23 @@ def render_with_inputs(
     jinja_env: jinja2.Environment | None,
     seen_oids: set[int] | None,
 ) -> Any:
-    """An operator's ``render_template`` with ``inputs``: check the pulls and resolve ``inputs`` into
-    the context first (once per rendering), then render ``content`` with ``render`` (the operator's
-    inherited ``render_template``); the ``inputs`` field itself renders to the values resolved then.
-    Calling it again from a subclass changes nothing."""
-    add_inputs_to_context(operator, context, jinja_env)
+    """An operator's ``render_template`` with ``inputs``: once per rendering, fail when a template
+    pulls a task that does not run before this one (:func:`missing_upstream_pulls`) and put the
+    task's resolved ``inputs`` into the context; then render ``content`` with ``render`` (the
+    operator's inherited ``render_template``). The ``inputs`` field itself renders to the values
+    resolved then. Upstream outputs are resolved, never rendered: data holding ``{{`` reaches the
+    prompt as it is. Works for mapped and unmapped tasks alike, whatever the order of the fields.
+
+    :raises AirflowFailException: naming each template field, the pulled task and the edge to add.
+    """
+    if INPUTS_KEY not in context:
+        problems = missing_upstream_pulls(operator, jinja_env)
+        if problems:
+            raise AirflowFailException("; ".join(problems))
+        resolved: dict[str, Any] = {}
+        context[INPUTS_KEY] = resolved  # type: ignore[literal-required]  # our own key, read by our templates
+        for name, value in (getattr(operator, INPUTS_KEY, None) or {}).items():
+            resolved[name] = operator.render_template(value, context, jinja_env)
     if content and content is getattr(operator, INPUTS_KEY, None):
         return context[INPUTS_KEY]  # type: ignore[literal-required]
     return render(content, context, jinja_env, seen_oids)

@@ -20,7 +20,7 @@ from airflow.api_fastapi.app import get_auth_manager
 from airflow.api_fastapi.common.db.common import SessionDep  # noqa: TC002
 from airflow.api_fastapi.core_api.security import GetUserDep  # noqa: TC002
 from fastapi import FastAPI, Query
-from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.responses import FileResponse, StreamingResponse
 
 from airflow_o3.plugins.spend_query import MAX_DAYS, SpendQuery, Window, csv_lines
 
@@ -37,11 +37,6 @@ def readable_dag_ids(user: Any, session: Any) -> set[str]:
     return set(get_auth_manager().get_authorized_dag_ids(user=user, method="GET", session=session))
 
 
-def page_html() -> str:
-    """The page: static HTML and JavaScript that fetch ``api/summary`` (no data in it)."""
-    return resources.files("airflow_o3.plugins").joinpath("spend_page.html").read_text(encoding="utf-8")
-
-
 def _csv_stream(window: Window, dag_ids: set[str]) -> Iterator[str]:
     """The CSV, read in a session of its own: the request's session is closed while the response streams."""
     from airflow.utils.session import create_session
@@ -54,9 +49,12 @@ def create_app() -> FastAPI:
     """The app Airflow mounts under ``/o3-spend``."""
     app = FastAPI(title="o3-mini spend", docs_url=None, redoc_url=None, openapi_url=None)
 
-    @app.get("/", response_class=HTMLResponse)
-    def page() -> HTMLResponse:
-        return HTMLResponse(page_html())
+    @app.get("/", response_class=FileResponse)
+    def page() -> FileResponse:
+        """The page: static HTML and JavaScript that fetch ``api/summary`` (no data in it)."""
+        return FileResponse(
+            str(resources.files("airflow_o3.plugins") / "spend_page.html"), media_type="text/html"
+        )
 
     @app.get("/api/summary")
     def summary(user: GetUserDep, session: SessionDep, days: DaysQuery = 7) -> dict[str, Any]:

@@ -15,17 +15,18 @@ import io
 import operator
 import threading
 from array import array
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
-from sqlalchemy import String, and_, case, cast, func, literal, or_, select
+from sqlalchemy import String, and_, cast, func, select
 from sqlalchemy.orm import aliased
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterator, Sequence
 
+    from sqlalchemy import Select
     from sqlalchemy.orm import Session
     from sqlalchemy.sql.elements import ColumnElement
 
@@ -57,39 +58,41 @@ class Window:
         return [(self.since + timedelta(days=offset)).strftime("%Y-%m-%d") for offset in range(self.days)]
 
 
-@dataclass(frozen=True)
-class Spend:
-    """Calls and their tokens and dollars, added up.
-
-    ``usd_spent`` adds the calls whose cost the service reported; ``calls_without_cost`` counts the others
-    (their tokens are in, their cost is "not reported").
-    """
-
-    calls: int = 0
-    replies: int = 0
-    prompt_tokens: int = 0
-    cached_tokens: int = 0
-    completion_tokens: int = 0
-    reasoning_tokens: int = 0
-    total_tokens: int = 0
-    usd_spent: float = 0.0
-    calls_without_cost: int = 0
-
-    def __add__(self, other: Spend) -> Spend:
-        mine, theirs = asdict(self), asdict(other)
-        return Spend(**{name: mine[name] + theirs[name] for name in mine})
-
-    def to_json(self) -> dict[str, Any]:
-        """The figures as JSON; ``usd_spent`` is ``None`` when no call of these reported a cost."""
-        figures = asdict(self)
-        figures["usd_spent"] = round(self.usd_spent, 8) if self.calls_without_cost < self.calls else None
-        return figures
+SPEND_FIELDS = (
+    "calls",
+    "replies",
+    "prompt_tokens",
+    "cached_tokens",
+    "completion_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "usd_spent",
+    "calls_without_cost",
+)
+"""What is added up per call, in this order: ``usd_spent`` adds the calls whose cost the service
+reported; ``calls_without_cost`` counts the others (their tokens are in, their cost is "not reported")."""
+_CALLS, _TOTAL_TOKENS, _USD, _WITHOUT_COST = (
+    SPEND_FIELDS.index(name) for name in ("calls", "total_tokens", "usd_spent", "calls_without_cost")
+)
+TOKENS: tuple[str | tuple[str, ...], ...] = (
+    "prompt_tokens",
+    ("prompt_tokens_details", "cached_tokens"),
+    "completion_tokens",
+    ("completion_tokens_details", "reasoning_tokens"),
+    "total_tokens",
+)
+"""Where each token figure (``prompt_tokens`` to ``total_tokens``) is in a ``usage``
+value: a key, or keys into nested objects."""
 
 
-def _figure(value: Any, path: str | tuple[str, ...]) -> ColumnElement[Any]:
-    """A number in the JSON value (``path``: a key, or keys into nested objects), NULL where absent."""
-    figure: ColumnElement[Any] = value[path].as_float()
-    return figure
+def _spend(figures: Sequence[float]) -> dict[str, Any]:
+    """Figures added up (in :data:`SPEND_FIELDS` order) as JSON; ``usd_spent`` is ``None`` when no call
+    of these reported a cost."""
+    priced = figures[_WITHOUT_COST] < figures[_CALLS]
+    return {
+        name: (round(value, 8) if priced else None) if name == "usd_spent" else int(value)
+        for name, value in zip(SPEND_FIELDS, figures, strict=True)
+    }
 
 
 def _day(timestamp: Any, dialect: str) -> ColumnElement[str]:
@@ -101,46 +104,39 @@ def _day(timestamp: Any, dialect: str) -> ColumnElement[str]:
     return func.strftime("%Y-%m-%d", timestamp)
 
 
-FIGURES: dict[str, str | tuple[str, ...]] = {
-    "prompt_tokens": "prompt_tokens",
-    "cached_tokens": ("prompt_tokens_details", "cached_tokens"),
-    "completion_tokens": "completion_tokens",
-    "reasoning_tokens": ("completion_tokens_details", "reasoning_tokens"),
-    "total_tokens": "total_tokens",
-    "usd_spent": "usd_spent",
-    "items": "items",
-}
-"""The numbers read from each ``usage`` value: column name -> key (or keys into nested objects)."""
+def _written(usage: Any) -> ColumnElement[str]:
+    """What changes when a call is recorded again: its ``usage`` row's timestamp, as text.
+
+    Airflow sets an XCom's timestamp anew whenever a task writes it (a cleared and re-run task too),
+    and a task writes its ``usage`` before its ``completion``.
+    """
+    written: ColumnElement[str] = cast(usage.timestamp, String).label("written")
+    return written
 
 
-def _same_task(usage: Any, completion: Any) -> ColumnElement[bool]:
-    """The ``completion`` row of the task (and map index) that recorded the ``usage`` row."""
-    return and_(
+def _usage_rows(columns: Callable[[Any], Sequence[Any]], with_values: bool) -> tuple[Any, Select[Any]]:
+    """The ``usage`` alias of the ``xcom`` table and a statement of its ``usage`` rows: ``columns(usage)``
+    and, ``with_values``, then the JSON values of the row and of the ``completion`` row of the same task
+    and map index."""
+    from airflow.models.xcom import XComModel
+
+    usage = aliased(XComModel, name="usage")
+    if not with_values:
+        return usage, select(*columns(usage)).select_from(usage).where(usage.key == "usage")
+    completion = aliased(XComModel, name="completion")
+    same_task = and_(
         completion.dag_run_id == usage.dag_run_id,
         completion.task_id == usage.task_id,
         completion.map_index == usage.map_index,
         completion.key == "completion",
     )
-
-
-SPEND_FIELDS = tuple(field.name for field in fields(Spend))
-"""The figures of :class:`Spend`, in order: what is added up per call."""
-
-
-def _spend(figures: Sequence[float]) -> Spend:
-    """The :class:`Spend` of figures added up in :data:`SPEND_FIELDS` order."""
-    calls, replies, prompt, cached, completion, reasoning, total, usd, without_cost = figures
-    return Spend(
-        int(calls),
-        int(replies),
-        int(prompt),
-        int(cached),
-        int(completion),
-        int(reasoning),
-        int(total),
-        float(usd),
-        int(without_cost),
+    statement = (
+        select(*columns(usage), usage.value, completion.value.label("completion_value"))
+        .select_from(usage)
+        .outerjoin(completion, same_task)
+        .where(usage.key == "usage")
     )
+    return usage, statement
 
 
 def _number(value: Any, path: str | tuple[str, ...]) -> float | None:
@@ -165,7 +161,7 @@ def _figures(usage: Any, completion: Any) -> tuple[str, tuple[float, ...] | None
     # A reply from the response cache carries the usage of the call that paid for it: nothing this time.
     if isinstance(completion, dict) and completion.get("from_cache") is True:
         return model, (1.0, replies, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-    tokens = [_number(usage, FIGURES[name]) or 0.0 for name in SPEND_FIELDS[2:7]]
+    tokens = [_number(usage, path) or 0.0 for path in TOKENS]
     usd = _number(usage, "usd_spent")
     return model, (1.0, replies, *tokens, usd or 0.0, float(usd is None))
 
@@ -185,38 +181,31 @@ CallKey = tuple[int, str, int]
 class RecordedCalls:
     """The calls' figures, read from their JSON once and remembered by the API server process.
 
-    A page load reads the window's ``usage`` rows without their JSON (where, when, the change token)
-    and reads the JSON only of the calls it does not remember, whose rows were rewritten since (a
-    cleared and re-run task) or that were not o3-mini spend when read (a ``usage`` without its
-    ``completion`` yet). A row deleted is simply no longer listed, so it no longer counts. At most
-    ``limit`` calls are remembered (about 0.6 KB each: 61 MB for 100,000); when a load would pass
-    it, the calls that load did not list are forgotten, and calls beyond the limit are read again at
-    each load.
+    A call is read again when its ``usage`` row was rewritten since (a cleared and re-run task) or it
+    was not o3-mini spend when read (its ``completion`` not written yet). At most ``limit`` calls are
+    remembered (about 0.6 KB each); past that, the calls the load did not list are forgotten, and
+    calls beyond the limit are read again at each load (``docs/spend.md``, *Speed*).
     """
 
     def __init__(self, limit: int = 200_000) -> None:
         self.limit = limit
         self._lock = threading.Lock()
-        self._by_database: dict[str, dict[CallKey, Recorded]] = {}
+        self._remembered: dict[CallKey, Recorded] = {}
 
     def forget(self) -> None:
         """Forget every call (the next page load reads every call's JSON again)."""
         with self._lock:
-            self._by_database.clear()
+            self._remembered.clear()
 
     def known(
-        self,
-        session: Session,
-        rows: list[Any],
-        read: Callable[[Collection[int]], dict[CallKey, Recorded]],
+        self, rows: list[Any], read: Callable[[Collection[int]], dict[CallKey, Recorded]]
     ) -> dict[CallKey, Recorded]:
         """The remembered calls of ``rows`` (from ``SpendQuery._recorded``), reading those not known.
 
         The answer is a copy, taken under the lock: another page load may forget calls meanwhile.
         """
-        database = session.get_bind().engine.url.render_as_string(hide_password=True)
+        remembered = self._remembered
         with self._lock:
-            remembered = self._by_database.setdefault(database, {})
             stale = {
                 run
                 for run, task, index, written, *_ in rows
@@ -249,47 +238,22 @@ def _add(sums: dict[Any, Sequence[float]], key: Any, figures: Sequence[float]) -
     A sum is never changed in place (a new list each time): the first figures are kept as they are.
     """
     total = sums.get(key)
-    if total is None:
-        sums[key] = figures
-    else:
-        sums[key] = list(map(operator.add, total, figures))
+    sums[key] = figures if total is None else list(map(operator.add, total, figures))
 
 
-def _top(sums: dict[Any, Sequence[float]]) -> list[tuple[Any, Sequence[float]]]:
-    """The :data:`TOP` most expensive groups: dollars (groups with no cost reported last), then tokens."""
-    calls, total_tokens, usd, without_cost = (SPEND_FIELDS.index(name) for name in _RANKED_BY)
+def _most_expensive(
+    sums: dict[Any, Sequence[float]], count: int | None = None
+) -> list[tuple[Any, dict[str, Any]]]:
+    """The groups the most expensive first, all or the first ``count``: dollars (groups with no cost
+    reported last), then tokens, then the group's name."""
 
-    def cost(item: tuple[Any, Sequence[float]]) -> tuple[float, float]:
-        figures = item[1]
-        return (figures[usd] if figures[without_cost] < figures[calls] else -1.0, figures[total_tokens])
+    def cost(item: tuple[Any, Sequence[float]]) -> tuple[float, float, Any]:
+        key, figures = item
+        usd = figures[_USD] if figures[_WITHOUT_COST] < figures[_CALLS] else -1.0
+        return -usd, -figures[_TOTAL_TOKENS], key
 
-    return heapq.nlargest(TOP, sums.items(), key=cost)
-
-
-_RANKED_BY = ("calls", "total_tokens", "usd_spent", "calls_without_cost")
-
-
-def _written(usage: Any) -> ColumnElement[str]:
-    """What changes when a call is recorded again: its ``usage`` row's timestamp, as text.
-
-    Airflow sets an XCom's timestamp anew whenever a task writes it (a cleared and re-run task too),
-    and a task writes its ``usage`` before its ``completion``.
-    """
-    written: ColumnElement[str] = cast(usage.timestamp, String).label("written")
-    return written
-
-
-def _one_call(figures: dict[str, Any]) -> Spend:
-    """The :class:`Spend` of one recorded call (figures as read, ``None`` where absent)."""
-    tokens = {name: int(figures[name] or 0) for name in FIGURES if name.endswith("_tokens")}
-    usd = figures["usd_spent"]
-    return Spend(
-        calls=1,
-        replies=int(figures["items"] or 1),
-        usd_spent=float(usd or 0),
-        calls_without_cost=int(usd is None),
-        **tokens,
-    )
+    ranked = heapq.nsmallest(count or len(sums), sums.items(), key=cost)
+    return [(key, _spend(figures)) for key, figures in ranked]
 
 
 class SpendQuery:
@@ -306,54 +270,13 @@ class SpendQuery:
         self.dag_ids = sorted(dag_ids)
         self.dialect = session.get_bind().dialect
 
-    def _calls(self) -> Any:
-        """One row per recorded call of the window: where it ran, its model and its figures."""
-        from airflow.models.xcom import XComModel
-
-        usage = aliased(XComModel, name="usage")
-        completion = aliased(XComModel, name="completion")
-        model = func.coalesce(completion.value["model"].as_string(), literal(MODEL_NOT_RECORDED))
-        # A reply from the response cache carries the usage of the call that paid for it: nothing this time.
-        from_cache = func.coalesce(completion.value["from_cache"].as_boolean(), False)
-
-        def figure(name: str, path: str | tuple[str, ...]) -> ColumnElement[Any]:
-            if name == "items":
-                return _figure(usage.value, path).label(name)
-            return case((from_cache, literal(0.0)), else_=_figure(usage.value, path)).label(name)
-
-        return (
-            select(
-                usage.timestamp,
-                _day(usage.timestamp, self.dialect.name).label("day"),
-                usage.dag_id,
-                usage.run_id,
-                usage.task_id,
-                usage.map_index,
-                model.label("model"),
-                *(figure(name, path) for name, path in FIGURES.items()),
-            )
-            .select_from(usage)
-            .outerjoin(completion, _same_task(usage, completion))
-            .where(
-                usage.key == "usage",
-                usage.timestamp >= self.window.since,
-                usage.dag_id.in_(self.dag_ids),
-                # Ours: a call's usage beside its completion, or a batch's (with items). Another
-                # task's XCom that happens to be called "usage" is not o3-mini spend.
-                or_(completion.dag_run_id.is_not(None), _figure(usage.value, "items").is_not(None)),
-            )
-        )
-
     def _recorded(self) -> list[Any]:
         """Every ``usage`` row of the window and the readable DAGs: where, when and its change token.
 
         No JSON is read, nor the ``completion`` rows: the token is the ``usage`` row's timestamp.
         """
-        from airflow.models.xcom import XComModel
-
-        usage = aliased(XComModel, name="usage")
-        statement = (
-            select(
+        usage, statement = _usage_rows(
+            lambda usage: (
                 usage.dag_run_id,
                 usage.task_id,
                 usage.map_index,
@@ -361,36 +284,27 @@ class SpendQuery:
                 _day(usage.timestamp, self.dialect.name).label("day"),
                 usage.dag_id,
                 usage.run_id,
-            )
-            .select_from(usage)
-            .where(usage.key == "usage", usage.timestamp >= self.window.since, usage.dag_id.in_(self.dag_ids))
+            ),
+            with_values=False,
         )
         # Plain rows, without the ORM's result processing: 100,000 of them on a 90-day window.
-        return list(self.session.connection().execute(statement))
+        return list(self.session.connection().execute(statement.where(*self._in_window(usage))))
+
+    def _in_window(self, usage: Any) -> tuple[ColumnElement[bool], ...]:
+        """The conditions on ``usage`` rows of the window and of the readable DAGs."""
+        return usage.timestamp >= self.window.since, usage.dag_id.in_(self.dag_ids)
 
     def _read(self, dag_run_ids: Collection[int]) -> dict[CallKey, Recorded]:
         """The figures of every call of these runs, read from their JSON (the calls not remembered yet)."""
-        from airflow.models.xcom import XComModel
-
-        usage = aliased(XComModel, name="usage")
-        completion = aliased(XComModel, name="completion")
+        usage, statement = _usage_rows(
+            lambda usage: (usage.dag_run_id, usage.task_id, usage.map_index, _written(usage)),
+            with_values=True,
+        )
         read: dict[CallKey, Recorded] = {}
         ordered = sorted(dag_run_ids)
         for start in range(0, len(ordered), 500):
-            statement = (
-                select(
-                    usage.dag_run_id,
-                    usage.task_id,
-                    usage.map_index,
-                    _written(usage),
-                    usage.value,
-                    completion.value.label("completion_value"),
-                )
-                .select_from(usage)
-                .outerjoin(completion, _same_task(usage, completion))
-                .where(usage.key == "usage", usage.dag_run_id.in_(ordered[start : start + 500]))
-            )
-            for run, task, index, written, usage_value, completion_value in self.session.execute(statement):
+            chunk = statement.where(usage.dag_run_id.in_(ordered[start : start + 500]))
+            for run, task, index, written, usage_value, completion_value in self.session.execute(chunk):
                 model, figures = _figures(usage_value, completion_value)
                 read[(run, task, index)] = Recorded(
                     written, model, None if figures is None else array("d", figures)
@@ -401,10 +315,10 @@ class SpendQuery:
         """Everything the page draws: totals, per day, per DAG, per model, the top tasks and runs."""
         cells: dict[tuple[str, str, str], Sequence[float]] = {}
         per_task: dict[tuple[str, str, str], Sequence[float]] = {}
-        highest_map_index: dict[tuple[str, str, str], int] = {}
+        mapped: set[tuple[str, str, str]] = set()
         if self.dag_ids:
             rows = self._recorded()
-            known = RECORDED.known(self.session, rows, self._read)
+            known = RECORDED.known(rows, self._read)
             for run, task, index, written, day, dag_id, run_id in rows:
                 entry = known.get((run, task, index))
                 if entry is None or entry.written != written or entry.figures is None:
@@ -415,24 +329,21 @@ class SpendQuery:
                 cells[cell] = figures if in_cell is None else list(map(operator.add, in_cell, figures))
                 per_task[task_key] = figures if in_task is None else list(map(operator.add, in_task, figures))
                 if index >= 0:
-                    highest_map_index[task_key] = max(index, highest_map_index.get(task_key, -1))
+                    mapped.add(task_key)
         per_run: dict[tuple[str, str], Sequence[float]] = {}
         for (dag_id, run_id, _task), task_figures in per_task.items():
             _add(per_run, (dag_id, run_id), task_figures)
-        tasks = [
-            _task_entry(task_key, highest_map_index.get(task_key, -1), _spend(figures))
-            for task_key, figures in _top(per_task)
-        ]
-        runs = [
-            {
-                "dag_id": dag_id,
-                "run_id": run_id,
-                "path": run_path(dag_id, run_id),
-                **_spend(figures).to_json(),
-            }
-            for (dag_id, run_id), figures in _top(per_run)
-        ]
-        return {**self._per_cell(cells), "top_tasks": _by_cost(tasks), "top_runs": _by_cost(runs)}
+        return {
+            **self._per_cell(cells),
+            "top_tasks": [
+                _task_entry(task_key, task_key in mapped, spend)
+                for task_key, spend in _most_expensive(per_task, TOP)
+            ],
+            "top_runs": [
+                {"dag_id": dag_id, "run_id": run_id, "path": run_path(dag_id, run_id), **spend}
+                for (dag_id, run_id), spend in _most_expensive(per_run, TOP)
+            ],
+        }
 
     def _per_cell(self, cells: dict[tuple[str, str, str], Sequence[float]]) -> dict[str, Any]:
         """The window, the totals and the sums per day, DAG and model, from the sums per (day, DAG, model)."""
@@ -445,42 +356,38 @@ class SpendQuery:
             _add(per_day, day, figures)
             _add(per_dag, dag_id, figures)
             _add(per_model, model, figures)
-        totals = [0.0] * len(SPEND_FIELDS)
-        for figures in per_dag.values():
-            totals = [mine + theirs for mine, theirs in zip(totals, figures, strict=True)]
+        totals = [sum(column) for column in zip(*cells.values(), strict=True)] or [0.0] * len(SPEND_FIELDS)
         return {
             "window": {"days": self.window.days, "since": self.window.since.isoformat()},
-            "totals": _spend(totals).to_json(),
-            "per_day": [
-                {"day": day, **_spend(figures).to_json()} for day, figures in sorted(per_day.items())
-            ],
-            "per_dag": _ranked("dag_id", per_dag),
-            "per_model": _ranked("model", per_model),
+            "totals": _spend(totals),
+            "per_day": [{"day": day, **_spend(figures)} for day, figures in sorted(per_day.items())],
+            "per_dag": [{"dag_id": key, **spend} for key, spend in _most_expensive(per_dag)],
+            "per_model": [{"model": key, **spend} for key, spend in _most_expensive(per_model)],
         }
 
     def calls(self) -> Iterator[dict[str, Any]]:
         """Every recorded call of the window, oldest first: the rows of the CSV download."""
         if not self.dag_ids:
             return
-        statement = self._calls().order_by("timestamp", "task_id", "map_index")
-        for row in self.session.execute(statement.execution_options(yield_per=2000)).mappings():
-            yield {
-                "timestamp": row["timestamp"].isoformat(),
-                **{name: row[name] for name in ("dag_id", "run_id", "task_id", "map_index", "model")},
-                **_one_call(dict(row)).to_json(),
-            }
-
-
-def _by_cost(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The entries the most expensive first (a UNION keeps no order): dollars, then tokens."""
-    return sorted(entries, key=lambda entry: (-(entry["usd_spent"] or 0), -entry["total_tokens"]))
-
-
-def _ranked(name: str, sums: dict[str, Sequence[float]]) -> list[dict[str, Any]]:
-    """The groups as JSON, the most expensive first (dollars, then tokens)."""
-    groups = {key: _spend(figures) for key, figures in sums.items()}
-    ordered = sorted(groups.items(), key=lambda item: (-item[1].usd_spent, -item[1].total_tokens, item[0]))
-    return [{name: key, **spend.to_json()} for key, spend in ordered]
+        usage, statement = _usage_rows(
+            lambda usage: (usage.timestamp, usage.dag_id, usage.run_id, usage.task_id, usage.map_index),
+            with_values=True,
+        )
+        statement = statement.where(*self._in_window(usage)).order_by(
+            usage.timestamp, usage.task_id, usage.map_index
+        )
+        for *where, usage_value, completion_value in self.session.execute(
+            statement.execution_options(yield_per=2000)
+        ):
+            model, figures = _figures(usage_value, completion_value)
+            if figures is not None:
+                timestamp, *place = where
+                yield {
+                    "timestamp": timestamp.isoformat(),
+                    **dict(zip(_PLACE, place, strict=True)),
+                    "model": model,
+                    **_spend(figures),
+                }
 
 
 def run_path(dag_id: str, run_id: str) -> str:
@@ -488,40 +395,22 @@ def run_path(dag_id: str, run_id: str) -> str:
     return f"/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
 
 
-def task_path(dag_id: str, run_id: str, task_id: str, mapped: bool) -> str:
-    """The task's page in the run (for a mapped task, the list of its mapped instances)."""
-    path = f"{run_path(dag_id, run_id)}/tasks/{quote(task_id, safe='')}"
-    return f"{path}/mapped" if mapped else path
-
-
-def _task_entry(task: tuple[str, str, str], highest_map_index: int, spend: Spend) -> dict[str, Any]:
+def _task_entry(task: tuple[str, str, str], mapped: bool, spend: dict[str, Any]) -> dict[str, Any]:
+    """A top task as JSON, with the path of its page in the run (a mapped task's: its instances)."""
     dag_id, run_id, task_id = task
-    mapped = highest_map_index >= 0
+    path = f"{run_path(dag_id, run_id)}/tasks/{quote(task_id, safe='')}"
     return {
         "dag_id": dag_id,
         "run_id": run_id,
         "task_id": task_id,
         "mapped": mapped,
-        "path": task_path(dag_id, run_id, task_id, mapped),
-        **spend.to_json(),
+        "path": f"{path}/mapped" if mapped else path,
+        **spend,
     }
 
 
-CSV_COLUMNS = (
-    "timestamp",
-    "dag_id",
-    "run_id",
-    "task_id",
-    "map_index",
-    "model",
-    "replies",
-    "prompt_tokens",
-    "cached_tokens",
-    "completion_tokens",
-    "reasoning_tokens",
-    "total_tokens",
-    "usd_spent",
-)
+_PLACE = ("dag_id", "run_id", "task_id", "map_index")
+CSV_COLUMNS = ("timestamp", *_PLACE, "model", *SPEND_FIELDS[SPEND_FIELDS.index("replies") : _USD + 1])
 
 
 def _cell(value: Any) -> Any:

@@ -385,3 +385,46 @@ def test_calls_beyond_the_memory_limit_still_count_at_every_load(monkeypatch):
     )
     loads = [_query({dag_id})["totals"] for _ in range(2)]
     assert [(totals["calls"], totals["usd_spent"]) for totals in loads] == [(5, 2.5), (5, 2.5)]
+
+
+def test_a_dag_that_reported_no_cost_ranks_after_one_that_cost_nothing():
+    unpriced, free = f"spend_unpriced_{uuid.uuid4().hex[:8]}", f"spend_free_{uuid.uuid4().hex[:8]}"
+    _write(
+        {"dag_id": unpriced, "run_id": "r", "task_id": "a", "when": NOW, "usage_value": usage(900, 900, 0)},
+        {
+            "dag_id": free,
+            "run_id": "r",
+            "task_id": "a",
+            "when": NOW,
+            "usage_value": usage(1, 1, 0, usd=0.5),
+            "from_cache": True,
+        },
+    )
+    summary = _query({unpriced, free})
+    assert [(row["dag_id"], row["usd_spent"]) for row in summary["per_dag"]] == [
+        (free, 0.0),
+        (unpriced, None),
+    ]
+    assert [task["dag_id"] for task in summary["top_tasks"]] == [free, unpriced]
+
+
+def test_the_csv_reads_a_call_as_the_summary_does():
+    from airflow.utils.session import create_session
+
+    from airflow_o3.plugins.spend_query import SpendQuery, Window, csv_lines
+
+    dag_id = f"spend_alike_{uuid.uuid4().hex[:8]}"
+    _write(
+        {
+            "dag_id": dag_id,
+            "run_id": "r",
+            "task_id": "a",
+            "when": NOW,
+            "usage_value": {**usage(3, 4, 1), "usd_spent": "0.5"},  # a cost that is no number
+        }
+    )
+    with create_session() as session:
+        text = "".join(csv_lines(SpendQuery(session, Window.last(7, now=NOW), {dag_id}).calls()))
+    (row,) = csv.DictReader(io.StringIO(text))
+    assert _query({dag_id})["totals"]["usd_spent"] is None
+    assert (row["usd_spent"], row["total_tokens"]) == ("", "7")
