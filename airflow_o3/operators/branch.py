@@ -182,6 +182,11 @@ class O3MiniBranchOperator(O3MiniOperator, BranchMixIn):
         options = self._ask_for_choice()
         return self._branch(context, options, super().execute_complete(context, event))
 
+    def approval_complete(self, context: Context, reply: Any, event: dict[str, Any]) -> Any:
+        """With ``require_approval``, branch on the choice the person approved (or edited)."""
+        options = self._ask_for_choice()
+        return self._branch(context, options, super().approval_complete(context, reply, event))
+
     def _branch(self, context: Context, options: Mapping[str, Branch], reply: Any) -> Any:
         """Skip the branches not chosen, log the choice and its reason, and return both (a task that
         only renders its request returns the request and skips nothing)."""

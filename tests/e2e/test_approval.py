@@ -303,3 +303,48 @@ def test_the_example_dag_publishes_nothing_when_the_draft_is_rejected(
     assert result.task_states == {"draft": "skipped", "publish": "skipped"}
     assert list(tmp_path.iterdir()) == []
     assert len(o3_standin.chat_requests) == 1
+
+
+BRANCH_DAG = """
+import pendulum
+from airflow.providers.common.compat.sdk import DAG
+from airflow.sdk import task
+
+from airflow_o3.operators.branch import O3MiniBranchOperator
+
+with DAG(dag_id="{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+    route = O3MiniBranchOperator(
+        task_id="route",
+        prompt="Is this ticket about billing or a bug? It says: I was charged twice.",
+        require_approval=True,
+    )
+
+    @task
+    def billing():
+        return "billing"
+
+    @task
+    def bug():
+        return "bug"
+
+    route >> [billing(), bug()]
+"""
+
+
+@pytest.mark.parametrize(
+    ("edit", "taken", "skipped"),
+    [(None, "billing", "bug"), ('{"choice": "bug", "reason": "a person knows better"}', "bug", "billing")],
+)
+def test_a_branch_that_needs_approval_follows_the_approved_choice(
+    dag_file, o3_standin_connection, reviewer, edit, taken, skipped
+):
+    dag_id = f"o3_approval_branch_{taken}"
+    o3_standin_connection.script(Reply(content='{"choice": "billing", "reason": "charged twice"}'))
+    dag_file(BRANCH_DAG.format(dag_id=dag_id))
+    reviewer.answer(dag_id, ["Approve"], {"reply": edit} if edit else None)
+    result = run_dag(dag_id)
+
+    assert result.task_state(taken) == "success"
+    assert result.task_state(skipped) == "skipped", "the branch not approved is skipped"
+    assert result.xcom("route")["task_ids"] == [taken]
+    assert len(o3_standin_connection.chat_requests) == 1
