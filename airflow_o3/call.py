@@ -1,9 +1,5 @@
-"""One request to o3-mini as a DAG author writes it, and everything every path does with it.
-
-:class:`O3Call` holds the prompt templates and the request parameters. The operator, the batch (each
-item), the deferral and its resume, and ``airflow-o3-render`` all render it, check it, build its body and
-turn its reply into the downstream value through it. The argument checks made when a DAG is parsed and
-the rule that tells a template file's name from a prompt live here too.
+"""One request to o3-mini as a DAG author writes it (:class:`O3Call`), and what every path shares:
+the checks made when a DAG is parsed, the prompt template rules, the reply's checks, the hook.
 
 Imported at DAG parse time and by ``airflow-o3-render`` (which runs without Airflow): nothing here
 imports Airflow, ``requests``, ``jsonschema`` or pydantic at module level.
@@ -34,11 +30,15 @@ if TYPE_CHECKING:
     import jinja2
     from airflow.providers.common.compat.sdk import Context
 
+    from airflow_o3.cache import ResponseCache
     from airflow_o3.hooks.o3mini import O3MiniHook, PreparedCall
     from airflow_o3.response import Choice, Completion
 
 TEMPLATE_EXT: tuple[str, ...] = (".j2", ".jinja", ".jinja2", ".md", ".txt")
 """The endings of a prompt template file's name."""
+
+PROMPT_FIELDS: tuple[str, ...] = ("prompt", "system_prompt", "messages")
+"""The template fields that hold the prompt (a batch renders them once per item)."""
 
 RENAMED_ARGUMENTS: dict[str, str] = {
     "retry": "request_retry",
@@ -331,17 +331,9 @@ def _as_text(value: Any) -> Any:
 class O3Call:
     """One request as the DAG author describes it: the prompt templates, the model and the parameters.
 
-    Build it with :meth:`checked`, which refuses at DAG parse time what can be refused then.
-
-    :ivar prompt: the user message template (or ``None`` with ``messages``).
-    :ivar system_prompt: the instructions sent first, with the ``developer`` role.
-    :ivar messages: instead of ``prompt``, a whole conversation whose contents are templates.
-    :ivar model: the model; ``None`` for the connection's.
-    :ivar reasoning_effort: ``low``, ``medium`` or ``high``.
-    :ivar max_completion_tokens: the most tokens the reply may use, reasoning included.
-    :ivar output: the reply's format (``response_format`` read), ``None`` for text.
-    :ivar parameters: the other contract parameters (``tools``, ``n``, ``seed``, ...).
-    :ivar stream: ask for the reply as server-sent events.
+    Its fields are the :class:`~airflow_o3.operators.O3MiniOperator` arguments of the same name, but
+    ``output``, the reply's format (``response_format`` read; ``None`` for text). Build it with
+    :meth:`from_arguments`, which refuses at DAG parse time what can be refused then.
     """
 
     prompt: Any = None
@@ -355,19 +347,23 @@ class O3Call:
     stream: bool = False
 
     @classmethod
-    def checked(cls, task_id: str | None, *, response_format: Any = None, **fields: Any) -> O3Call:
-        """The call these arguments describe, after the checks that need no rendering.
+    def from_arguments(
+        cls, arguments: Mapping[str, Any], others: Mapping[str, Any] | None = None, *, own: str = "argument"
+    ) -> O3Call:
+        """The call an operator's arguments describe, after every check that can be made at DAG parse.
 
-        :param task_id: the task, named in the messages (``None``: no prefix).
-        :param response_format: as the operator's argument: a schema, a pydantic model, ``"json_object"``.
-        :param fields: the other fields of :class:`O3Call`.
+        :param arguments: the operator's named arguments (its ``locals()`` in ``__init__``): the
+            fields of :class:`O3Call` and ``response_format`` are taken from them.
+        :param others: its other keyword arguments (``task_id``, ...), which must hold no request
+            parameter. Both are checked by :func:`check_arguments` (``own`` is its argument).
         :raises InvalidRequestError: both or neither of ``prompt`` and ``messages``, a ``system_prompt``
             with ``messages``, a prompt that names a file that is no template, a bad ``response_format``.
         """
+        fields = {name: arguments[name] for name in _ARGUMENTS if name in arguments}
+        task_id = (others or {}).get("task_id")
+        check_arguments(task_id, {**(others or {}), **fields}, own=own)
         prefix = f"{task_id}: " * bool(task_id)
-        prompt, system_prompt, messages = (
-            fields.get(name) for name in ("prompt", "system_prompt", "messages")
-        )
+        prompt, system_prompt, messages = (fields.get(name) for name in PROMPT_FIELDS)
         if (prompt is None) == (messages is None):
             raise InvalidRequestError(
                 f"{prefix}pass either prompt or messages (fix: use prompt for one user message, "
@@ -385,23 +381,10 @@ class O3Call:
                     "(fix: rename the file to one of those extensions, or write the prompt inline)"
                 )
         try:
-            output = output_format(response_format)
+            output = output_format(fields.pop("response_format", None))
         except InvalidRequestError as error:
             raise InvalidRequestError(f"{prefix}{error}") from None
         return cls(output=output, **{**fields, "parameters": dict(fields.get("parameters") or {})})
-
-    @classmethod
-    def from_arguments(cls, arguments: Mapping[str, Any], kwargs: Mapping[str, Any]) -> O3Call:
-        """The call an operator's arguments describe, after every check that can be made at DAG parse.
-
-        :param arguments: the operator's named arguments (its ``locals()`` in ``__init__``): the
-            fields of :class:`O3Call` and ``response_format`` are taken from them.
-        :param kwargs: its other keyword arguments (``task_id``, ...), which must hold no request
-            parameter (see :func:`check_arguments`).
-        """
-        request = {name: arguments[name] for name in _ARGUMENTS if name in arguments}
-        check_arguments(kwargs.get("task_id"), {**kwargs, **request})
-        return cls.checked(kwargs.get("task_id"), **request)
 
     @property
     def choices(self) -> int:
@@ -469,35 +452,6 @@ class O3Call:
         values = [reply_value(choice, completion, self.output) for choice in completion.choices]
         return values if self.choices > 1 else values[0]
 
-    def publish(
-        self, ti: Any, completion: Completion, earlier: Sequence[Completion] = ()
-    ) -> tuple[Any, dict[str, Any]]:
-        """Push ``usage`` (over ``earlier`` billed replies too) and ``completion``.
-
-        :param ti: the task instance the XComs are pushed through.
-        :param earlier: the task's earlier replies (``json_retries``), billed too.
-        :return: the result (:meth:`result`) and the ``usage`` pushed.
-        :raises CompletionError: the reply is no answer; nothing is pushed then.
-        """
-        from airflow_o3.response import usage_over
-
-        value = self.result(completion)
-        usage = usage_over([*earlier, completion])
-        ti.xcom_push(key="usage", value=usage)
-        ti.xcom_push(
-            key="completion",
-            value={
-                "id": completion.id,
-                "model": completion.model,
-                "finish_reason": completion.finish_reason,
-                "created": completion.created,
-                "request_id": completion.request_id,
-                "from_cache": completion.from_cache,
-                "conn_id": completion.conn_id,
-            },
-        )
-        return value, usage
-
 
 REQUEST_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(O3Call) if f.name != "output")
 """The fields of :class:`O3Call` that are operator arguments of the same name."""
@@ -520,3 +474,41 @@ def render_template(
         jinja_env or operator.get_template_env(), operator.task_id, strict=not operator.has_dag()
     )
     return BaseOperator.render_template(operator, content, context, env, seen_oids)
+
+
+def connection_hook(owner: Any, **options: Any) -> O3MiniHook:
+    """The hook of an operator's or a trigger's ``conn_id``, ``request_retry``, ``read_timeout`` and
+    ``fallback_conn_ids``; ``options`` are the hook's other arguments."""
+    from airflow_o3.hooks.o3mini import O3MiniHook
+
+    return O3MiniHook(
+        conn_id=owner.conn_id,
+        request_retry=owner.request_retry,
+        read_timeout=owner.read_timeout,
+        fallback_conn_ids=owner.fallback_conn_ids,
+        **options,
+    )
+
+
+def response_cache(cache: Any) -> ResponseCache | None:
+    """The response cache a task's ``cache`` argument asks for, ``None`` when it is off."""
+    from airflow_o3.cache import CacheSettings, ResponseCache
+
+    settings = CacheSettings.coerce(cache)
+    return ResponseCache(settings) if settings.mode != "off" else None
+
+
+class PromptOperator:
+    """What the operators (a ``BaseOperator`` subclass each) share: the prompt template files and
+    rendering rules, and the checks of the arguments given to ``partial`` for dynamic task mapping."""
+
+    template_ext: Sequence[str] = TEMPLATE_EXT
+    render_template = render_template
+
+    @classmethod
+    def partial(cls, **kwargs: Any) -> Any:
+        """Airflow's ``partial``, with the operator's checks of the arguments given there, so a
+        mistake fails at DAG parse as it does without mapping."""
+        kwargs.update(take_renamed(kwargs, cls.__name__))
+        check_arguments(kwargs.get("task_id"), kwargs)
+        return super().partial(**kwargs)  # type: ignore[misc]

@@ -90,7 +90,7 @@ def run_facet(
     )
 
 
-def operator_lineage(facet: O3MiniRunFacet | None) -> O3Lineage:
-    """What the OpenLineage provider reports for the task: no datasets, and the run facet if any."""
-    run_facets: dict[str, RunFacet] = {FACET_NAME: facet} if facet is not None else {}
-    return O3Lineage(run_facets=run_facets)
+def operator_lineage(published: Mapping[str, Any] | None) -> O3Lineage:
+    """What the OpenLineage provider reports for the task: no datasets, and the :func:`run_facet` of
+    what it ``published`` (``None``: nothing was asked, no facet)."""
+    return O3Lineage(run_facets={FACET_NAME: run_facet(**published)} if published is not None else {})

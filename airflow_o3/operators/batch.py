@@ -2,9 +2,8 @@
 
 Dynamic task mapping costs a task instance per row (tens of milliseconds each in ``dag.test()``,
 seconds each under a scheduler) and fills the grid view; this operator sends thousands of calls from
-one task. It holds one :class:`~airflow_o3.call.O3Call`, renders it per item, and hands the prepared
-calls to the engine in :mod:`airflow_o3.batch`. Like the operator module, it imports nothing heavy at
-DAG parse time.
+one task. It renders one :class:`~airflow_o3.call.O3Call` per item and hands the prepared calls to
+:class:`~airflow_o3.batch.BatchRun`. Imported at DAG parse: nothing heavy.
 """
 
 from __future__ import annotations
@@ -20,12 +19,13 @@ from airflow.providers.common.compat.sdk import BaseOperator
 from airflow_o3.batch import ITEM_ERROR_POLICIES, BatchLimits, ItemFailure
 from airflow_o3.budget import Budget
 from airflow_o3.call import (
-    TEMPLATE_EXT,
+    PROMPT_FIELDS,
     O3Call,
-    check_arguments,
+    PromptOperator,
     client_request_id,
+    connection_hook,
     read_template_files,
-    render_template,
+    response_cache,
     take_renamed,
     task_failure_on_final_errors,
 )
@@ -42,11 +42,8 @@ if TYPE_CHECKING:
     from airflow_o3.ratecontrol import RateController
     from airflow_o3.retry import RequestRetry
 
-PER_ITEM_FIELDS: tuple[str, ...] = ("prompt", "system_prompt", "messages")
-"""Template fields rendered once per item, with ``item`` and ``index`` in the context."""
 
-
-class O3MiniBatchOperator(BaseOperator):
+class O3MiniBatchOperator(PromptOperator, BaseOperator):
     """Ask o3-mini once per item of a list, up to ``max_concurrency`` calls at a time; return the
     replies in input order.
 
@@ -111,7 +108,6 @@ class O3MiniBatchOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("items", "prompt", "system_prompt", "messages", "model")
-    template_ext: Sequence[str] = TEMPLATE_EXT
     template_fields_renderers: ClassVar[dict[str, str]] = {
         "prompt": "md",
         "system_prompt": "md",
@@ -188,49 +184,32 @@ class O3MiniBatchOperator(BaseOperator):
         self.on_item_error = on_item_error
         self.progress_interval = progress_interval
 
-    @classmethod
-    def partial(cls, **kwargs: Any) -> Any:
-        """Airflow's ``partial``, with the batch's checks of the arguments given there."""
-        kwargs.update(take_renamed(kwargs, cls.__name__))
-        check_arguments(kwargs.get("task_id"), kwargs)
-        return super().partial(**kwargs)
-
-    render_template = render_template
-    """Airflow's rendering with the prompt rules (:func:`airflow_o3.call.render_template`)."""
-
     def resolve_template_files(self) -> None:
         """Read the prompt template files when the DAG is parsed, by the rule of
         :meth:`O3MiniOperator.resolve_template_files`; ``items`` and ``model`` are never read as files."""
         env = self.get_template_env()
-        for name in PER_ITEM_FIELDS:
+        for name in PROMPT_FIELDS:
             value = read_template_files(env, self.task_id, name, _unwrapped(getattr(self, name)))
             setattr(self, name, _as_written(value))
         self.prepare_template()
 
     def request(self) -> O3Call:
         """The call with the per-item templates as written, to be rendered for each item."""
-        fields = {name: _unwrapped(getattr(self, name)) for name in PER_ITEM_FIELDS}
+        fields = {name: _unwrapped(getattr(self, name)) for name in PROMPT_FIELDS}
         return replace(self.call, model=self.model, **fields)
 
     def execute(self, context: Context) -> list[Any]:
         """Render and check every item's request, send them, push the batch's XComs; return the
         results in order."""
-        from airflow_o3.batch import run_batch
+        from airflow_o3.batch import BatchRun
         from airflow_o3.budget import Spend
-        from airflow_o3.hooks.o3mini import O3MiniHook
         from airflow_o3.ratecontrol import RateController
 
         call = self.request()
         with task_failure_on_final_errors():
             items = self._item_list()
             spend = Spend(self.budget)
-            hook = O3MiniHook(
-                conn_id=self.conn_id,
-                request_retry=self.request_retry,
-                read_timeout=self.read_timeout,
-                fallback_conn_ids=self.fallback_conn_ids,
-                pool_size=self.limits.max_concurrency,
-            )
+            hook = connection_hook(self, pool_size=self.limits.max_concurrency)
             hook.call_log_level = logging.DEBUG
             control = RateController(
                 requests_per_minute=self.limits.requests_per_minute,
@@ -253,7 +232,7 @@ class O3MiniBatchOperator(BaseOperator):
                 self.limits.max_concurrency,
                 f", {len(failures)} refused before sending" if failures else "",
             )
-            outcome = run_batch(
+            outcome = BatchRun(
                 hook,
                 calls,
                 failures=failures,
@@ -261,11 +240,11 @@ class O3MiniBatchOperator(BaseOperator):
                 limits=self.limits,
                 control=control,
                 spend=spend,
-                cache=self._response_cache(),
+                cache=response_cache(self.cache),
                 on_item_error=self.on_item_error,
                 log=self.log,
                 progress_interval=self.progress_interval,
-            )
+            ).run()
         return self.publish_batch(context, outcome)
 
     def on_kill(self) -> None:
@@ -303,12 +282,6 @@ class O3MiniBatchOperator(BaseOperator):
                 failures[index] = ItemFailure(index, InvalidRequestError(f"item {index}: {problem}"))
                 calls.append(None)
         return calls, failures
-
-    def _response_cache(self) -> Any:
-        from airflow_o3.cache import CacheSettings, ResponseCache
-
-        settings = CacheSettings.coerce(self.cache)
-        return ResponseCache(settings) if settings.mode != "off" else None
 
     def _item_list(self) -> list[Any]:
         items = _unwrapped(self.items)

@@ -1,9 +1,8 @@
 """The operator: render a prompt from upstream data, ask o3-mini, hand the reply to downstream tasks.
 
-The request itself (rendering, checks, body, result, XComs) is an :class:`~airflow_o3.call.O3Call`;
-this module stores the arguments and runs the call in the worker or the triggerer. It is imported at
-every DAG parse, so it imports nothing heavy: the hook, ``requests``, ``jsonschema`` and pydantic are
-loaded when the task runs.
+The request itself is an :class:`~airflow_o3.call.O3Call`; this module runs it in the worker or the
+triggerer. Imported at every DAG parse: the hook, ``requests``, ``jsonschema`` and pydantic are loaded
+when the task runs.
 """
 
 from __future__ import annotations
@@ -17,13 +16,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
 from airflow_o3.call import (
+    PROMPT_FIELDS,
     REQUEST_FIELDS,
-    TEMPLATE_EXT,
     O3Call,
+    PromptOperator,
     check_arguments,
     client_request_id,
+    connection_hook,
     read_template_files,
     reply_value,
+    response_cache,
     take_renamed,
     task_failure_on_final_errors,
 )
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
     import jinja2
     from airflow.providers.common.compat.sdk import Context
 
-    from airflow_o3.cache import CacheSettings, ResponseCache
+    from airflow_o3.cache import CacheSettings
     from airflow_o3.hooks.o3mini import O3MiniHook
     from airflow_o3.lineage import O3Lineage
     from airflow_o3.response import Completion
@@ -48,8 +50,11 @@ if TYPE_CHECKING:
 
 __all__ = ["O3MiniOperator", "check_arguments", "client_request_id", "reply_value"]
 
+COMPLETION_XCOM = ("id", "model", "finish_reason", "created", "request_id", "from_cache", "conn_id")
+"""The fields of the reply pushed as the ``completion`` XCom."""
 
-class O3MiniOperator(ReplyApproval, BaseOperator):
+
+class O3MiniOperator(PromptOperator, ReplyApproval, BaseOperator):
     """Ask o3-mini through the AI/ML API with a Jinja-templated prompt; return its reply.
 
     The reply is the task's return value (XCom ``return_value``): the text; with ``response_format``
@@ -124,7 +129,6 @@ class O3MiniOperator(ReplyApproval, BaseOperator):
     """
 
     template_fields: Sequence[str] = ("inputs", "prompt", "system_prompt", "messages", "model")
-    template_ext: Sequence[str] = TEMPLATE_EXT
     template_fields_renderers: ClassVar[dict[str, str]] = {
         "prompt": "md",
         "system_prompt": "md",
@@ -217,14 +221,7 @@ class O3MiniOperator(ReplyApproval, BaseOperator):
     @cached_property
     def hook(self) -> O3MiniHook:
         """The hook that owns the connection and the HTTP call."""
-        from airflow_o3.hooks.o3mini import O3MiniHook
-
-        return O3MiniHook(
-            conn_id=self.conn_id,
-            request_retry=self.request_retry,
-            read_timeout=self.read_timeout,
-            fallback_conn_ids=self.fallback_conn_ids,
-        )
+        return connection_hook(self)
 
     def render_template(
         self,
@@ -238,14 +235,6 @@ class O3MiniOperator(ReplyApproval, BaseOperator):
         render = functools.partial(render_prompt_template, self)
         return render_with_inputs(self, render, content, context, jinja_env, seen_oids)
 
-    @classmethod
-    def partial(cls, **kwargs: Any) -> Any:
-        """Airflow's ``partial`` for dynamic task mapping, with the operator's checks of the arguments
-        given there, so a mistake fails at DAG parse as it does without mapping."""
-        kwargs.update(take_renamed(kwargs, cls.__name__))
-        check_arguments(kwargs.get("task_id"), kwargs)
-        return super().partial(**kwargs)
-
     def resolve_template_files(self) -> None:
         """Read the prompt template files, when the DAG is parsed.
 
@@ -257,7 +246,7 @@ class O3MiniOperator(ReplyApproval, BaseOperator):
         :raises InvalidRequestError: a named file is not there, listing the folders looked in.
         """
         env = self.get_template_env()
-        for name in ("prompt", "system_prompt", "messages"):
+        for name in PROMPT_FIELDS:
             setattr(self, name, read_template_files(env, self.task_id, name, getattr(self, name)))
         self.prepare_template()
 
@@ -299,7 +288,7 @@ class O3MiniOperator(ReplyApproval, BaseOperator):
             try:
                 completion = self.hook.send(
                     call.prepare(self.hook, messages, attempt_id),
-                    cache=self.response_cache(),
+                    cache=response_cache(self.cache),
                     on_text=reply_log.add if call.stream else None,
                 )
             finally:
@@ -316,13 +305,6 @@ class O3MiniOperator(ReplyApproval, BaseOperator):
                 error,
             )
             messages = [*messages, *reask_messages(reply, error)]
-
-    def response_cache(self) -> ResponseCache | None:
-        """The response cache, when it is on for this task."""
-        from airflow_o3.cache import CacheSettings, ResponseCache
-
-        settings = CacheSettings.coerce(self.cache)
-        return ResponseCache(settings) if settings.mode != "off" else None
 
     def defer_call(self, context: Context, call: O3Call, messages: list[dict[str, Any]]) -> Any:
         """Hand the checked request to the triggerer and free the worker slot. The trigger gets no
@@ -401,13 +383,21 @@ class O3MiniOperator(ReplyApproval, BaseOperator):
         earlier: Sequence[Completion] = (),
         messages: list[dict[str, Any]] | None = None,
     ) -> Any:
-        """Check the reply, push ``usage`` and ``completion``, return the task's result.
+        """Check the reply, push ``usage`` (over the ``earlier`` replies of ``json_retries`` too, all
+        billed) and ``completion``; return the task's result. Nothing is pushed for a reply that is
+        no answer.
 
-        :param earlier: the task's earlier replies (``json_retries``), billed too.
         :param messages: the conversation sent, for OpenLineage (``None``: rendered again if asked).
         """
+        from airflow_o3.response import usage_over
+
         with task_failure_on_final_errors():
-            value, usage = call.publish(context["ti"], completion, earlier)
+            value = call.result(completion)
+        usage = usage_over([*earlier, completion])
+        context["ti"].xcom_push(key="usage", value=usage)
+        context["ti"].xcom_push(
+            key="completion", value={name: getattr(completion, name) for name in COMPLETION_XCOM}
+        )
         # the per-call summary line (tokens, cost, latency, ids) is logged by the hook's send()
         if earlier:
             self.log.info(
@@ -428,19 +418,12 @@ class O3MiniOperator(ReplyApproval, BaseOperator):
         """The OpenLineage provider's hook: a run facet with the model, a sha256 of the rendered
         messages, the token usage and the cost (see :mod:`airflow_o3.lineage`). Called only when the
         provider is installed; nothing of OpenLineage is imported before."""
-        from airflow_o3.lineage import operator_lineage, run_facet
+        from airflow_o3.lineage import operator_lineage
 
-        published = self._published
-        if published is None:  # render only: nothing was asked, nothing paid
-            return operator_lineage(None)
-        return operator_lineage(
-            run_facet(
-                model=published["model"],
-                messages=published["messages"] or self.request().conversation(),
-                usage=published["usage"],
-                from_cache=published["from_cache"],
-            )
-        )
+        published = self._published  # None with render only: nothing was asked, nothing paid
+        if published is not None and published["messages"] is None:
+            published = {**published, "messages": self.request().conversation()}
+        return operator_lineage(published)
 
 
 def _unusable_json(completion: Completion, call: O3Call) -> tuple[str | None, StructuredOutputError] | None:
