@@ -116,10 +116,8 @@ def check_arguments(task_id: str | None, arguments: Mapping[str, Any], *, own: s
     :raises InvalidRequestError: naming the task, each wrong argument and its fix.
     """
     problems = [problem for name in arguments if (problem := _argument_name_problem(name))]
-    own_values = {name: arguments.get(name) for name in ("reasoning_effort", "max_completion_tokens")}
-    problems += parameter_value_problems(
-        {name: value for name, value in own_values.items() if is_literal(value)}
-    )
+    values = {name: arguments.get(name) for name in ("reasoning_effort", "max_completion_tokens")}
+    problems += parameter_value_problems({name: value for name, value in values.items() if is_literal(value)})
     parameters = arguments.get("parameters")
     if isinstance(parameters, dict):
         problems += _parameters_problems(parameters, own)
@@ -128,10 +126,8 @@ def check_arguments(task_id: str | None, arguments: Mapping[str, Any], *, own: s
 
 
 def take_renamed(kwargs: dict[str, Any], where: str) -> dict[str, Any]:
-    """Take the renamed arguments out of ``kwargs``, warning for each, under their new names.
-
-    :param where: the operator, named in the warning.
-    """
+    """Take the renamed arguments out of ``kwargs`` (warning, naming the operator ``where``), under
+    their new names."""
     renamed = {}
     for old, new in RENAMED_ARGUMENTS.items():
         if old in kwargs:
@@ -140,13 +136,10 @@ def take_renamed(kwargs: dict[str, Any], where: str) -> dict[str, Any]:
     return renamed
 
 
-def names_template_file(text: str, template_ext: Sequence[str] = TEMPLATE_EXT) -> bool:
-    """Whether a prompt is the path of a template file rather than the prompt itself.
-
-    It is when it is one word (no space or line break, no Jinja) ending in a template extension;
-    ``"Summarise the changes in CHANGELOG.md"`` is inline text.
-    """
-    return _is_one_word(text) and text.endswith(tuple(template_ext))
+def names_template_file(text: str) -> bool:
+    """Whether a prompt is the path of a template file: one word (no space, no Jinja) ending in a
+    template extension; ``"Summarise the changes in CHANGELOG.md"`` is inline text."""
+    return _is_one_word(text) and text.endswith(TEMPLATE_EXT)
 
 
 def _is_one_word(text: str) -> bool:
@@ -187,14 +180,8 @@ def template_source(env: jinja2.Environment, name: str, where: str) -> str:
 
 
 def read_template_files(env: jinja2.Environment, where: str, field_name: str, value: Any) -> Any:
-    """A prompt field with each template file it names replaced by the file's text.
-
-    ``prompt`` and ``system_prompt`` are read when they name a file (:func:`names_template_file`),
-    ``messages`` content by content; other text is the prompt itself.
-
-    :param where: the task, for the message.
-    :raises InvalidRequestError: a named file is not there, listing the folders looked in.
-    """
+    """A prompt field (``messages``: each content) with the template file it names, if it names one,
+    replaced by the file's text; ``where`` is the task, for :func:`template_source`'s message."""
     if isinstance(value, str) and names_template_file(value):
         return template_source(env, value, f"{where}: {field_name}")
     if field_name != "messages" or not isinstance(value, list):
@@ -251,12 +238,20 @@ def prompt_environment(env: jinja2.Environment, where: str, *, strict: bool = Fa
     return env
 
 
-def _check_choice(choice: Choice, completion: Completion) -> None:
-    """Refuse a choice that is not an answer, so an empty string never travels downstream.
+def reply_value(choice: Choice, completion: Completion, output: OutputFormat | None) -> Any:
+    """What one choice hands downstream: its tool calls, its parsed JSON, or its text. A choice that
+    is no answer is refused, so an empty string never travels downstream.
 
-    :raises CompletionError: the reasoning used the whole budget, the model refused, or the content
-        filter stopped it; the message says what to change.
+    :raises CompletionError: the reasoning used the whole budget, the model refused (of structured
+        output: a :class:`RefusalError`), or the content filter stopped it; the message says what to
+        change. Tool arguments that are not JSON are a ``ToolCallError``, a reply that is not the JSON
+        asked for a ``StructuredOutputError``.
     """
+    if choice.refusal and output is not None and output.is_json:
+        raise RefusalError(
+            f"o3-mini refused to give the structured output ({output.kind}): {choice.refusal!r}. "
+            "Asking again does not help; rephrase the prompt or review the upstream data it includes"
+        )
     if choice.refusal:
         raise CompletionError(f"o3-mini refused to answer: {choice.refusal!r}. Rephrase the prompt.")
     if choice.finish_reason == "content_filter":
@@ -274,21 +269,6 @@ def _check_choice(choice: Choice, completion: Completion) -> None:
         raise CompletionError(
             f"the reply is empty (finish_reason {choice.finish_reason!r}); nothing to pass downstream"
         )
-
-
-def reply_value(choice: Choice, completion: Completion, output: OutputFormat | None) -> Any:
-    """What one choice hands downstream: its tool calls, its parsed JSON, or its text.
-
-    :raises CompletionError: the choice is no answer (see :func:`_check_choice`); a refusal of
-        structured output is a :class:`RefusalError`, arguments that are not JSON a ``ToolCallError``,
-        a reply that is not the JSON asked for a ``StructuredOutputError``.
-    """
-    if choice.refusal and output is not None and output.is_json:
-        raise RefusalError(
-            f"o3-mini refused to give the structured output ({output.kind}): {choice.refusal!r}. "
-            "Asking again does not help; rephrase the prompt or review the upstream data it includes"
-        )
-    _check_choice(choice, completion)
     if choice.tool_calls:
         return parse_tool_calls(choice.tool_calls)
     if output is not None:

@@ -1,17 +1,9 @@
 """``airflow-o3-render``: render a prompt template and print the request body, without Airflow.
 
-The same check as an ``O3MiniOperator`` with ``render_only=True``, for a laptop or a CI job where no
-Airflow runs: the template is rendered with Jinja the way Airflow renders it (sandboxed, undefined
-variables are errors), with variables from JSON; the body is built and checked by the operator's own
-:class:`~airflow_o3.call.O3Call`; nothing is sent. ::
-
-    airflow-o3-render dags/prompts/daily_report.md.j2 \\
-        --vars '{"ds": "2026-01-31", "params": {"audience": "ops"}, "xcom": {"collect_figures": {...}}}' \\
-        --system-prompt "You are a precise analyst." --reasoning-effort low --response-format schema.json
-
-In the variables, ``xcom`` maps a task id to the value ``ti.xcom_pull(task_ids=...)`` returns (and
-``"task_id.key"`` to a value pushed under another key). Exit status: 0 with the body on stdout;
-1 with the problem on stderr when the template or the request is refused; 2 for a usage error.
+The check of an ``O3MiniOperator`` with ``render_only=True``, for a laptop or a CI job where no Airflow
+runs (usage in the README): the template is rendered with sandboxed Jinja, its variables from JSON, and
+the body built and checked by the operator's own :class:`~airflow_o3.call.O3Call`. Exit status: 0 with
+the body on stdout; 1 with the problem on stderr; 2 for a usage error.
 """
 
 from __future__ import annotations

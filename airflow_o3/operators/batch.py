@@ -152,22 +152,14 @@ class O3MiniBatchOperator(PromptOperator, BaseOperator):
             self.budget = Budget.coerce(budget)
         except InvalidRequestError as error:
             raise InvalidRequestError(f"{self.task_id}: {error}") from None
-        if on_item_error not in ITEM_ERROR_POLICIES:
-            raise InvalidRequestError(
-                f"{self.task_id}: on_item_error is {on_item_error!r} (fix: use 'fail' or 'continue')"
-            )
-        if not progress_interval > 0:
-            raise InvalidRequestError(
-                f"{self.task_id}: progress_interval is {progress_interval!r} (fix: use seconds above 0)"
-            )
-        if min_balance_usd is not None and (
-            isinstance(min_balance_usd, bool)
-            or not isinstance(min_balance_usd, int | float)
-            or min_balance_usd < 0
+        policy_known = on_item_error in ITEM_ERROR_POLICIES
+        for name, value, fine, fix in (
+            ("on_item_error", on_item_error, policy_known, "use 'fail' or 'continue'"),
+            ("progress_interval", progress_interval, progress_interval > 0, "use seconds above 0"),
+            ("min_balance_usd", min_balance_usd, _no_or_dollars(min_balance_usd), "use dollars, 0 or more"),
         ):
-            raise InvalidRequestError(
-                f"{self.task_id}: min_balance_usd is {min_balance_usd!r} (fix: use dollars, 0 or more)"
-            )
+            if not fine:
+                raise InvalidRequestError(f"{self.task_id}: {name} is {value!r} (fix: {fix})")
         self.items = _as_written(items) if _is_list(items) else items
         self.prompt = _as_written(prompt)
         self.system_prompt = _as_written(system_prompt)
@@ -335,6 +327,10 @@ class O3MiniBatchOperator(PromptOperator, BaseOperator):
         ti.xcom_push(key="errors", value=errors)
         ti.xcom_push(key="batch", value=summary)
         return outcome.values
+
+
+def _no_or_dollars(value: Any) -> bool:
+    return value is None or (not isinstance(value, bool) and isinstance(value, int | float) and not value < 0)
 
 
 def _is_rendered(items: Any) -> bool:
