@@ -333,16 +333,12 @@ def _no_or_dollars(value: Any) -> bool:
     return value is None or (not isinstance(value, bool) and isinstance(value, int | float) and not value < 0)
 
 
-def _is_rendered(items: Any) -> bool:
-    """``items`` is a template string or an upstream output (``XComArg``), which Airflow renders."""
-    return isinstance(items, str) or callable(getattr(items, "resolve", None))
-
-
 def _is_list(value: Any) -> bool:
+    """A list of items: not a template string or an upstream output (``XComArg``), which Airflow renders."""
     return (
         isinstance(value, Iterable)
         and not isinstance(value, str | bytes | Mapping)
-        and not _is_rendered(value)
+        and not callable(getattr(value, "resolve", None))
     )
 
 

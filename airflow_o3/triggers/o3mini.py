@@ -112,21 +112,18 @@ class O3MiniTrigger(BaseTrigger):
             settings = await hook.aget_settings()
             prepared = PreparedCall(settings.chat_url, self.body, self.client_request_id)
             completion = await self._send(hook, prepared, cache)
-            key = await asyncio.to_thread(self._entry, hook, prepared, completion) if cache else None
+            keys = await asyncio.to_thread(hook.cache_keys, prepared, self.cache_key) if cache else {}
         except O3Error as error:
             yield TriggerEvent(error_event(error))
             return
-        yield TriggerEvent(completion_event(completion, key))
+        # the cache entry of the connection that answered (or whose stored reply was served)
+        yield TriggerEvent(completion_event(completion, keys.get(completion.conn_id or "")))
 
     def _hook_and_cache(self) -> tuple[O3MiniHook, ResponseCache | None]:
         """The hook and the cache (``None`` when off). Run in a thread: the first call imports them."""
         from airflow_o3.call import connection_hook, response_cache
 
         return connection_hook(self), response_cache(self.cache)
-
-    def _entry(self, hook: O3MiniHook, prepared: PreparedCall, completion: Completion) -> str | None:
-        """The cache entry of the connection that answered (or whose stored reply was served)."""
-        return hook.cache_keys(prepared, self.cache_key).get(completion.conn_id or "")
 
     async def _send(
         self, hook: O3MiniHook, prepared: PreparedCall, cache: ResponseCache | None
