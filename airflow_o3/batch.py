@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from airflow_o3.budget import Budget, BudgetExceededError, Spend
+from airflow_o3.budget import BudgetExceededError, Spend
 from airflow_o3.errors import (
     AuthenticationError,
     DailyBudgetExceededError,
@@ -22,7 +22,6 @@ from airflow_o3.errors import (
     O3Error,
     OutOfCreditsError,
 )
-from airflow_o3.parameters import coerce_settings
 from airflow_o3.ratecontrol import StoppedError
 
 if TYPE_CHECKING:
@@ -75,14 +74,6 @@ class BatchLimits:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int | float) or value <= 0):
                 raise InvalidRequestError(f"{name} is {value!r} (fix: use a number above 0, or None)")
-
-    @classmethod
-    def coerce(cls, value: BatchLimits | Mapping[str, Any] | None) -> BatchLimits:
-        """Limits from what a DAG author may write: ``None`` (the defaults), a dict, or limits.
-
-        :raises InvalidRequestError: an unknown key or a bad value, with the fix.
-        """
-        return coerce_settings(cls, value, "limits")
 
 
 @dataclass(frozen=True)
@@ -138,8 +129,8 @@ class BatchOutcome:
 
     values: list[Any]
     completions: list[Completion | None]
-    failures: dict[int, ItemFailure] = field(default_factory=dict)
-    spend: Spend = field(default_factory=lambda: Spend(Budget()))
+    failures: dict[int, ItemFailure]
+    spend: Spend
     elapsed: float = 0.0
     rate_limited: int = 0
     budget_reached: str | None = None

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_o3.deprecations import warn_renamed
 from airflow_o3.errors import CompletionError, InvalidRequestError, O3Error, RefusalError, StreamCutError
@@ -478,12 +478,50 @@ def response_cache(cache: Any) -> ResponseCache | None:
     return ResponseCache(settings) if settings.mode != "off" else None
 
 
+def as_written(value: Any) -> Any:
+    """A value Airflow's rendering at task start leaves as written (Airflow's ``literal``): a per-item
+    template, or items given as a list, which are data."""
+    from airflow.providers.common.compat.sdk import literal
+
+    return None if value is None else literal(value)
+
+
+def unwrapped(value: Any) -> Any:
+    """What :func:`as_written` wrapped (a field Airflow has not rendered yet), or the value itself."""
+    from airflow.providers.common.compat.sdk import literal
+
+    return value.value if isinstance(value, type(literal(None))) else value
+
+
 class PromptOperator:
     """What the operators (a ``BaseOperator`` subclass each) share: the prompt template files and
     rendering rules, and the checks of the arguments given to ``partial`` for dynamic task mapping."""
 
     template_ext: Sequence[str] = TEMPLATE_EXT
+    template_fields_renderers: ClassVar[dict[str, str]] = {
+        "prompt": "md",
+        "system_prompt": "md",
+        "messages": "json",
+    }
     render_template = render_template
+    task_id: str
+
+    def resolve_template_files(self) -> None:
+        """Read the prompt template files, when the DAG is parsed.
+
+        A ``prompt``, ``system_prompt`` or message content is a file's path when it is one word (no
+        space, no line break, no Jinja) ending in one of ``template_ext``; the file must exist, next
+        to the DAG or in a ``template_searchpath`` folder. Any other text is the prompt itself, even
+        when it ends in ``.md``. Other fields (``model``, ``items``) are never read as files.
+
+        :raises InvalidRequestError: a named file is not there, listing the folders looked in.
+        """
+        env = self.get_template_env()  # type: ignore[attr-defined]
+        for name in PROMPT_FIELDS:
+            value = getattr(self, name)
+            read = read_template_files(env, self.task_id, name, unwrapped(value))
+            setattr(self, name, read if value is unwrapped(value) else as_written(read))  # a batch's
+        self.prepare_template()  # type: ignore[attr-defined]
 
     @classmethod
     def partial(cls, **kwargs: Any) -> Any:

@@ -22,14 +22,16 @@ from airflow_o3.call import (
     PROMPT_FIELDS,
     O3Call,
     PromptOperator,
+    as_written,
     client_request_id,
     connection_hook,
-    read_template_files,
     response_cache,
     take_renamed,
     task_failure_on_final_errors,
+    unwrapped,
 )
 from airflow_o3.errors import InvalidRequestError
+from airflow_o3.parameters import coerce_settings
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -109,9 +111,7 @@ class O3MiniBatchOperator(PromptOperator, BaseOperator):
 
     template_fields: Sequence[str] = ("items", "prompt", "system_prompt", "messages", "model")
     template_fields_renderers: ClassVar[dict[str, str]] = {
-        "prompt": "md",
-        "system_prompt": "md",
-        "messages": "json",
+        **PromptOperator.template_fields_renderers,
         "items": "json",
     }
     ui_color = "#c2ecd5"
@@ -148,7 +148,7 @@ class O3MiniBatchOperator(PromptOperator, BaseOperator):
         super().__init__(**kwargs)
         self.call = call
         try:
-            self.limits = BatchLimits.coerce(limits)
+            self.limits = coerce_settings(BatchLimits, limits, "limits")
             self.budget = Budget.coerce(budget)
         except InvalidRequestError as error:
             raise InvalidRequestError(f"{self.task_id}: {error}") from None
@@ -160,10 +160,10 @@ class O3MiniBatchOperator(PromptOperator, BaseOperator):
         ):
             if not fine:
                 raise InvalidRequestError(f"{self.task_id}: {name} is {value!r} (fix: {fix})")
-        self.items = _as_written(items) if _is_list(items) else items
-        self.prompt = _as_written(prompt)
-        self.system_prompt = _as_written(system_prompt)
-        self.messages = _as_written(messages)
+        self.items = as_written(items) if _is_list(items) else items
+        self.prompt = as_written(prompt)
+        self.system_prompt = as_written(system_prompt)
+        self.messages = as_written(messages)
         self.conn_id = conn_id
         self.model = model
         self.response_format = response_format
@@ -176,18 +176,9 @@ class O3MiniBatchOperator(PromptOperator, BaseOperator):
         self.on_item_error = on_item_error
         self.progress_interval = progress_interval
 
-    def resolve_template_files(self) -> None:
-        """Read the prompt template files when the DAG is parsed, by the rule of
-        :meth:`O3MiniOperator.resolve_template_files`; ``items`` and ``model`` are never read as files."""
-        env = self.get_template_env()
-        for name in PROMPT_FIELDS:
-            value = read_template_files(env, self.task_id, name, _unwrapped(getattr(self, name)))
-            setattr(self, name, _as_written(value))
-        self.prepare_template()
-
     def request(self) -> O3Call:
         """The call with the per-item templates as written, to be rendered for each item."""
-        fields = {name: _unwrapped(getattr(self, name)) for name in PROMPT_FIELDS}
+        fields = {name: unwrapped(getattr(self, name)) for name in PROMPT_FIELDS}
         return replace(self.call, model=self.model, **fields)
 
     def execute(self, context: Context) -> list[Any]:
@@ -276,7 +267,7 @@ class O3MiniBatchOperator(PromptOperator, BaseOperator):
         return calls, failures
 
     def _item_list(self) -> list[Any]:
-        items = _unwrapped(self.items)
+        items = unwrapped(self.items)
         if not _is_list(items):
             raise InvalidRequestError(
                 f"{self.task_id}: items is a {type(items).__name__}, not a list (fix: pass the "
@@ -347,18 +338,3 @@ def _render_error(error: Exception) -> InvalidRequestError:
         f"the template does not render for this item ({type(error).__name__}: {error}) (fix: check the "
         "keys the template reads from item)"
     )
-
-
-def _as_written(value: Any) -> Any:
-    """A value Airflow's rendering at task start leaves as written (Airflow's ``literal``): a per-item
-    template, or items given as a list, which are data."""
-    from airflow.providers.common.compat.sdk import literal
-
-    return None if value is None else literal(value)
-
-
-def _unwrapped(value: Any) -> Any:
-    """What :func:`_as_written` wrapped (a field Airflow has not rendered yet), or the value itself."""
-    from airflow.providers.common.compat.sdk import literal
-
-    return value.value if isinstance(value, type(literal(None))) else value

@@ -16,14 +16,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
 from airflow_o3.call import (
-    PROMPT_FIELDS,
     REQUEST_FIELDS,
     O3Call,
     PromptOperator,
     check_arguments,
     client_request_id,
     connection_hook,
-    read_template_files,
     reply_value,
     response_cache,
     take_renamed,
@@ -130,9 +128,7 @@ class O3MiniOperator(PromptOperator, ReplyApproval, BaseOperator):
 
     template_fields: Sequence[str] = ("inputs", "prompt", "system_prompt", "messages", "model")
     template_fields_renderers: ClassVar[dict[str, str]] = {
-        "prompt": "md",
-        "system_prompt": "md",
-        "messages": "json",
+        **PromptOperator.template_fields_renderers,
         "inputs": "json",
     }
     ui_color = "#d6f5e3"
@@ -234,21 +230,6 @@ class O3MiniOperator(PromptOperator, ReplyApproval, BaseOperator):
         the task's ``xcom_pull`` calls are checked and ``inputs`` resolved into the context."""
         render = functools.partial(render_prompt_template, self)
         return render_with_inputs(self, render, content, context, jinja_env, seen_oids)
-
-    def resolve_template_files(self) -> None:
-        """Read the prompt template files, when the DAG is parsed.
-
-        A ``prompt``, ``system_prompt`` or message content is a file's path when it is one word (no
-        space, no line break, no Jinja) ending in one of ``template_ext``; the file must exist, next
-        to the DAG or in a ``template_searchpath`` folder. Any other text is the prompt itself, even
-        when it ends in ``.md``. ``model`` is never read as a file.
-
-        :raises InvalidRequestError: a named file is not there, listing the folders looked in.
-        """
-        env = self.get_template_env()
-        for name in PROMPT_FIELDS:
-            setattr(self, name, read_template_files(env, self.task_id, name, getattr(self, name)))
-        self.prepare_template()
 
     def request(self) -> O3Call:
         """The call as the operator's fields are now: the template fields rendered when the task runs,
