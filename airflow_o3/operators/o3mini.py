@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -45,6 +44,7 @@ if TYPE_CHECKING:
     from airflow_o3.lineage import O3Lineage
     from airflow_o3.response import Completion
     from airflow_o3.retry import RequestRetry
+    from airflow_o3.structured import OutputFormat
 
 __all__ = ["O3MiniOperator", "check_arguments", "client_request_id", "reply_value"]
 
@@ -162,8 +162,7 @@ class O3MiniOperator(PromptOperator, ReplyApproval, BaseOperator):
         renamed = take_renamed(kwargs, type(self).__name__)
         call = O3Call.from_arguments(locals(), kwargs)
         super().__init__(**kwargs)
-        self.call = call
-        self.worker_reason = self._check_worker_needs(stream, json_retries, deferrable)
+        self.worker_reason = self._check_worker_needs(call.output, stream, json_retries, deferrable)
         self.inputs = checked_inputs(self.task_id, inputs)
         self.prompt = prompt
         self.system_prompt = system_prompt
@@ -173,10 +172,10 @@ class O3MiniOperator(PromptOperator, ReplyApproval, BaseOperator):
         self.reasoning_effort = reasoning_effort
         self.max_completion_tokens = max_completion_tokens
         self.response_format = response_format
-        self.output_format = self.call.output
+        self.output_format = call.output
         self.json_retries = json_retries
         self.stream = stream
-        self.parameters = self.call.parameters
+        self.parameters = call.parameters
         self.render_only = renamed.get("render_only", render_only)
         self.request_retry = renamed.get("request_retry", request_retry)
         self.read_timeout = renamed.get("read_timeout", read_timeout)
@@ -190,13 +189,15 @@ class O3MiniOperator(PromptOperator, ReplyApproval, BaseOperator):
     def _default_deferrable(self) -> bool:
         return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
 
-    def _check_worker_needs(self, stream: bool, json_retries: int, deferrable: bool | None) -> str | None:
+    def _check_worker_needs(
+        self, output: OutputFormat | None, stream: bool, json_retries: int, deferrable: bool | None
+    ) -> str | None:
         """Refuse what cannot run as asked; say why a task the config would defer runs in the worker."""
         if type(json_retries) is not int or json_retries < 0:
             raise InvalidRequestError(
                 f"{self.task_id}: json_retries is {json_retries!r} (fix: use a whole number, 0 or more)"
             )
-        if json_retries and (self.call.output is None or not self.call.output.is_json):
+        if json_retries and (output is None or not output.is_json):
             raise InvalidRequestError(
                 f"{self.task_id}: json_retries re-asks for a JSON reply (fix: set response_format to a "
                 "schema or 'json_object', or drop json_retries)"
@@ -236,7 +237,7 @@ class O3MiniOperator(PromptOperator, ReplyApproval, BaseOperator):
         and whatever a subclass's ``execute`` set (``prompt``, ``messages``, ``parameters``, ...) before
         calling this one's, ``output_format`` included)."""
         fields = {name: getattr(self, name) for name in REQUEST_FIELDS}
-        return replace(self.call, output=self.output_format, **fields)
+        return O3Call(output=self.output_format, **fields)
 
     def execute(self, context: Context) -> Any:
         """Render and check the request, then send it (or defer, or only render it); return the reply."""
@@ -264,7 +265,9 @@ class O3MiniOperator(PromptOperator, ReplyApproval, BaseOperator):
         request_id = client_request_id(context)
         completions: list[Completion] = []
         while True:
-            reply_log = LineLog(self._log_reply_line)
+            reply_log = LineLog(
+                lambda index, line: self.log.info("reply%s | %s", f"[{index}]" * (call.choices > 1), line)
+            )
             attempt_id = f"{request_id}:r{len(completions)}"[-128:] if completions else request_id
             try:
                 completion = self.hook.send(
@@ -330,9 +333,6 @@ class O3MiniOperator(PromptOperator, ReplyApproval, BaseOperator):
                 str(event.get("cache_key"))[:16],
             )
         return self.await_approval(context, self.publish(context, self.request(), completion))
-
-    def _log_reply_line(self, index: int, line: str) -> None:
-        self.log.info("reply%s | %s", f"[{index}]" if self.call.choices > 1 else "", line)
 
     def render_request(self, call: O3Call, messages: list[dict[str, Any]]) -> dict[str, Any]:
         """Build and check the exact request body, log it and return it; nothing is sent.
