@@ -439,23 +439,6 @@ REQUEST_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(O3Call) if f.name
 _ARGUMENTS = (*REQUEST_FIELDS, "response_format")
 
 
-def render_template(
-    operator: Any,
-    content: Any,
-    context: Context,
-    jinja_env: jinja2.Environment | None = None,
-    seen_oids: Any = None,
-) -> Any:
-    """Airflow's ``render_template``, with the prompt rules of :func:`prompt_environment` (on the mapped
-    path too); outside a DAG an undefined variable is always an error. The operators' own method."""
-    from airflow.providers.common.compat.sdk import BaseOperator
-
-    env = prompt_environment(
-        jinja_env or operator.get_template_env(), operator.task_id, strict=not operator.has_dag()
-    )
-    return BaseOperator.render_template(operator, content, context, env, seen_oids)
-
-
 def connection_hook(owner: Any, **options: Any) -> O3MiniHook:
     """The hook of an operator's or a trigger's ``conn_id``, ``request_retry``, ``read_timeout`` and
     ``fallback_conn_ids``; ``options`` are the hook's other arguments."""
@@ -503,8 +486,22 @@ class PromptOperator:
         "system_prompt": "md",
         "messages": "json",
     }
-    render_template = render_template
     task_id: str
+
+    def render_template(
+        self,
+        content: Any,
+        context: Context,
+        jinja_env: jinja2.Environment | None = None,
+        seen_oids: set[int] | None = None,
+    ) -> Any:
+        """Airflow's ``render_template``, with the prompt rules of :func:`prompt_environment`;
+        outside a DAG an undefined variable is always an error."""
+        if jinja_env is None:
+            jinja_env = self.get_template_env()  # type: ignore[attr-defined]
+        strict = not self.has_dag()  # type: ignore[attr-defined]
+        env = prompt_environment(jinja_env, self.task_id, strict=strict)
+        return super().render_template(content, context, env, seen_oids)  # type: ignore[misc]
 
     def resolve_template_files(self) -> None:
         """Read the prompt template files, when the DAG is parsed.

@@ -7,7 +7,6 @@ when the task runs.
 
 from __future__ import annotations
 
-import functools
 import json
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -26,7 +25,6 @@ from airflow_o3.call import (
     take_renamed,
     task_failure_on_final_errors,
 )
-from airflow_o3.call import render_template as render_prompt_template
 from airflow_o3.errors import CompletionError, InvalidRequestError, StructuredOutputError
 from airflow_o3.operators.approval import DEFAULT_APPROVAL_TIMEOUT, ReplyApproval
 from airflow_o3.operators.upstream import checked_inputs, render_with_inputs
@@ -227,9 +225,9 @@ class O3MiniOperator(PromptOperator, ReplyApproval, BaseOperator):
         jinja_env: jinja2.Environment | None = None,
         seen_oids: set[int] | None = None,
     ) -> Any:
-        """Airflow's rendering with the prompt rules (:func:`airflow_o3.call.render_template`), after
+        """Airflow's rendering with the prompt rules (:meth:`PromptOperator.render_template`), after
         the task's ``xcom_pull`` calls are checked and ``inputs`` resolved into the context."""
-        render = functools.partial(render_prompt_template, self)
+        render = super().render_template
         return render_with_inputs(self, render, content, context, jinja_env, seen_oids)
 
     def request(self) -> O3Call:
