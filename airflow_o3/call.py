@@ -477,8 +477,8 @@ def unwrapped(value: Any) -> Any:
 
 
 class PromptOperator:
-    """What the operators (a ``BaseOperator`` subclass each) share: the prompt template files and
-    rendering rules, and the checks of the arguments given to ``partial`` for dynamic task mapping."""
+    """What the operators (a ``BaseOperator`` subclass each) share: the prompt template files, their
+    renderers and rendering rules, and the checks of the arguments given to ``partial``."""
 
     template_ext: Sequence[str] = TEMPLATE_EXT
     template_fields_renderers: ClassVar[dict[str, str]] = {
