@@ -493,7 +493,7 @@ class PromptOperator:
         content: Any,
         context: Context,
         jinja_env: jinja2.Environment | None = None,
-        seen_oids: set[int] | None = None,
+        seen_oids: Any = None,
     ) -> Any:
         """Airflow's ``render_template``, with the prompt rules of :func:`prompt_environment`;
         outside a DAG an undefined variable is always an error."""
