@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal
 
-from airflow_o3.budget import Budget, BudgetExceededError, Spend
+from airflow_o3.budget import BudgetExceededError, Spend
 from airflow_o3.errors import (
     AuthenticationError,
     DailyBudgetExceededError,
@@ -22,7 +22,6 @@ from airflow_o3.errors import (
     O3Error,
     OutOfCreditsError,
 )
-from airflow_o3.parameters import coerce_settings
 from airflow_o3.ratecontrol import StoppedError
 
 if TYPE_CHECKING:
@@ -34,13 +33,6 @@ if TYPE_CHECKING:
     from airflow_o3.response import Completion
 
 
-class ProgressLog(Protocol):
-    """Where a batch writes its progress lines: a stdlib or a structlog (Airflow 3) logger."""
-
-    def info(self, event: str, /, *args: Any) -> Any:
-        """Log a progress line (``%``-style arguments)."""
-
-
 ItemErrorPolicy = Literal["fail", "continue"]
 ITEM_ERROR_POLICIES: tuple[str, ...] = ("fail", "continue")
 MAX_CONCURRENCY = 512
@@ -48,6 +40,9 @@ MAX_CONCURRENCY = 512
 ACCOUNT_ERRORS = (AuthenticationError, OutOfCreditsError, DailyBudgetExceededError, LedgerUnavailableError)
 """Errors no item can avoid (a wrong key, no credits, the connection's daily cap reached or its
 ledger unreachable): they stop the batch whatever the policy."""
+
+NOT_SENT = (BudgetExceededError, StoppedError)
+"""Errors of the items that were never sent (the budget was reached, the batch stopped)."""
 
 STOP_POLL = 0.1
 """Seconds between two looks at whether the batch was stopped from outside (task kill)."""
@@ -79,14 +74,6 @@ class BatchLimits:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int | float) or value <= 0):
                 raise InvalidRequestError(f"{name} is {value!r} (fix: use a number above 0, or None)")
-
-    @classmethod
-    def coerce(cls, value: BatchLimits | Mapping[str, Any] | None) -> BatchLimits:
-        """Limits from what a DAG author may write: ``None`` (the defaults), a dict, or limits.
-
-        :raises InvalidRequestError: an unknown key or a bad value, with the fix.
-        """
-        return coerce_settings(cls, value, "limits")
 
 
 @dataclass(frozen=True)
@@ -142,71 +129,70 @@ class BatchOutcome:
 
     values: list[Any]
     completions: list[Completion | None]
-    failures: dict[int, ItemFailure] = field(default_factory=dict)
-    spend: Spend = field(default_factory=lambda: Spend(Budget()))
+    failures: dict[int, ItemFailure]
+    spend: Spend
     elapsed: float = 0.0
     rate_limited: int = 0
     budget_reached: str | None = None
 
-    @property
-    def from_cache(self) -> int:
-        """How many items were read from the response cache (paid for by an earlier try)."""
-        return sum(1 for completion in self.completions if completion is not None and completion.from_cache)
+    def counts(self) -> tuple[int, int, int, int]:
+        """How many items completed, failed after sending, were not sent, and came from the cache."""
+        completions = [completion for completion in self.completions if completion is not None]
+        not_sent = sum(isinstance(f.error, NOT_SENT) for f in self.failures.values())
+        from_cache = sum(completion.from_cache for completion in completions)
+        return len(completions), len(self.failures) - not_sent, not_sent, from_cache
 
     def summary(self) -> dict[str, Any]:
         """Counts, time and spend as plain JSON, for XCom."""
-        done = sum(1 for completion in self.completions if completion is not None)
+        completed, failed, not_sent, from_cache = self.counts()
         return {
             "items": len(self.values),
             "succeeded": len(self.values) - len(self.failures),
-            "failed": sum(1 for f in self.failures.values() if not _not_sent(f)),
-            "not_sent": sum(1 for f in self.failures.values() if _not_sent(f)),
-            "from_cache": self.from_cache,
+            "failed": failed,
+            "not_sent": not_sent,
+            "from_cache": from_cache,
             "elapsed_s": round(self.elapsed, 3),
-            "items_per_s": round(done / self.elapsed, 2) if self.elapsed else None,
+            "items_per_s": round(completed / self.elapsed, 2) if self.elapsed else None,
             "rate_limited": self.rate_limited,
             "spend": self.spend.record(),
             "budget_reached": self.budget_reached,
         }
 
 
-def _not_sent(failure: ItemFailure) -> bool:
-    return isinstance(failure.error, BudgetExceededError | StoppedError)
+@dataclass
+class BatchRun:
+    """One batch: its workers send every call, up to ``limits.max_concurrency`` at once, and gather the
+    results in input order.
 
+    :param hook: built with ``rate_control=control`` and a pool of ``limits.max_concurrency``.
+    :param calls: the items' requests; ``None`` for an item refused before sending, whose reason is
+        in ``failures``.
+    :param reply: turns a completion into the item's result; raises :class:`CompletionError` for a
+        reply that is no answer, which then counts as the item's failure.
+    :param spend: the task's spend and budget, which ``control`` checks before every request.
+    """
 
-class _Run:
-    """The shared state of one batch's workers."""
+    hook: O3MiniHook
+    calls: Sequence[PreparedCall | None]
+    failures: Mapping[int, ItemFailure]
+    reply: Callable[[Completion], Any]
+    limits: BatchLimits
+    control: RateController
+    spend: Spend
+    cache: ResponseCache | None
+    on_item_error: ItemErrorPolicy
+    log: Any  # the task's logger: a stdlib or a structlog (Airflow 3) one
+    progress_interval: float
 
-    def __init__(
-        self,
-        hook: O3MiniHook,
-        calls: Sequence[PreparedCall | None],
-        *,
-        failures: Mapping[int, ItemFailure],
-        reply: Callable[[Completion], Any],
-        spend: Spend,
-        control: RateController,
-        cache: ResponseCache | None,
-        on_item_error: ItemErrorPolicy,
-    ) -> None:
-        self.hook = hook
-        self.calls = calls
-        self.reply = reply
-        self.spend = spend
-        self.control = control
-        self.cache = cache
-        self.on_item_error = on_item_error
+    def __post_init__(self) -> None:
         self.outcome = BatchOutcome(
-            values=[None] * len(calls), completions=[None] * len(calls), failures=dict(failures), spend=spend
+            [None] * len(self.calls), [None] * len(self.calls), dict(self.failures), self.spend
         )
-        self.stop = control.stopping
+        self.stop = self.control.stopping
         self.halted = False
         self.finished = threading.Event()
         self.lock = threading.Lock()
-        self.next = 0
-        self.succeeded = 0
-        self.from_cache = 0
-        self.workers = 0
+        self.next = self.workers = 0
         self.stopping_failure: ItemFailure | None = None
         self.crash: BaseException | None = None
 
@@ -253,8 +239,6 @@ class _Run:
             with self.lock:
                 self.outcome.values[index] = value
                 self.outcome.completions[index] = replace(completion, raw={})
-                self.succeeded += 1
-                self.from_cache += completion.from_cache
 
     def failed(self, failure: ItemFailure) -> None:
         with self.lock:
@@ -280,9 +264,8 @@ class _Run:
     def progress(self, started: float, label: str = "Batch progress") -> str:
         """The progress line; its counts are those of the ``batch`` XCom (done = succeeded + failed)."""
         with self.lock:
-            failed = sum(1 for failure in self.outcome.failures.values() if not _not_sent(failure))
-            not_sent = len(self.outcome.failures) - failed
-            done, total, from_cache = self.succeeded + failed, len(self.calls), self.from_cache
+            completed, failed, not_sent, from_cache = self.outcome.counts()
+        done, total = completed + failed, len(self.calls)
         elapsed = time.monotonic() - started
         rate = done / elapsed if elapsed else 0.0
         eta = f"{(total - done - not_sent) / rate:.0f}s" if rate else "unknown"
@@ -294,100 +277,61 @@ class _Run:
             f"ETA {eta}; {self.spend.summary()}; {self.control.rate_limited:,} rate limited (429)"
         )
 
+    def run(self) -> BatchOutcome:
+        """Start the workers and wait for them, logging progress.
 
-def run_batch(
-    hook: O3MiniHook,
-    calls: Sequence[PreparedCall | None],
-    *,
-    failures: Mapping[int, ItemFailure],
-    reply: Callable[[Completion], Any],
-    limits: BatchLimits,
-    control: RateController,
-    spend: Spend,
-    cache: ResponseCache | None,
-    on_item_error: ItemErrorPolicy,
-    log: ProgressLog,
-    progress_interval: float,
-) -> BatchOutcome:
-    """Send every call, up to ``limits.max_concurrency`` at once, and gather the results in order.
-
-    :param hook: built with ``rate_control=control`` and a pool of ``limits.max_concurrency``.
-    :param calls: the items' requests; ``None`` for an item refused before sending, whose reason is
-        in ``failures``.
-    :param reply: turns a completion into the item's result; raises :class:`CompletionError` for a
-        reply that is no answer, which then counts as the item's failure.
-    :param spend: the task's spend and budget, which ``control`` checks before every request.
-    :raises BatchItemError: an item failed and the policy (or an account error) stopped the batch.
-    :raises BudgetExceededError: the budget was reached and its ``on_exceeded`` is ``fail``.
-    :raises BatchStoppedError: ``control`` was stopped (the task killed); this returns within
-        :data:`STOP_POLL` seconds, without waiting for the requests in flight.
-    """
-    run = _Run(
-        hook,
-        calls,
-        failures=failures,
-        reply=reply,
-        spend=spend,
-        control=control,
-        cache=cache,
-        on_item_error=on_item_error,
-    )
-    started = time.monotonic()
-    workers = min(limits.max_concurrency, len(calls) - len(failures))
-    run.workers = workers
-    if not workers:
-        run.finished.set()
-    for number in range(workers):
-        threading.Thread(target=run.work, name=f"o3-batch-{number}", daemon=True).start()
-    try:
-        _wait_for_workers(run, log, started, progress_interval)
-    except BaseException:  # the task is being stopped (execution_timeout): every worker leaves
-        run.halt()
-        log.info("%s", run.progress(started, "Batch stopped"))
-        raise
-    if run.killed():
-        log.info("%s", run.progress(started, "Batch stopped"))
-        raise BatchStoppedError(
-            f"the batch was stopped (the task was killed) after {run.succeeded:,} of {len(calls):,} "
-            f"items completed; {_resume(cache is not None)}"
-        )
-    outcome = run.outcome
-    outcome.elapsed = time.monotonic() - started
-    outcome.rate_limited = control.rate_limited
-    if outcome.budget_reached is not None and run.stopping_failure is None and run.crash is None:
-        for index in range(run.next, len(calls)):
-            outcome.failures.setdefault(
-                index,
-                ItemFailure(
-                    index, BudgetExceededError("not sent: the task's budget was reached before this item")
-                ),
+        :raises BatchItemError: an item failed and the policy (or an account error) stopped the batch.
+        :raises BudgetExceededError: the budget was reached and its ``on_exceeded`` is ``fail``.
+        :raises BatchStoppedError: ``control`` was stopped (the task killed); this returns within
+            :data:`STOP_POLL` seconds, without waiting for the requests in flight.
+        """
+        started = time.monotonic()
+        self.workers = min(self.limits.max_concurrency, len(self.calls) - len(self.failures))
+        if not self.workers:
+            self.finished.set()
+        for number in range(self.workers):
+            threading.Thread(target=self.work, name=f"o3-batch-{number}", daemon=True).start()
+        try:
+            self._wait(started)
+        except BaseException:  # the task is being stopped (execution_timeout): every worker leaves
+            self.halt()
+            self.log.info("%s", self.progress(started, "Batch stopped"))
+            raise
+        outcome, total = self.outcome, len(self.calls)
+        if self.killed():
+            self.log.info("%s", self.progress(started, "Batch stopped"))
+            raise BatchStoppedError(
+                f"the batch was stopped (the task was killed) after {outcome.counts()[0]:,} of {total:,} "
+                f"items completed; {_resume(self.cache is not None)}"
             )
-    log.info("%s", run.progress(started, "Batch finished"))
-    if run.crash is not None:
-        raise run.crash
-    if run.stopping_failure is not None:
-        raise _stopped_by(run.stopping_failure, outcome, cache is not None)
-    if outcome.budget_reached is None:
+        outcome.elapsed = time.monotonic() - started
+        outcome.rate_limited = self.control.rate_limited
+        if outcome.budget_reached is not None and self.stopping_failure is None and self.crash is None:
+            unsent = BudgetExceededError("not sent: the task's budget was reached before this item")
+            for index in range(self.next, total):
+                outcome.failures.setdefault(index, ItemFailure(index, unsent))
+        self.log.info("%s", self.progress(started, "Batch finished"))
+        if self.crash is not None:
+            raise self.crash
+        if self.stopping_failure is not None:
+            raise _stopped_by(self.stopping_failure, outcome, self.cache is not None)
+        if outcome.budget_reached is not None and self.spend.budget.on_exceeded == "fail":
+            raise BudgetExceededError(
+                f"the task's budget was reached ({outcome.budget_reached}): {self.spend.summary()}; "
+                f"{outcome.counts()[0]:,} of {total:,} items completed, the others were not sent"
+            )
         return outcome
-    if spend.budget.on_exceeded == "fail":
-        done = sum(1 for completion in outcome.completions if completion is not None)
-        raise BudgetExceededError(
-            f"the task's budget was reached ({outcome.budget_reached}): {spend.summary()}; "
-            f"{done:,} of {len(calls):,} items completed, the others were not sent"
-        )
-    return outcome
 
-
-def _wait_for_workers(run: _Run, log: ProgressLog, started: float, interval: float) -> None:
-    """Log a progress line every ``interval`` seconds until the workers are done or the batch is
-    stopped from outside (then at once: the requests in flight are not waited for)."""
-    next_line = time.monotonic() + interval
-    while not run.finished.wait(max(0.0, min(STOP_POLL, next_line - time.monotonic()))):
-        if run.killed():
-            return
-        if time.monotonic() >= next_line:
-            log.info("%s", run.progress(started))
-            next_line = time.monotonic() + interval
+    def _wait(self, started: float) -> None:
+        """Log a progress line every ``progress_interval`` seconds until the workers are done or the
+        batch is stopped from outside (then at once: the requests in flight are not waited for)."""
+        next_line = time.monotonic() + self.progress_interval
+        while not self.finished.wait(max(0.0, min(STOP_POLL, next_line - time.monotonic()))):
+            if self.killed():
+                return
+            if time.monotonic() >= next_line:
+                self.log.info("%s", self.progress(started))
+                next_line = time.monotonic() + self.progress_interval
 
 
 def _resume(cached: bool) -> str:
@@ -400,7 +344,7 @@ def _resume(cached: bool) -> str:
 
 
 def _stopped_by(failure: ItemFailure, outcome: BatchOutcome, cached: bool) -> BatchItemError:
-    done = sum(1 for completion in outcome.completions if completion is not None)
+    done = outcome.counts()[0]
     resume = (
         _resume(cached)
         if failure.error.retryable

@@ -1,9 +1,5 @@
-"""One request to o3-mini as a DAG author writes it, and everything every path does with it.
-
-:class:`O3Call` holds the prompt templates and the request parameters. The operator, the batch (each
-item), the deferral and its resume, and ``airflow-o3-render`` all render it, check it, build its body and
-turn its reply into the downstream value through it. The argument checks made when a DAG is parsed and
-the rule that tells a template file's name from a prompt live here too.
+"""One request to o3-mini as a DAG author writes it (:class:`O3Call`), and what every path shares:
+the checks made when a DAG is parsed, the prompt template rules, the reply's checks, the hook.
 
 Imported at DAG parse time and by ``airflow-o3-render`` (which runs without Airflow): nothing here
 imports Airflow, ``requests``, ``jsonschema`` or pydantic at module level.
@@ -15,7 +11,7 @@ import re
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_o3.deprecations import warn_renamed
 from airflow_o3.errors import CompletionError, InvalidRequestError, O3Error, RefusalError, StreamCutError
@@ -34,11 +30,15 @@ if TYPE_CHECKING:
     import jinja2
     from airflow.providers.common.compat.sdk import Context
 
+    from airflow_o3.cache import ResponseCache
     from airflow_o3.hooks.o3mini import O3MiniHook, PreparedCall
     from airflow_o3.response import Choice, Completion
 
 TEMPLATE_EXT: tuple[str, ...] = (".j2", ".jinja", ".jinja2", ".md", ".txt")
 """The endings of a prompt template file's name."""
+
+PROMPT_FIELDS: tuple[str, ...] = ("prompt", "system_prompt", "messages")
+"""The template fields that hold the prompt (a batch renders them once per item)."""
 
 RENAMED_ARGUMENTS: dict[str, str] = {
     "retry": "request_retry",
@@ -116,10 +116,8 @@ def check_arguments(task_id: str | None, arguments: Mapping[str, Any], *, own: s
     :raises InvalidRequestError: naming the task, each wrong argument and its fix.
     """
     problems = [problem for name in arguments if (problem := _argument_name_problem(name))]
-    own_values = {name: arguments.get(name) for name in ("reasoning_effort", "max_completion_tokens")}
-    problems += parameter_value_problems(
-        {name: value for name, value in own_values.items() if is_literal(value)}
-    )
+    values = {name: arguments.get(name) for name in ("reasoning_effort", "max_completion_tokens")}
+    problems += parameter_value_problems({name: value for name, value in values.items() if is_literal(value)})
     parameters = arguments.get("parameters")
     if isinstance(parameters, dict):
         problems += _parameters_problems(parameters, own)
@@ -128,10 +126,8 @@ def check_arguments(task_id: str | None, arguments: Mapping[str, Any], *, own: s
 
 
 def take_renamed(kwargs: dict[str, Any], where: str) -> dict[str, Any]:
-    """Take the renamed arguments out of ``kwargs``, warning for each, under their new names.
-
-    :param where: the operator, named in the warning.
-    """
+    """Take the renamed arguments out of ``kwargs`` (warning, naming the operator ``where``), under
+    their new names."""
     renamed = {}
     for old, new in RENAMED_ARGUMENTS.items():
         if old in kwargs:
@@ -140,13 +136,10 @@ def take_renamed(kwargs: dict[str, Any], where: str) -> dict[str, Any]:
     return renamed
 
 
-def names_template_file(text: str, template_ext: Sequence[str] = TEMPLATE_EXT) -> bool:
-    """Whether a prompt is the path of a template file rather than the prompt itself.
-
-    It is when it is one word (no space or line break, no Jinja) ending in a template extension;
-    ``"Summarise the changes in CHANGELOG.md"`` is inline text.
-    """
-    return _is_one_word(text) and text.endswith(tuple(template_ext))
+def names_template_file(text: str) -> bool:
+    """Whether a prompt is the path of a template file: one word (no space, no Jinja) ending in a
+    template extension; ``"Summarise the changes in CHANGELOG.md"`` is inline text."""
+    return _is_one_word(text) and text.endswith(TEMPLATE_EXT)
 
 
 def _is_one_word(text: str) -> bool:
@@ -187,14 +180,8 @@ def template_source(env: jinja2.Environment, name: str, where: str) -> str:
 
 
 def read_template_files(env: jinja2.Environment, where: str, field_name: str, value: Any) -> Any:
-    """A prompt field with each template file it names replaced by the file's text.
-
-    ``prompt`` and ``system_prompt`` are read when they name a file (:func:`names_template_file`),
-    ``messages`` content by content; other text is the prompt itself.
-
-    :param where: the task, for the message.
-    :raises InvalidRequestError: a named file is not there, listing the folders looked in.
-    """
+    """A prompt field (``messages``: each content) with the template file it names, if it names one,
+    replaced by the file's text; ``where`` is the task, for :func:`template_source`'s message."""
     if isinstance(value, str) and names_template_file(value):
         return template_source(env, value, f"{where}: {field_name}")
     if field_name != "messages" or not isinstance(value, list):
@@ -251,12 +238,20 @@ def prompt_environment(env: jinja2.Environment, where: str, *, strict: bool = Fa
     return env
 
 
-def _check_choice(choice: Choice, completion: Completion) -> None:
-    """Refuse a choice that is not an answer, so an empty string never travels downstream.
+def reply_value(choice: Choice, completion: Completion, output: OutputFormat | None) -> Any:
+    """What one choice hands downstream: its tool calls, its parsed JSON, or its text. A choice that
+    is no answer is refused, so an empty string never travels downstream.
 
-    :raises CompletionError: the reasoning used the whole budget, the model refused, or the content
-        filter stopped it; the message says what to change.
+    :raises CompletionError: the reasoning used the whole budget, the model refused (of structured
+        output: a :class:`RefusalError`), or the content filter stopped it; the message says what to
+        change. Tool arguments that are not JSON are a ``ToolCallError``, a reply that is not the JSON
+        asked for a ``StructuredOutputError``.
     """
+    if choice.refusal and output is not None and output.is_json:
+        raise RefusalError(
+            f"o3-mini refused to give the structured output ({output.kind}): {choice.refusal!r}. "
+            "Asking again does not help; rephrase the prompt or review the upstream data it includes"
+        )
     if choice.refusal:
         raise CompletionError(f"o3-mini refused to answer: {choice.refusal!r}. Rephrase the prompt.")
     if choice.finish_reason == "content_filter":
@@ -274,21 +269,6 @@ def _check_choice(choice: Choice, completion: Completion) -> None:
         raise CompletionError(
             f"the reply is empty (finish_reason {choice.finish_reason!r}); nothing to pass downstream"
         )
-
-
-def reply_value(choice: Choice, completion: Completion, output: OutputFormat | None) -> Any:
-    """What one choice hands downstream: its tool calls, its parsed JSON, or its text.
-
-    :raises CompletionError: the choice is no answer (see :func:`_check_choice`); a refusal of
-        structured output is a :class:`RefusalError`, arguments that are not JSON a ``ToolCallError``,
-        a reply that is not the JSON asked for a ``StructuredOutputError``.
-    """
-    if choice.refusal and output is not None and output.is_json:
-        raise RefusalError(
-            f"o3-mini refused to give the structured output ({output.kind}): {choice.refusal!r}. "
-            "Asking again does not help; rephrase the prompt or review the upstream data it includes"
-        )
-    _check_choice(choice, completion)
     if choice.tool_calls:
         return parse_tool_calls(choice.tool_calls)
     if output is not None:
@@ -331,17 +311,9 @@ def _as_text(value: Any) -> Any:
 class O3Call:
     """One request as the DAG author describes it: the prompt templates, the model and the parameters.
 
-    Build it with :meth:`checked`, which refuses at DAG parse time what can be refused then.
-
-    :ivar prompt: the user message template (or ``None`` with ``messages``).
-    :ivar system_prompt: the instructions sent first, with the ``developer`` role.
-    :ivar messages: instead of ``prompt``, a whole conversation whose contents are templates.
-    :ivar model: the model; ``None`` for the connection's.
-    :ivar reasoning_effort: ``low``, ``medium`` or ``high``.
-    :ivar max_completion_tokens: the most tokens the reply may use, reasoning included.
-    :ivar output: the reply's format (``response_format`` read), ``None`` for text.
-    :ivar parameters: the other contract parameters (``tools``, ``n``, ``seed``, ...).
-    :ivar stream: ask for the reply as server-sent events.
+    Its fields are the :class:`~airflow_o3.operators.O3MiniOperator` arguments of the same name, but
+    ``output``, the reply's format (``response_format`` read; ``None`` for text). Build it with
+    :meth:`from_arguments`, which refuses at DAG parse time what can be refused then.
     """
 
     prompt: Any = None
@@ -355,19 +327,23 @@ class O3Call:
     stream: bool = False
 
     @classmethod
-    def checked(cls, task_id: str | None, *, response_format: Any = None, **fields: Any) -> O3Call:
-        """The call these arguments describe, after the checks that need no rendering.
+    def from_arguments(
+        cls, arguments: Mapping[str, Any], others: Mapping[str, Any] | None = None, *, own: str = "argument"
+    ) -> O3Call:
+        """The call an operator's arguments describe, after every check that can be made at DAG parse.
 
-        :param task_id: the task, named in the messages (``None``: no prefix).
-        :param response_format: as the operator's argument: a schema, a pydantic model, ``"json_object"``.
-        :param fields: the other fields of :class:`O3Call`.
+        :param arguments: the operator's named arguments (its ``locals()`` in ``__init__``): the
+            fields of :class:`O3Call` and ``response_format`` are taken from them.
+        :param others: its other keyword arguments (``task_id``, ...), which must hold no request
+            parameter. Both are checked by :func:`check_arguments` (``own`` is its argument).
         :raises InvalidRequestError: both or neither of ``prompt`` and ``messages``, a ``system_prompt``
             with ``messages``, a prompt that names a file that is no template, a bad ``response_format``.
         """
+        fields = {name: arguments[name] for name in _ARGUMENTS if name in arguments}
+        task_id = (others or {}).get("task_id")
+        check_arguments(task_id, {**(others or {}), **fields}, own=own)
         prefix = f"{task_id}: " * bool(task_id)
-        prompt, system_prompt, messages = (
-            fields.get(name) for name in ("prompt", "system_prompt", "messages")
-        )
+        prompt, system_prompt, messages = (fields.get(name) for name in PROMPT_FIELDS)
         if (prompt is None) == (messages is None):
             raise InvalidRequestError(
                 f"{prefix}pass either prompt or messages (fix: use prompt for one user message, "
@@ -385,23 +361,10 @@ class O3Call:
                     "(fix: rename the file to one of those extensions, or write the prompt inline)"
                 )
         try:
-            output = output_format(response_format)
+            output = output_format(fields.pop("response_format", None))
         except InvalidRequestError as error:
             raise InvalidRequestError(f"{prefix}{error}") from None
         return cls(output=output, **{**fields, "parameters": dict(fields.get("parameters") or {})})
-
-    @classmethod
-    def from_arguments(cls, arguments: Mapping[str, Any], kwargs: Mapping[str, Any]) -> O3Call:
-        """The call an operator's arguments describe, after every check that can be made at DAG parse.
-
-        :param arguments: the operator's named arguments (its ``locals()`` in ``__init__``): the
-            fields of :class:`O3Call` and ``response_format`` are taken from them.
-        :param kwargs: its other keyword arguments (``task_id``, ...), which must hold no request
-            parameter (see :func:`check_arguments`).
-        """
-        request = {name: arguments[name] for name in _ARGUMENTS if name in arguments}
-        check_arguments(kwargs.get("task_id"), {**kwargs, **request})
-        return cls.checked(kwargs.get("task_id"), **request)
 
     @property
     def choices(self) -> int:
@@ -469,35 +432,6 @@ class O3Call:
         values = [reply_value(choice, completion, self.output) for choice in completion.choices]
         return values if self.choices > 1 else values[0]
 
-    def publish(
-        self, ti: Any, completion: Completion, earlier: Sequence[Completion] = ()
-    ) -> tuple[Any, dict[str, Any]]:
-        """Push ``usage`` (over ``earlier`` billed replies too) and ``completion``.
-
-        :param ti: the task instance the XComs are pushed through.
-        :param earlier: the task's earlier replies (``json_retries``), billed too.
-        :return: the result (:meth:`result`) and the ``usage`` pushed.
-        :raises CompletionError: the reply is no answer; nothing is pushed then.
-        """
-        from airflow_o3.response import usage_over
-
-        value = self.result(completion)
-        usage = usage_over([*earlier, completion])
-        ti.xcom_push(key="usage", value=usage)
-        ti.xcom_push(
-            key="completion",
-            value={
-                "id": completion.id,
-                "model": completion.model,
-                "finish_reason": completion.finish_reason,
-                "created": completion.created,
-                "request_id": completion.request_id,
-                "from_cache": completion.from_cache,
-                "conn_id": completion.conn_id,
-            },
-        )
-        return value, usage
-
 
 REQUEST_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(O3Call) if f.name != "output")
 """The fields of :class:`O3Call` that are operator arguments of the same name."""
@@ -505,18 +439,91 @@ REQUEST_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(O3Call) if f.name
 _ARGUMENTS = (*REQUEST_FIELDS, "response_format")
 
 
-def render_template(
-    operator: Any,
-    content: Any,
-    context: Context,
-    jinja_env: jinja2.Environment | None = None,
-    seen_oids: Any = None,
-) -> Any:
-    """Airflow's ``render_template``, with the prompt rules of :func:`prompt_environment` (on the mapped
-    path too); outside a DAG an undefined variable is always an error. The operators' own method."""
-    from airflow.providers.common.compat.sdk import BaseOperator
+def connection_hook(owner: Any, **options: Any) -> O3MiniHook:
+    """The hook of an operator's or a trigger's ``conn_id``, ``request_retry``, ``read_timeout`` and
+    ``fallback_conn_ids``; ``options`` are the hook's other arguments."""
+    from airflow_o3.hooks.o3mini import O3MiniHook
 
-    env = prompt_environment(
-        jinja_env or operator.get_template_env(), operator.task_id, strict=not operator.has_dag()
+    return O3MiniHook(
+        conn_id=owner.conn_id,
+        request_retry=owner.request_retry,
+        read_timeout=owner.read_timeout,
+        fallback_conn_ids=owner.fallback_conn_ids,
+        **options,
     )
-    return BaseOperator.render_template(operator, content, context, env, seen_oids)
+
+
+def response_cache(cache: Any) -> ResponseCache | None:
+    """The response cache a task's ``cache`` argument asks for, ``None`` when it is off."""
+    from airflow_o3.cache import CacheSettings, ResponseCache
+
+    settings = CacheSettings.coerce(cache)
+    return ResponseCache(settings) if settings.mode != "off" else None
+
+
+def as_written(value: Any) -> Any:
+    """A value Airflow's rendering at task start leaves as written (Airflow's ``literal``): a per-item
+    template, or items given as a list, which are data."""
+    from airflow.providers.common.compat.sdk import literal
+
+    return None if value is None else literal(value)
+
+
+def unwrapped(value: Any) -> Any:
+    """What :func:`as_written` wrapped (a field Airflow has not rendered yet), or the value itself."""
+    from airflow.providers.common.compat.sdk import literal
+
+    return value.value if isinstance(value, type(literal(None))) else value
+
+
+class PromptOperator:
+    """What the operators (a ``BaseOperator`` subclass each) share: the prompt template files, their
+    renderers and rendering rules, and the checks of the arguments given to ``partial``."""
+
+    template_ext: Sequence[str] = TEMPLATE_EXT
+    template_fields_renderers: ClassVar[dict[str, str]] = {
+        "prompt": "md",
+        "system_prompt": "md",
+        "messages": "json",
+    }
+    task_id: str
+
+    def render_template(
+        self,
+        content: Any,
+        context: Context,
+        jinja_env: jinja2.Environment | None = None,
+        seen_oids: Any = None,
+    ) -> Any:
+        """Airflow's ``render_template``, with the prompt rules of :func:`prompt_environment`;
+        outside a DAG an undefined variable is always an error."""
+        if jinja_env is None:
+            jinja_env = self.get_template_env()  # type: ignore[attr-defined]
+        strict = not self.has_dag()  # type: ignore[attr-defined]
+        env = prompt_environment(jinja_env, self.task_id, strict=strict)
+        return super().render_template(content, context, env, seen_oids)  # type: ignore[misc]
+
+    def resolve_template_files(self) -> None:
+        """Read the prompt template files, when the DAG is parsed.
+
+        A ``prompt``, ``system_prompt`` or message content is a file's path when it is one word (no
+        space, no line break, no Jinja) ending in one of ``template_ext``; the file must exist, next
+        to the DAG or in a ``template_searchpath`` folder. Any other text is the prompt itself, even
+        when it ends in ``.md``. Other fields (``model``, ``items``) are never read as files.
+
+        :raises InvalidRequestError: a named file is not there, listing the folders looked in.
+        """
+        env = self.get_template_env()  # type: ignore[attr-defined]
+        for name in PROMPT_FIELDS:
+            value = getattr(self, name)
+            read = read_template_files(env, self.task_id, name, unwrapped(value))
+            setattr(self, name, read if value is unwrapped(value) else as_written(read))  # a batch's
+        self.prepare_template()  # type: ignore[attr-defined]
+
+    @classmethod
+    def partial(cls, **kwargs: Any) -> Any:
+        """Airflow's ``partial``, with the operator's checks of the arguments given there, so a
+        mistake fails at DAG parse as it does without mapping."""
+        kwargs.update(take_renamed(kwargs, cls.__name__))
+        check_arguments(kwargs.get("task_id"), kwargs)
+        return super().partial(**kwargs)  # type: ignore[misc]

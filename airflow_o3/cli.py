@@ -1,17 +1,9 @@
 """``airflow-o3-render``: render a prompt template and print the request body, without Airflow.
 
-The same check as an ``O3MiniOperator`` with ``render_only=True``, for a laptop or a CI job where no
-Airflow runs: the template is rendered with Jinja the way Airflow renders it (sandboxed, undefined
-variables are errors), with variables from JSON; the body is built and checked by the operator's own
-:class:`~airflow_o3.call.O3Call`; nothing is sent. ::
-
-    airflow-o3-render dags/prompts/daily_report.md.j2 \\
-        --vars '{"ds": "2026-01-31", "params": {"audience": "ops"}, "xcom": {"collect_figures": {...}}}' \\
-        --system-prompt "You are a precise analyst." --reasoning-effort low --response-format schema.json
-
-In the variables, ``xcom`` maps a task id to the value ``ti.xcom_pull(task_ids=...)`` returns (and
-``"task_id.key"`` to a value pushed under another key). Exit status: 0 with the body on stdout;
-1 with the problem on stderr when the template or the request is refused; 2 for a usage error.
+The check of an ``O3MiniOperator`` with ``render_only=True``, for a laptop or a CI job where no Airflow
+runs (usage in the README): the template is rendered with sandboxed Jinja, its variables from JSON, and
+the body built and checked by the operator's own :class:`~airflow_o3.call.O3Call`. Exit status: 0 with
+the body on stdout; 1 with the problem on stderr; 2 for a usage error.
 """
 
 from __future__ import annotations
@@ -20,9 +12,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from airflow_o3.call import O3Call, check_arguments
+from airflow_o3.call import O3Call
 from airflow_o3.errors import InvalidRequestError
 from airflow_o3.parameters import REASONING_EFFORTS
 from airflow_o3.settings import DEFAULT_MODEL
@@ -33,35 +26,25 @@ if TYPE_CHECKING:
 PROGRAM = "airflow-o3-render"
 
 
-class TemplateVariableError(InvalidRequestError):
-    """A template pulls an XCom value that the variables do not hold."""
+def recorded_xcoms(values: Mapping[str, Any]) -> SimpleNamespace:
+    """Stands in for ``ti`` in a template: its ``xcom_pull`` reads ``values``, the ``xcom`` variable
+    (``{"task_id": return value, "task_id.key": value pushed under key}``)."""
 
-
-class RecordedXComs:
-    """Stands in for ``ti`` in a template: ``xcom_pull`` reads the ``xcom`` variable.
-
-    :param values: ``{"task_id": return value, "task_id.key": value pushed under key}``.
-    """
-
-    def __init__(self, values: Mapping[str, Any]) -> None:
-        self._values = values
-
-    def xcom_pull(
-        self, task_ids: str | Sequence[str] | None = None, key: str = "return_value", **_: Any
-    ) -> Any:
-        """The recorded value of one task, or a list of them for a list of task ids."""
-        if isinstance(task_ids, str):
-            return self._value(task_ids, key)
-        return [self._value(task_id, key) for task_id in task_ids or ()]
-
-    def _value(self, task_id: str, key: str) -> Any:
+    def value(task_id: str, key: str) -> Any:
         name = task_id if key == "return_value" else f"{task_id}.{key}"
-        if name not in self._values:
-            raise TemplateVariableError(
+        if name not in values:
+            raise InvalidRequestError(
                 f"the template pulls XCom {key!r} of task {task_id!r}, which the variables do not hold "
                 f'(fix: add {{"xcom": {{"{name}": <value>}}}} to --vars)'
             )
-        return self._values[name]
+        return values[name]
+
+    def xcom_pull(task_ids: str | Sequence[str] | None = None, key: str = "return_value", **_: Any) -> Any:
+        if isinstance(task_ids, str):
+            return value(task_ids, key)
+        return [value(task_id, key) for task_id in task_ids or ()]
+
+    return SimpleNamespace(xcom_pull=xcom_pull)
 
 
 def render(
@@ -84,7 +67,7 @@ def render(
         extensions=["jinja2.ext.do"],
         cache_size=0,
     )
-    context = {"ti": RecordedXComs(variables.get("xcom") or {}), **variables}
+    context = {"ti": recorded_xcoms(variables.get("xcom") or {}), **variables}
     try:
         return env.from_string(template).render(context)
     except jinja2.TemplateSyntaxError as error:
@@ -100,22 +83,17 @@ def request_call(arguments: argparse.Namespace, prompt: str, system_prompt: str 
 
     :raises InvalidRequestError: anything the operator refuses when the DAG is parsed.
     """
-    parameters = _json_option(arguments.parameters, "--parameters") if arguments.parameters else None
-    request = {
+    options = {
+        "prompt": prompt,
+        "system_prompt": system_prompt,
+        "model": arguments.model,
         "reasoning_effort": arguments.reasoning_effort,
         "max_completion_tokens": arguments.max_completion_tokens,
-        "parameters": parameters,
+        "parameters": _json_option(arguments.parameters, "--parameters") if arguments.parameters else None,
+        "stream": arguments.stream,
+        "response_format": _response_format(arguments.response_format),
     }
-    check_arguments(None, request, own="option")
-    return O3Call.checked(
-        None,
-        prompt=prompt,
-        system_prompt=system_prompt,
-        model=arguments.model,
-        stream=arguments.stream,
-        response_format=_response_format(arguments.response_format),
-        **request,
-    )
+    return O3Call.from_arguments(options, own="option")
 
 
 def _json_option(text: str, option: str) -> Any:

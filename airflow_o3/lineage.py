@@ -1,20 +1,8 @@
-"""OpenLineage for o3-mini tasks: a run facet saying which model answered, to what, at what cost.
+"""OpenLineage for o3-mini tasks: a run facet saying which model answered, to what (a hash of the
+prompt, never the prompt), at what cost. The facet is described in docs/observability.md.
 
 Imported only by :meth:`O3MiniOperator.get_openlineage_facets_on_complete`, which the OpenLineage
-provider calls when it is installed and enabled; without the provider nothing here is imported.
-
-The facet (key ``airflow_o3`` in the run's facets)::
-
-    {
-      "model": "o3-mini-2025-01-31",
-      "promptSha256": "9f2c...",          # sha256 of the rendered messages as canonical JSON
-      "promptTokens": 812, "cachedPromptTokens": 0,
-      "completionTokens": 1530, "reasoningTokens": 1216, "totalTokens": 2342,
-      "costUsd": 0.009912, "creditsUsed": 19824,
-      "attempts": 1, "fromCache": false
-    }
-
-The prompt itself is never sent: the hash lets two runs be compared without exposing the data.
+provider calls when it is installed and enabled.
 """
 
 from __future__ import annotations
@@ -90,7 +78,7 @@ def run_facet(
     )
 
 
-def operator_lineage(facet: O3MiniRunFacet | None) -> O3Lineage:
-    """What the OpenLineage provider reports for the task: no datasets, and the run facet if any."""
-    run_facets: dict[str, RunFacet] = {FACET_NAME: facet} if facet is not None else {}
-    return O3Lineage(run_facets=run_facets)
+def operator_lineage(published: Mapping[str, Any] | None) -> O3Lineage:
+    """What the OpenLineage provider reports for the task: no datasets, and the :func:`run_facet` of
+    what it ``published`` (``None``: nothing was asked, no facet)."""
+    return O3Lineage(run_facets={FACET_NAME: run_facet(**published)} if published is not None else {})

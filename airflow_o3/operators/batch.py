@@ -2,9 +2,8 @@
 
 Dynamic task mapping costs a task instance per row (tens of milliseconds each in ``dag.test()``,
 seconds each under a scheduler) and fills the grid view; this operator sends thousands of calls from
-one task. It holds one :class:`~airflow_o3.call.O3Call`, renders it per item, and hands the prepared
-calls to the engine in :mod:`airflow_o3.batch`. Like the operator module, it imports nothing heavy at
-DAG parse time.
+one task. It renders one :class:`~airflow_o3.call.O3Call` per item and hands the prepared calls to
+:class:`~airflow_o3.batch.BatchRun`. Imported at DAG parse: nothing heavy.
 """
 
 from __future__ import annotations
@@ -20,16 +19,19 @@ from airflow.providers.common.compat.sdk import BaseOperator
 from airflow_o3.batch import ITEM_ERROR_POLICIES, BatchLimits, ItemFailure
 from airflow_o3.budget import Budget
 from airflow_o3.call import (
-    TEMPLATE_EXT,
+    PROMPT_FIELDS,
     O3Call,
-    check_arguments,
+    PromptOperator,
+    as_written,
     client_request_id,
-    read_template_files,
-    render_template,
+    connection_hook,
+    response_cache,
     take_renamed,
     task_failure_on_final_errors,
+    unwrapped,
 )
 from airflow_o3.errors import InvalidRequestError
+from airflow_o3.parameters import coerce_settings
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -42,11 +44,8 @@ if TYPE_CHECKING:
     from airflow_o3.ratecontrol import RateController
     from airflow_o3.retry import RequestRetry
 
-PER_ITEM_FIELDS: tuple[str, ...] = ("prompt", "system_prompt", "messages")
-"""Template fields rendered once per item, with ``item`` and ``index`` in the context."""
 
-
-class O3MiniBatchOperator(BaseOperator):
+class O3MiniBatchOperator(PromptOperator, BaseOperator):
     """Ask o3-mini once per item of a list, up to ``max_concurrency`` calls at a time; return the
     replies in input order.
 
@@ -111,11 +110,8 @@ class O3MiniBatchOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("items", "prompt", "system_prompt", "messages", "model")
-    template_ext: Sequence[str] = TEMPLATE_EXT
     template_fields_renderers: ClassVar[dict[str, str]] = {
-        "prompt": "md",
-        "system_prompt": "md",
-        "messages": "json",
+        **PromptOperator.template_fields_renderers,
         "items": "json",
     }
     ui_color = "#c2ecd5"
@@ -152,30 +148,22 @@ class O3MiniBatchOperator(BaseOperator):
         super().__init__(**kwargs)
         self.call = call
         try:
-            self.limits = BatchLimits.coerce(limits)
+            self.limits = coerce_settings(BatchLimits, limits, "limits")
             self.budget = Budget.coerce(budget)
         except InvalidRequestError as error:
             raise InvalidRequestError(f"{self.task_id}: {error}") from None
-        if on_item_error not in ITEM_ERROR_POLICIES:
-            raise InvalidRequestError(
-                f"{self.task_id}: on_item_error is {on_item_error!r} (fix: use 'fail' or 'continue')"
-            )
-        if not progress_interval > 0:
-            raise InvalidRequestError(
-                f"{self.task_id}: progress_interval is {progress_interval!r} (fix: use seconds above 0)"
-            )
-        if min_balance_usd is not None and (
-            isinstance(min_balance_usd, bool)
-            or not isinstance(min_balance_usd, int | float)
-            or min_balance_usd < 0
+        policy_known = on_item_error in ITEM_ERROR_POLICIES
+        for name, value, fine, fix in (
+            ("on_item_error", on_item_error, policy_known, "use 'fail' or 'continue'"),
+            ("progress_interval", progress_interval, progress_interval > 0, "use seconds above 0"),
+            ("min_balance_usd", min_balance_usd, _no_or_dollars(min_balance_usd), "use dollars, 0 or more"),
         ):
-            raise InvalidRequestError(
-                f"{self.task_id}: min_balance_usd is {min_balance_usd!r} (fix: use dollars, 0 or more)"
-            )
-        self.items = _as_written(items) if _is_list(items) else items
-        self.prompt = _as_written(prompt)
-        self.system_prompt = _as_written(system_prompt)
-        self.messages = _as_written(messages)
+            if not fine:
+                raise InvalidRequestError(f"{self.task_id}: {name} is {value!r} (fix: {fix})")
+        self.items = as_written(items) if _is_list(items) else items
+        self.prompt = as_written(prompt)
+        self.system_prompt = as_written(system_prompt)
+        self.messages = as_written(messages)
         self.conn_id = conn_id
         self.model = model
         self.response_format = response_format
@@ -188,49 +176,23 @@ class O3MiniBatchOperator(BaseOperator):
         self.on_item_error = on_item_error
         self.progress_interval = progress_interval
 
-    @classmethod
-    def partial(cls, **kwargs: Any) -> Any:
-        """Airflow's ``partial``, with the batch's checks of the arguments given there."""
-        kwargs.update(take_renamed(kwargs, cls.__name__))
-        check_arguments(kwargs.get("task_id"), kwargs)
-        return super().partial(**kwargs)
-
-    render_template = render_template
-    """Airflow's rendering with the prompt rules (:func:`airflow_o3.call.render_template`)."""
-
-    def resolve_template_files(self) -> None:
-        """Read the prompt template files when the DAG is parsed, by the rule of
-        :meth:`O3MiniOperator.resolve_template_files`; ``items`` and ``model`` are never read as files."""
-        env = self.get_template_env()
-        for name in PER_ITEM_FIELDS:
-            value = read_template_files(env, self.task_id, name, _unwrapped(getattr(self, name)))
-            setattr(self, name, _as_written(value))
-        self.prepare_template()
-
     def request(self) -> O3Call:
         """The call with the per-item templates as written, to be rendered for each item."""
-        fields = {name: _unwrapped(getattr(self, name)) for name in PER_ITEM_FIELDS}
+        fields = {name: unwrapped(getattr(self, name)) for name in PROMPT_FIELDS}
         return replace(self.call, model=self.model, **fields)
 
     def execute(self, context: Context) -> list[Any]:
         """Render and check every item's request, send them, push the batch's XComs; return the
         results in order."""
-        from airflow_o3.batch import run_batch
+        from airflow_o3.batch import BatchRun
         from airflow_o3.budget import Spend
-        from airflow_o3.hooks.o3mini import O3MiniHook
         from airflow_o3.ratecontrol import RateController
 
         call = self.request()
         with task_failure_on_final_errors():
             items = self._item_list()
             spend = Spend(self.budget)
-            hook = O3MiniHook(
-                conn_id=self.conn_id,
-                request_retry=self.request_retry,
-                read_timeout=self.read_timeout,
-                fallback_conn_ids=self.fallback_conn_ids,
-                pool_size=self.limits.max_concurrency,
-            )
+            hook = connection_hook(self, pool_size=self.limits.max_concurrency)
             hook.call_log_level = logging.DEBUG
             control = RateController(
                 requests_per_minute=self.limits.requests_per_minute,
@@ -253,7 +215,7 @@ class O3MiniBatchOperator(BaseOperator):
                 self.limits.max_concurrency,
                 f", {len(failures)} refused before sending" if failures else "",
             )
-            outcome = run_batch(
+            outcome = BatchRun(
                 hook,
                 calls,
                 failures=failures,
@@ -261,11 +223,11 @@ class O3MiniBatchOperator(BaseOperator):
                 limits=self.limits,
                 control=control,
                 spend=spend,
-                cache=self._response_cache(),
+                cache=response_cache(self.cache),
                 on_item_error=self.on_item_error,
                 log=self.log,
                 progress_interval=self.progress_interval,
-            )
+            ).run()
         return self.publish_batch(context, outcome)
 
     def on_kill(self) -> None:
@@ -304,14 +266,8 @@ class O3MiniBatchOperator(BaseOperator):
                 calls.append(None)
         return calls, failures
 
-    def _response_cache(self) -> Any:
-        from airflow_o3.cache import CacheSettings, ResponseCache
-
-        settings = CacheSettings.coerce(self.cache)
-        return ResponseCache(settings) if settings.mode != "off" else None
-
     def _item_list(self) -> list[Any]:
-        items = _unwrapped(self.items)
+        items = unwrapped(self.items)
         if not _is_list(items):
             raise InvalidRequestError(
                 f"{self.task_id}: items is a {type(items).__name__}, not a list (fix: pass the "
@@ -364,16 +320,16 @@ class O3MiniBatchOperator(BaseOperator):
         return outcome.values
 
 
-def _is_rendered(items: Any) -> bool:
-    """``items`` is a template string or an upstream output (``XComArg``), which Airflow renders."""
-    return isinstance(items, str) or callable(getattr(items, "resolve", None))
+def _no_or_dollars(value: Any) -> bool:
+    return value is None or (not isinstance(value, bool) and isinstance(value, int | float) and not value < 0)
 
 
 def _is_list(value: Any) -> bool:
+    """A list of items: not a template string or an upstream output (``XComArg``), which Airflow renders."""
     return (
         isinstance(value, Iterable)
         and not isinstance(value, str | bytes | Mapping)
-        and not _is_rendered(value)
+        and not callable(getattr(value, "resolve", None))
     )
 
 
@@ -382,18 +338,3 @@ def _render_error(error: Exception) -> InvalidRequestError:
         f"the template does not render for this item ({type(error).__name__}: {error}) (fix: check the "
         "keys the template reads from item)"
     )
-
-
-def _as_written(value: Any) -> Any:
-    """A value Airflow's rendering at task start leaves as written (Airflow's ``literal``): a per-item
-    template, or items given as a list, which are data."""
-    from airflow.providers.common.compat.sdk import literal
-
-    return None if value is None else literal(value)
-
-
-def _unwrapped(value: Any) -> Any:
-    """What :func:`_as_written` wrapped (a field Airflow has not rendered yet), or the value itself."""
-    from airflow.providers.common.compat.sdk import literal
-
-    return value.value if isinstance(value, type(literal(None))) else value

@@ -1,16 +1,13 @@
 """The operator: render a prompt from upstream data, ask o3-mini, hand the reply to downstream tasks.
 
-The request itself (rendering, checks, body, result, XComs) is an :class:`~airflow_o3.call.O3Call`;
-this module stores the arguments and runs the call in the worker or the triggerer. It is imported at
-every DAG parse, so it imports nothing heavy: the hook, ``requests``, ``jsonschema`` and pydantic are
-loaded when the task runs.
+The request itself is an :class:`~airflow_o3.call.O3Call`; this module runs it in the worker or the
+triggerer. Imported at every DAG parse: the hook, ``requests``, ``jsonschema`` and pydantic are loaded
+when the task runs.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-from dataclasses import replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -18,16 +15,16 @@ from airflow.providers.common.compat.sdk import BaseOperator, conf
 
 from airflow_o3.call import (
     REQUEST_FIELDS,
-    TEMPLATE_EXT,
     O3Call,
+    PromptOperator,
     check_arguments,
     client_request_id,
-    read_template_files,
+    connection_hook,
     reply_value,
+    response_cache,
     take_renamed,
     task_failure_on_final_errors,
 )
-from airflow_o3.call import render_template as render_prompt_template
 from airflow_o3.errors import CompletionError, InvalidRequestError, StructuredOutputError
 from airflow_o3.operators.approval import DEFAULT_APPROVAL_TIMEOUT, ReplyApproval
 from airflow_o3.operators.upstream import checked_inputs, render_with_inputs
@@ -40,16 +37,20 @@ if TYPE_CHECKING:
     import jinja2
     from airflow.providers.common.compat.sdk import Context
 
-    from airflow_o3.cache import CacheSettings, ResponseCache
+    from airflow_o3.cache import CacheSettings
     from airflow_o3.hooks.o3mini import O3MiniHook
     from airflow_o3.lineage import O3Lineage
     from airflow_o3.response import Completion
     from airflow_o3.retry import RequestRetry
+    from airflow_o3.structured import OutputFormat
 
 __all__ = ["O3MiniOperator", "check_arguments", "client_request_id", "reply_value"]
 
+COMPLETION_XCOM = ("id", "model", "finish_reason", "created", "request_id", "from_cache", "conn_id")
+"""The fields of the reply pushed as the ``completion`` XCom."""
 
-class O3MiniOperator(ReplyApproval, BaseOperator):
+
+class O3MiniOperator(PromptOperator, ReplyApproval, BaseOperator):
     """Ask o3-mini through the AI/ML API with a Jinja-templated prompt; return its reply.
 
     The reply is the task's return value (XCom ``return_value``): the text; with ``response_format``
@@ -124,11 +125,8 @@ class O3MiniOperator(ReplyApproval, BaseOperator):
     """
 
     template_fields: Sequence[str] = ("inputs", "prompt", "system_prompt", "messages", "model")
-    template_ext: Sequence[str] = TEMPLATE_EXT
     template_fields_renderers: ClassVar[dict[str, str]] = {
-        "prompt": "md",
-        "system_prompt": "md",
-        "messages": "json",
+        **PromptOperator.template_fields_renderers,
         "inputs": "json",
     }
     ui_color = "#d6f5e3"
@@ -162,8 +160,7 @@ class O3MiniOperator(ReplyApproval, BaseOperator):
         renamed = take_renamed(kwargs, type(self).__name__)
         call = O3Call.from_arguments(locals(), kwargs)
         super().__init__(**kwargs)
-        self.call = call
-        self.worker_reason = self._check_worker_needs(stream, json_retries, deferrable)
+        self.worker_reason = self._check_worker_needs(call.output, stream, json_retries, deferrable)
         self.inputs = checked_inputs(self.task_id, inputs)
         self.prompt = prompt
         self.system_prompt = system_prompt
@@ -173,10 +170,10 @@ class O3MiniOperator(ReplyApproval, BaseOperator):
         self.reasoning_effort = reasoning_effort
         self.max_completion_tokens = max_completion_tokens
         self.response_format = response_format
-        self.output_format = self.call.output
+        self.output_format = call.output
         self.json_retries = json_retries
         self.stream = stream
-        self.parameters = self.call.parameters
+        self.parameters = call.parameters
         self.render_only = renamed.get("render_only", render_only)
         self.request_retry = renamed.get("request_retry", request_retry)
         self.read_timeout = renamed.get("read_timeout", read_timeout)
@@ -190,13 +187,15 @@ class O3MiniOperator(ReplyApproval, BaseOperator):
     def _default_deferrable(self) -> bool:
         return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
 
-    def _check_worker_needs(self, stream: bool, json_retries: int, deferrable: bool | None) -> str | None:
+    def _check_worker_needs(
+        self, output: OutputFormat | None, stream: bool, json_retries: int, deferrable: bool | None
+    ) -> str | None:
         """Refuse what cannot run as asked; say why a task the config would defer runs in the worker."""
         if type(json_retries) is not int or json_retries < 0:
             raise InvalidRequestError(
                 f"{self.task_id}: json_retries is {json_retries!r} (fix: use a whole number, 0 or more)"
             )
-        if json_retries and (self.call.output is None or not self.call.output.is_json):
+        if json_retries and (output is None or not output.is_json):
             raise InvalidRequestError(
                 f"{self.task_id}: json_retries re-asks for a JSON reply (fix: set response_format to a "
                 "schema or 'json_object', or drop json_retries)"
@@ -217,14 +216,7 @@ class O3MiniOperator(ReplyApproval, BaseOperator):
     @cached_property
     def hook(self) -> O3MiniHook:
         """The hook that owns the connection and the HTTP call."""
-        from airflow_o3.hooks.o3mini import O3MiniHook
-
-        return O3MiniHook(
-            conn_id=self.conn_id,
-            request_retry=self.request_retry,
-            read_timeout=self.read_timeout,
-            fallback_conn_ids=self.fallback_conn_ids,
-        )
+        return connection_hook(self)
 
     def render_template(
         self,
@@ -233,40 +225,17 @@ class O3MiniOperator(ReplyApproval, BaseOperator):
         jinja_env: jinja2.Environment | None = None,
         seen_oids: set[int] | None = None,
     ) -> Any:
-        """Airflow's rendering with the prompt rules (:func:`airflow_o3.call.render_template`), after
+        """Airflow's rendering with the prompt rules (:meth:`PromptOperator.render_template`), after
         the task's ``xcom_pull`` calls are checked and ``inputs`` resolved into the context."""
-        render = functools.partial(render_prompt_template, self)
+        render = super().render_template
         return render_with_inputs(self, render, content, context, jinja_env, seen_oids)
-
-    @classmethod
-    def partial(cls, **kwargs: Any) -> Any:
-        """Airflow's ``partial`` for dynamic task mapping, with the operator's checks of the arguments
-        given there, so a mistake fails at DAG parse as it does without mapping."""
-        kwargs.update(take_renamed(kwargs, cls.__name__))
-        check_arguments(kwargs.get("task_id"), kwargs)
-        return super().partial(**kwargs)
-
-    def resolve_template_files(self) -> None:
-        """Read the prompt template files, when the DAG is parsed.
-
-        A ``prompt``, ``system_prompt`` or message content is a file's path when it is one word (no
-        space, no line break, no Jinja) ending in one of ``template_ext``; the file must exist, next
-        to the DAG or in a ``template_searchpath`` folder. Any other text is the prompt itself, even
-        when it ends in ``.md``. ``model`` is never read as a file.
-
-        :raises InvalidRequestError: a named file is not there, listing the folders looked in.
-        """
-        env = self.get_template_env()
-        for name in ("prompt", "system_prompt", "messages"):
-            setattr(self, name, read_template_files(env, self.task_id, name, getattr(self, name)))
-        self.prepare_template()
 
     def request(self) -> O3Call:
         """The call as the operator's fields are now: the template fields rendered when the task runs,
         and whatever a subclass's ``execute`` set (``prompt``, ``messages``, ``parameters``, ...) before
         calling this one's, ``output_format`` included)."""
         fields = {name: getattr(self, name) for name in REQUEST_FIELDS}
-        return replace(self.call, output=self.output_format, **fields)
+        return O3Call(output=self.output_format, **fields)
 
     def execute(self, context: Context) -> Any:
         """Render and check the request, then send it (or defer, or only render it); return the reply."""
@@ -294,12 +263,14 @@ class O3MiniOperator(ReplyApproval, BaseOperator):
         request_id = client_request_id(context)
         completions: list[Completion] = []
         while True:
-            reply_log = LineLog(self._log_reply_line)
+            reply_log = LineLog(
+                lambda index, line: self.log.info("reply%s | %s", f"[{index}]" * (call.choices > 1), line)
+            )
             attempt_id = f"{request_id}:r{len(completions)}"[-128:] if completions else request_id
             try:
                 completion = self.hook.send(
                     call.prepare(self.hook, messages, attempt_id),
-                    cache=self.response_cache(),
+                    cache=response_cache(self.cache),
                     on_text=reply_log.add if call.stream else None,
                 )
             finally:
@@ -316,13 +287,6 @@ class O3MiniOperator(ReplyApproval, BaseOperator):
                 error,
             )
             messages = [*messages, *reask_messages(reply, error)]
-
-    def response_cache(self) -> ResponseCache | None:
-        """The response cache, when it is on for this task."""
-        from airflow_o3.cache import CacheSettings, ResponseCache
-
-        settings = CacheSettings.coerce(self.cache)
-        return ResponseCache(settings) if settings.mode != "off" else None
 
     def defer_call(self, context: Context, call: O3Call, messages: list[dict[str, Any]]) -> Any:
         """Hand the checked request to the triggerer and free the worker slot. The trigger gets no
@@ -368,9 +332,6 @@ class O3MiniOperator(ReplyApproval, BaseOperator):
             )
         return self.await_approval(context, self.publish(context, self.request(), completion))
 
-    def _log_reply_line(self, index: int, line: str) -> None:
-        self.log.info("reply%s | %s", f"[{index}]" if self.call.choices > 1 else "", line)
-
     def render_request(self, call: O3Call, messages: list[dict[str, Any]]) -> dict[str, Any]:
         """Build and check the exact request body, log it and return it; nothing is sent.
 
@@ -401,13 +362,21 @@ class O3MiniOperator(ReplyApproval, BaseOperator):
         earlier: Sequence[Completion] = (),
         messages: list[dict[str, Any]] | None = None,
     ) -> Any:
-        """Check the reply, push ``usage`` and ``completion``, return the task's result.
+        """Check the reply, push ``usage`` (over the ``earlier`` replies of ``json_retries`` too, all
+        billed) and ``completion``; return the task's result. Nothing is pushed for a reply that is
+        no answer.
 
-        :param earlier: the task's earlier replies (``json_retries``), billed too.
         :param messages: the conversation sent, for OpenLineage (``None``: rendered again if asked).
         """
+        from airflow_o3.response import usage_over
+
         with task_failure_on_final_errors():
-            value, usage = call.publish(context["ti"], completion, earlier)
+            value = call.result(completion)
+        usage = usage_over([*earlier, completion])
+        context["ti"].xcom_push(key="usage", value=usage)
+        context["ti"].xcom_push(
+            key="completion", value={name: getattr(completion, name) for name in COMPLETION_XCOM}
+        )
         # the per-call summary line (tokens, cost, latency, ids) is logged by the hook's send()
         if earlier:
             self.log.info(
@@ -428,19 +397,12 @@ class O3MiniOperator(ReplyApproval, BaseOperator):
         """The OpenLineage provider's hook: a run facet with the model, a sha256 of the rendered
         messages, the token usage and the cost (see :mod:`airflow_o3.lineage`). Called only when the
         provider is installed; nothing of OpenLineage is imported before."""
-        from airflow_o3.lineage import operator_lineage, run_facet
+        from airflow_o3.lineage import operator_lineage
 
-        published = self._published
-        if published is None:  # render only: nothing was asked, nothing paid
-            return operator_lineage(None)
-        return operator_lineage(
-            run_facet(
-                model=published["model"],
-                messages=published["messages"] or self.request().conversation(),
-                usage=published["usage"],
-                from_cache=published["from_cache"],
-            )
-        )
+        published = self._published  # None with render only: nothing was asked, nothing paid
+        if published is not None and published["messages"] is None:
+            published = {**published, "messages": self.request().conversation()}
+        return operator_lineage(published)
 
 
 def _unusable_json(completion: Completion, call: O3Call) -> tuple[str | None, StructuredOutputError] | None:

@@ -1,20 +1,14 @@
 """The trigger of a deferred ``O3MiniOperator``: the call waits in the triggerer, not in a worker slot.
 
-A reasoning call can think for minutes. With ``deferrable=True`` the worker checks the request, hands
-it to this trigger and frees its slot; the triggerer sends it over async httpx with the same retry
-policy, and the task resumes in ``execute_complete`` with the reply, or with the same typed error
-(and the same message) a call in the worker would have raised. The trigger's serialized arguments
-hold no secret: it reads the API key from the connection when it runs.
+The task resumes in ``execute_complete`` with the reply, or with the same typed error (and message) a
+call in the worker would have raised. With the response cache on, the hook's ``asend`` stores the
+reply as soon as it arrives, so a trigger that runs again (the triggerer restarted) does not pay again.
 
-With the response cache on, the hook's ``asend`` (the cache read and write every path shares) reads
-the cache before sending and stores the reply as soon as it arrives, so a trigger that runs again (the
-triggerer restarted) does not pay again. The request itself runs on an event loop of its own, in a
-thread of the triggerer process: the triggerer's shutdown cancels every task on its own loop at once,
-and a request there would be cut off unanswered after it was paid for. A cancelled trigger waits a
-bounded ``grace_period`` for its reply, stores it, then lets the cancellation through.
-
-This module is imported by the triggerer; the hook, httpx and the cache are imported in a thread when
-a trigger runs, so that nothing blocks the triggerer's event loop.
+The request runs on an event loop of its own, in a thread of the triggerer process: the triggerer's
+shutdown cancels every task on its own loop at once, and a request there would be cut off unanswered
+after it was paid for. A cancelled trigger waits a bounded ``grace_period`` for its reply, stores it,
+then lets the cancellation through. The hook, httpx and the cache are imported in a thread, so that
+nothing blocks the triggerer's event loop.
 """
 
 from __future__ import annotations
@@ -43,6 +37,18 @@ if TYPE_CHECKING:
     from airflow_o3.response import Completion
 
 T = TypeVar("T")
+
+SERIALIZED = (
+    "conn_id",
+    "body",
+    "client_request_id",
+    "request_retry",
+    "read_timeout",
+    "cache",
+    "cache_key",
+    "fallback_conn_ids",
+)
+"""The arguments a trigger is re-created from, by their new names."""
 
 
 class O3MiniTrigger(BaseTrigger):
@@ -93,51 +99,31 @@ class O3MiniTrigger(BaseTrigger):
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """What the triggerer stores to re-create the trigger: no secret, only names, the body and
         the settings."""
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "conn_id": self.conn_id,
-                "body": self.body,
-                "client_request_id": self.client_request_id,
-                "request_retry": self.request_retry,
-                "read_timeout": self.read_timeout,
-                "cache": self.cache,
-                "cache_key": self.cache_key,
-                "fallback_conn_ids": self.fallback_conn_ids,
-            },
-        )
+        arguments = {name: getattr(self, name) for name in SERIALIZED}
+        return f"{type(self).__module__}.{type(self).__qualname__}", arguments
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Answer from the cache, or send the request (on a loop of its own); yield its reply or its
         typed error."""
         try:
             hook, cache = await asyncio.to_thread(self._hook_and_cache)
+            from airflow_o3.hooks.o3mini import PreparedCall  # imported by _hook_and_cache
+
             settings = await hook.aget_settings()
-            prepared = _prepared_call(settings.chat_url, self.body, self.client_request_id)
+            prepared = PreparedCall(settings.chat_url, self.body, self.client_request_id)
             completion = await self._send(hook, prepared, cache)
-            key = await asyncio.to_thread(self._entry, hook, prepared, completion) if cache else None
+            keys = await asyncio.to_thread(hook.cache_keys, prepared, self.cache_key) if cache else {}
         except O3Error as error:
             yield TriggerEvent(error_event(error))
             return
-        yield TriggerEvent(completion_event(completion, key))
+        # the cache entry of the connection that answered (or whose stored reply was served)
+        yield TriggerEvent(completion_event(completion, keys.get(completion.conn_id or "")))
 
     def _hook_and_cache(self) -> tuple[O3MiniHook, ResponseCache | None]:
         """The hook and the cache (``None`` when off). Run in a thread: the first call imports them."""
-        from airflow_o3.cache import CacheSettings, ResponseCache
-        from airflow_o3.hooks.o3mini import O3MiniHook
+        from airflow_o3.call import connection_hook, response_cache
 
-        hook = O3MiniHook(
-            conn_id=self.conn_id,
-            request_retry=self.request_retry,
-            read_timeout=self.read_timeout,
-            fallback_conn_ids=self.fallback_conn_ids,
-        )
-        settings = CacheSettings.coerce(self.cache)
-        return hook, ResponseCache(settings) if settings.mode != "off" else None
-
-    def _entry(self, hook: O3MiniHook, prepared: PreparedCall, completion: Completion) -> str | None:
-        """The cache entry of the connection that answered (or whose stored reply was served)."""
-        return hook.cache_keys(prepared, self.cache_key).get(completion.conn_id or "")
+        return connection_hook(self), response_cache(self.cache)
 
     async def _send(
         self, hook: O3MiniHook, prepared: PreparedCall, cache: ResponseCache | None
@@ -182,12 +168,6 @@ class O3MiniTrigger(BaseTrigger):
                 "Trigger cancelled with its request in flight and no reply stored: the request may be "
                 "billed, and the next run of this trigger sends it again"
             )
-
-
-def _prepared_call(url: str, body: Mapping[str, Any], client_request_id: str | None) -> PreparedCall:
-    from airflow_o3.hooks.o3mini import PreparedCall
-
-    return PreparedCall(url, body, client_request_id)
 
 
 async def _send_with(

@@ -96,8 +96,9 @@ def test_the_render_command_refuses_a_parameter_as_the_operator_does(tmp_path):
 def test_the_request_object_names_the_empty_field_after_rendering():
     from airflow_o3.call import O3Call
 
-    call = O3Call.checked(
-        "ask", messages=[{"role": "user", "content": "{{ a }}"}, {"role": "user", "content": "b"}]
+    call = O3Call.from_arguments(
+        {"messages": [{"role": "user", "content": "{{ a }}"}, {"role": "user", "content": "b"}]},
+        {"task_id": "ask"},
     )
     rendered = [{"role": "user", "content": "fine"}, {"role": "user", "content": "  "}]
     with pytest.raises(InvalidRequestError, match=r"the rendered messages\[1\]\.content is empty"):
