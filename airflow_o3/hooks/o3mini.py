@@ -179,6 +179,17 @@ def _mask_key(conn_id: str, key: str) -> None:
         )
 
 
+@functools.lru_cache(maxsize=16)
+def _prepared_url(url: str) -> str:
+    """``url`` as requests sends it (IDNA host, quoted path), worked out once per URL."""
+    import requests
+
+    request = requests.PreparedRequest()
+    request.prepare_url(url, None)
+    assert request.url is not None
+    return request.url
+
+
 def _limit_wait(response: requests.Response, seconds: float) -> None:
     """Bound the next wait for bytes on the reply's socket (urllib3 keeps it while the body is read)."""
     sock = getattr(getattr(response.raw, "connection", None), "sock", None)
@@ -694,17 +705,22 @@ class O3MiniHook(BaseHook):
 
         from airflow_o3.hooks._deadline import deadline as headers_by
 
+        session = self.session
+        request = requests.PreparedRequest()
+        request.method, request.url, request.body = method, _prepared_url(url), data
+        request.headers = requests.structures.CaseInsensitiveDict(session.headers)
+        request.headers.update(headers)
+        if data is not None:
+            request.headers["Content-Length"] = str(len(data))
         timeouts = self.settings.timeouts
         try:
             with headers_by(deadline.at):
-                response = self.session.request(
-                    method,
-                    url,
-                    data=data,
-                    headers=headers,
-                    timeout=(timeouts.connect, max(0.001, min(timeouts.read, deadline.left()))),
+                response = session.get_adapter(request.url).send(
+                    request,
                     stream=True,
-                    allow_redirects=False,
+                    timeout=(timeouts.connect, max(0.001, min(timeouts.read, deadline.left()))),
+                    verify=session.verify,
+                    proxies=session.proxies,
                 )
         except (requests.Timeout, requests.ConnectionError) as error:
             raise transport_error(url, error, deadline) from None
