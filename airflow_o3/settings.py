@@ -88,12 +88,17 @@ class ClientSettings:
         """The models endpoint (``test_connection`` reads it; it costs nothing)."""
         return f"{self.base_url}/models"
 
-    def headers(self, client_request_id: str | None = None) -> dict[str, str]:
-        """Request headers; they hold the key, so they are never logged or put in an error."""
+    def headers(self, client_request_id: str | None = None, *, stream: bool = False) -> dict[str, str]:
+        """Request headers; they hold the key, so they are never logged or put in an error.
+
+        :param stream: ask for server-sent events rather than one JSON reply.
+        """
         headers = {
             "Authorization": f"Bearer {self.api_key}",
             "Content-Type": "application/json",
-            "Accept": "application/json",
+            "Accept": "text/event-stream" if stream else "application/json",
+            # The sync path reads the raw bytes (to bound each wait and the size): no gzip, please.
+            "Accept-Encoding": "identity",
             "User-Agent": USER_AGENT,
         }
         if client_request_id:

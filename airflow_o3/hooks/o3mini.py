@@ -8,7 +8,6 @@ import functools
 import json
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -60,23 +59,13 @@ _CHUNK_BYTES = 65536
 """The most read from the socket at once; a read returns as soon as any bytes arrive."""
 
 
+_TIMEOUT_CLASSES = frozenset({"TimeoutError", "Timeout", "TimeoutException"})
+"""The timeout classes of the socket and asyncio, urllib3 (both ``TimeoutError``), requests and httpx."""
+
+
 def _timed_out(error: BaseException) -> bool:
-    """Whether ``error`` is a timeout of the socket, asyncio, requests, urllib3 or httpx. A library
-    is looked at only if it is loaded: an error cannot come from one that is not."""
-    if isinstance(error, TimeoutError):
-        return True
-    for module, name in _TIMEOUT_CLASSES:
-        loaded = sys.modules.get(module)
-        if loaded is not None and isinstance(error, getattr(loaded, name)):
-            return True
-    return False
-
-
-_TIMEOUT_CLASSES = (
-    ("requests", "Timeout"),
-    ("urllib3.exceptions", "TimeoutError"),
-    ("httpx", "TimeoutException"),
-)
+    """Whether ``error`` is a timeout, told by its classes' names so that no client is imported."""
+    return any(kind.__name__ in _TIMEOUT_CLASSES for kind in type(error).__mro__)
 
 
 def transport_error(url: str, error: BaseException, deadline: _Deadline) -> ServiceError:
@@ -147,12 +136,8 @@ def _refuse_redirect(status: int, headers: Mapping[str, str], url: str, base: st
     from urllib.parse import urljoin, urlsplit
 
     target = urlsplit(urljoin(url, headers.get("location") or ""))
-    try:
-        port = f":{target.port}" if target.port else ""
-    except ValueError:
-        port = ""
     # Only scheme, host, port and path: a userinfo or a query may hold someone's secret.
-    pointed = f"{target.scheme}://{target.hostname or ''}{port}{target.path}"
+    pointed = f"{target.scheme}://{target.netloc.rpartition('@')[2]}{target.path}"
     raise RedirectError(
         HttpFailure(
             status,
@@ -252,23 +237,6 @@ def _fall_back_or_raise(error: ServiceError, rest: Sequence[O3MiniHook]) -> None
     )
 
 
-def _first_stored(cache: ResponseCache, keys: Mapping[str, str]) -> tuple[str, str, Completion] | None:
-    """The first ``(conn_id, entry, reply)`` stored under one of ``keys`` (conn_id -> entry)."""
-    for conn_id, key in keys.items():
-        if (stored := cache.get(key)) is not None:
-            return conn_id, key, stored
-    return None
-
-
-class Wire(NamedTuple):
-    """One request as it goes on the wire, for either client: URL, headers (with the key: never
-    logged) and the body's bytes."""
-
-    url: str
-    headers: dict[str, str]
-    content: bytes
-
-
 @dataclass(frozen=True)
 class PreparedCall:
     """A checked request, ready to send: the URL, the body, and the id that traces it at the service."""
@@ -277,10 +245,18 @@ class PreparedCall:
     body: Mapping[str, Any]
     client_request_id: str | None = None
 
-    @property
+    @cached_property
     def content(self) -> bytes:
-        """The request body as sent: compact JSON, UTF-8."""
+        """The request body as sent: compact JSON, UTF-8 (encoded once, however often it is sent)."""
         return encode_body(self.body)
+
+
+def _first_stored(cache: ResponseCache, keys: Mapping[str, str]) -> tuple[str, str, Completion] | None:
+    """The first ``(conn_id, entry, reply)`` stored under one of ``keys`` (conn_id -> entry)."""
+    for conn_id, key in keys.items():
+        if (stored := cache.get(key)) is not None:
+            return conn_id, key, stored
+    return None
 
 
 class O3MiniHook(BaseHook):
@@ -622,16 +598,6 @@ class O3MiniHook(BaseHook):
         except ServiceError as error:
             raise error.for_connection(self.conn_id) from error.__cause__
 
-    def wire(self, prepared: PreparedCall, *, stream: bool = False) -> Wire:
-        """The one builder of the request as sent, for the sync and the async client alike.
-
-        :param stream: ask for server-sent events.
-        """
-        headers = self.settings.headers(prepared.client_request_id)
-        if stream:
-            headers["Accept"] = "text/event-stream"
-        return Wire(prepared.url, headers, prepared.content)
-
     def _attempt(self, prepared: PreparedCall, on_text: OnText | None) -> Completion:
         """One attempt over requests: a whole reply, or a stream assembled as it arrives."""
         if prepared.body.get("stream"):
@@ -679,10 +645,10 @@ class O3MiniHook(BaseHook):
         :param deadline: when the attempt must be over.
         :param stream: ask for server-sent events.
         """
-        wire = self.wire(prepared, stream=stream)
+        headers = self.settings.headers(prepared.client_request_id, stream=stream)
         if self.rate_control is not None:
             self.rate_control.acquire()
-        response = self._request("POST", wire.url, wire.headers, deadline, data=wire.content)
+        response = self._request("POST", prepared.url, headers, deadline, data=prepared.content)
         if self.rate_control is not None:
             self.rate_control.observe(response.status_code, response.headers)
         return response
@@ -708,8 +674,7 @@ class O3MiniHook(BaseHook):
         session = self.session
         request = requests.PreparedRequest()
         request.method, request.url, request.body = method, _prepared_url(url), data
-        request.headers = requests.structures.CaseInsensitiveDict(session.headers)
-        request.headers.update(headers)
+        request.headers = requests.structures.CaseInsensitiveDict(headers)
         if data is not None:
             request.headers["Content-Length"] = str(len(data))
         timeouts = self.settings.timeouts
@@ -719,7 +684,7 @@ class O3MiniHook(BaseHook):
                     request,
                     stream=True,
                     timeout=(timeouts.connect, max(0.001, min(timeouts.read, deadline.left()))),
-                    verify=session.verify,
+                    verify=session.verify if session.verify is not None else True,
                     proxies=session.proxies,
                 )
         except (requests.Timeout, requests.ConnectionError) as error:
@@ -787,22 +752,21 @@ class O3MiniHook(BaseHook):
         import httpx
 
         settings = self.settings
-        wire = self.wire(prepared)
         async with client.stream(
             "POST",
-            wire.url,
-            content=wire.content,
-            headers=wire.headers,
+            prepared.url,
+            content=prepared.content,
+            headers=settings.headers(prepared.client_request_id),
             timeout=httpx.Timeout(settings.timeouts.read, connect=settings.timeouts.connect),
             follow_redirects=False,
         ) as response:
-            _refuse_redirect(response.status_code, response.headers, wire.url, settings.base_url)
+            _refuse_redirect(response.status_code, response.headers, prepared.url, settings.base_url)
             pieces: list[bytes] = []
             received = 0
             async for chunk in response.aiter_bytes():
                 received += len(chunk)
                 if received > settings.max_reply_bytes:
-                    raise _too_large(wire.url, response.status_code, settings.max_reply_bytes)
+                    raise _too_large(prepared.url, response.status_code, settings.max_reply_bytes)
                 pieces.append(chunk)
             return response.status_code, response.headers, b"".join(pieces)
 

@@ -317,6 +317,30 @@ def test_a_reply_over_a_configured_size_limit_is_refused(monkeypatch, call):
         assert call(O3MiniHook()).text == "2, 3, 5"
 
 
+def gzip_when_asked(server: Hostile, handler: BaseHTTPRequestHandler) -> None:
+    """A completion, gzipped whenever the request's Accept-Encoding allows gzip (as a CDN does)."""
+    import gzip
+
+    data = json.dumps(completion("2, 3, 5")).encode()
+    zipped = "gzip" in handler.headers.get("Accept-Encoding", "")
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    if zipped:
+        data = gzip.compress(data)
+        handler.send_header("Content-Encoding", "gzip")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+@SYNC_AND_ASYNC
+def test_a_server_that_gzips_when_allowed_gives_a_readable_paid_reply(monkeypatch, call):
+    with Hostile(gzip_when_asked) as server:
+        connect(monkeypatch, server.base_url, max_attempts=1)
+        assert call(O3MiniHook()).text == "2, 3, 5"
+    assert len(server.requests) == 1
+
+
 # -- no redirects ------------------------------------------------------------------------------------
 
 
