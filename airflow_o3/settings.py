@@ -147,20 +147,15 @@ def _check_base_url(url: str) -> None:
 _SECONDS = "a number of seconds above 0"
 
 
-def _size(extras: Mapping[str, Any], name: str, default: int) -> int:
-    value = extras.get(name)
-    if value in (None, ""):
-        return default
-    try:
-        number = int(value)
-    except (TypeError, ValueError, OverflowError):
-        number = 0
-    if number <= 0 or (isinstance(value, float) and not value.is_integer()):
+def _size(conn_id: str, extras: Mapping[str, Any], name: str, default: int) -> int:
+    """A byte count extra: a whole number above 0 (a boolean neither), or ``default`` when unset."""
+    wanted = f"a whole number of bytes above 0, e.g. {default} for 20 MB"
+    number = extra_number(conn_id, extras, name, wanted, 0.0)
+    if number is not None and not number.is_integer():
         raise ConfigurationError(
-            f"connection extra {name}={value!r} is not a whole number of bytes above 0 (fix: set it "
-            f"to bytes, e.g. {default} for 20 MB)"
+            f"connection extra {name}={extras[name]!r} is not a whole number (fix: set it to {wanted})"
         )
-    return number
+    return default if number is None else int(number)
 
 
 def settings_from_connection(
@@ -204,7 +199,7 @@ def settings_from_connection(
             attempt=attempt,
         ),
         retry=retry,
-        max_reply_bytes=_size(extras, "max_reply_bytes", DEFAULT_MAX_REPLY_BYTES),
+        max_reply_bytes=_size(conn_id, extras, "max_reply_bytes", DEFAULT_MAX_REPLY_BYTES),
         billing_base_url=billing_base_url_from_extras(conn_id, extras),
         cap=cap_settings_from_extras(conn_id, extras),
     )
