@@ -30,6 +30,7 @@ Cache hits cost nothing and add no tokens; their line says ``from_cache=true cos
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import time
@@ -42,7 +43,7 @@ from airflow.providers.common.compat.sdk import Stats
 from airflow_o3.response import amount
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Iterator
 
     from airflow_o3.hooks.o3mini import O3MiniHook, PreparedCall
     from airflow_o3.response import Completion
@@ -141,12 +142,24 @@ def record_retry() -> None:
     Stats.incr(f"{PREFIX}.retries")
 
 
-def _report_call(owner: O3MiniHook, prepared: PreparedCall, completion: Completion, started: float) -> None:
-    """Log a finished call's summary line and send its metrics; ``started`` is its ``time.monotonic()``."""
-    latency = time.monotonic() - started
-    line = summary_line(completion, latency=latency, client_request_id=prepared.client_request_id)
-    owner.log.log(owner.call_log_level, line)  # a batch: DEBUG, and progress lines
-    record_completion(completion, latency=latency, tags={"model": completion.model or _model(prepared)})
+@contextlib.contextmanager
+def _reported(owner: O3MiniHook, prepared: PreparedCall) -> Iterator[Callable[[Completion], Completion]]:
+    """Time a call: an error raised in the block is counted; the function it yields logs the summary
+    line of the completion it is given (at the hook's ``call_log_level``) and sends its metrics."""
+    started = time.monotonic()
+
+    def report(completion: Completion) -> Completion:
+        latency = time.monotonic() - started
+        line = summary_line(completion, latency=latency, client_request_id=prepared.client_request_id)
+        owner.log.log(owner.call_log_level, line)  # a batch: DEBUG, and progress lines
+        record_completion(completion, latency=latency, tags={"model": completion.model or _model(prepared)})
+        return completion
+
+    try:
+        yield report
+    except Exception as error:
+        record_error(error, tags={"model": _model(prepared)})
+        raise
 
 
 def _model(prepared: PreparedCall) -> str:
@@ -162,14 +175,8 @@ def observed(
     def wrapper(
         owner: O3MiniHook, prepared: PreparedCall, /, *args: P.args, **kwargs: P.kwargs
     ) -> Completion:
-        started = time.monotonic()
-        try:
-            completion = send(owner, prepared, *args, **kwargs)
-        except Exception as error:
-            record_error(error, tags={"model": _model(prepared)})
-            raise
-        _report_call(owner, prepared, completion, started)
-        return completion
+        with _reported(owner, prepared) as report:
+            return report(send(owner, prepared, *args, **kwargs))
 
     return wrapper
 
@@ -183,13 +190,7 @@ def observed_async(
     async def wrapper(
         owner: O3MiniHook, prepared: PreparedCall, /, *args: P.args, **kwargs: P.kwargs
     ) -> Completion:
-        started = time.monotonic()
-        try:
-            completion = await send(owner, prepared, *args, **kwargs)
-        except Exception as error:
-            record_error(error, tags={"model": _model(prepared)})
-            raise
-        _report_call(owner, prepared, completion, started)
-        return completion
+        with _reported(owner, prepared) as report:
+            return report(await send(owner, prepared, *args, **kwargs))
 
     return wrapper

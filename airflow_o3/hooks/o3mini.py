@@ -150,10 +150,15 @@ def _refuse_redirect(status: int, headers: Mapping[str, str], url: str, base: st
 _warned_short_keys: set[str] = set()
 
 
+def _key_forms(key: str) -> list[str]:
+    """The key as it is, and as it looks JSON-escaped or in a repr (an echo may show either)."""
+    return sorted({key, json.dumps(key)[1:-1], repr(key)[1:-1]})
+
+
 def _mask_key(conn_id: str, key: str) -> None:
     """Have Airflow mask the key in logs, also as it looks JSON-escaped or in a repr; warn (once per
     connection) when it is too short for Airflow 3's masker, which skips secrets under 5 characters."""
-    for form in {key, json.dumps(key)[1:-1], repr(key)[1:-1]}:
+    for form in _key_forms(key):
         mask_secret(form)
     if len(key) < 5 and conn_id not in _warned_short_keys:
         _warned_short_keys.add(conn_id)
@@ -182,15 +187,20 @@ def _limit_wait(response: requests.Response, seconds: float) -> None:
         sock.settimeout(seconds)
 
 
+def _ca_bundle() -> str | None:
+    """The CA bundle both paths trust, as requests reads it: ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``
+    (``None``: certifi's)."""
+    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+
+
 @functools.cache
 def _tls_context() -> ssl.SSLContext:
-    """The CA bundle the sync path uses too: ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``, else certifi's."""
+    """The async path's TLS context, made once per process: it costs the better part of a megabyte."""
     import ssl
 
     import certifi
 
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    return ssl.create_default_context(cafile=bundle or certifi.where())
+    return ssl.create_default_context(cafile=_ca_bundle() or certifi.where())
 
 
 def _checked_fallbacks(conn_id: str, fallback_conn_ids: Sequence[str]) -> tuple[str, ...]:
@@ -377,7 +387,7 @@ class O3MiniHook(BaseHook):
         # would rescan the whole environment per call (a fifth of a loopback call's time), and
         # would let a ~/.netrc entry replace the API key's Authorization header.
         session.proxies.update(requests.utils.get_environ_proxies(self.settings.base_url))
-        session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        session.verify = _ca_bundle() or True
         session.trust_env = False
         adapter = DeadlineAdapter(pool_connections=1, pool_maxsize=self._pool_size)
         session.mount("https://", adapter)
@@ -636,7 +646,7 @@ class O3MiniHook(BaseHook):
             key = self.settings.api_key
             if len(key) < 5:  # too short to tell from ordinary text (a warning said so)
                 raise
-            raise error.without(sorted({key, json.dumps(key)[1:-1], repr(key)[1:-1]})) from None
+            raise error.without(_key_forms(key)) from None
 
     def _open(self, prepared: PreparedCall, deadline: _Deadline, *, stream: bool) -> requests.Response:
         """POST the body and wait for the reply's headers, taking a turn at the rate controller and
@@ -733,42 +743,36 @@ class O3MiniHook(BaseHook):
         return httpx.AsyncClient(verify=_tls_context(), follow_redirects=False)
 
     async def _aattempt(self, prepared: PreparedCall, client: httpx.AsyncClient) -> Completion:
-        """One attempt over httpx, cut at the attempt timeout whatever the server does."""
-        import httpx
-
-        deadline = _Deadline.after(self.settings.timeouts.attempt)
-        with self._keyless():
-            try:
-                async with asyncio.timeout(deadline.left()):
-                    status, headers, content = await self._aexchange(prepared, client)
-            except (TimeoutError, httpx.TransportError) as error:
-                raise transport_error(prepared.url, error, deadline) from None
-            return parse_response(status, headers, content, conn_id=self.conn_id)
-
-    async def _aexchange(
-        self, prepared: PreparedCall, client: httpx.AsyncClient
-    ) -> tuple[int, httpx.Headers, bytes]:
-        """POST the body and read the reply, refusing a redirect and a reply over the size limit."""
+        """One attempt over httpx, cut at the attempt timeout whatever the server does; a redirect and
+        a reply over the size limit are refused."""
         import httpx
 
         settings = self.settings
-        async with client.stream(
-            "POST",
-            prepared.url,
-            content=prepared.content,
-            headers=settings.headers(prepared.client_request_id),
-            timeout=httpx.Timeout(settings.timeouts.read, connect=settings.timeouts.connect),
-            follow_redirects=False,
-        ) as response:
-            _refuse_redirect(response.status_code, response.headers, prepared.url, settings.base_url)
-            pieces: list[bytes] = []
-            received = 0
-            async for chunk in response.aiter_bytes():
-                received += len(chunk)
-                if received > settings.max_reply_bytes:
-                    raise _too_large(prepared.url, response.status_code, settings.max_reply_bytes)
-                pieces.append(chunk)
-            return response.status_code, response.headers, b"".join(pieces)
+        deadline = _Deadline.after(settings.timeouts.attempt)
+        with self._keyless():
+            try:
+                async with (
+                    asyncio.timeout(deadline.left()),
+                    client.stream(
+                        "POST",
+                        prepared.url,
+                        content=prepared.content,
+                        headers=settings.headers(prepared.client_request_id),
+                        timeout=httpx.Timeout(settings.timeouts.read, connect=settings.timeouts.connect),
+                        follow_redirects=False,
+                    ) as response,
+                ):
+                    _refuse_redirect(response.status_code, response.headers, prepared.url, settings.base_url)
+                    content = bytearray()
+                    async for chunk in response.aiter_bytes():
+                        content += chunk
+                        if len(content) > settings.max_reply_bytes:
+                            raise _too_large(prepared.url, response.status_code, settings.max_reply_bytes)
+            except (TimeoutError, httpx.TransportError) as error:
+                raise transport_error(prepared.url, error, deadline) from None
+            return parse_response(
+                response.status_code, response.headers, bytes(content), conn_id=self.conn_id
+            )
 
     def test_connection(self) -> tuple[bool, str]:
         """Check the connection without spending money: the key is set and the service answers.
