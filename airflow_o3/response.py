@@ -233,9 +233,7 @@ def amount(value: Any) -> int | float | None:
     ``None``; ``True`` and ``False`` are not numbers here."""
     if type(value) is int:  # the common case first: a figure is read a dozen times per reply
         return value if 0 <= value <= MAX_AMOUNT else None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    if isinstance(value, float) and not math.isfinite(value):
+    if not _is_number(value) or (isinstance(value, float) and not math.isfinite(value)):
         return None
     return value if 0 <= value <= MAX_AMOUNT else None
 

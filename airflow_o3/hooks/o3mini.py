@@ -707,7 +707,8 @@ class O3MiniHook(BaseHook):
         return response
 
     def _body(self, response: requests.Response, url: str, deadline: _Deadline) -> Iterator[bytes]:
-        """The reply's body, decoded, in pieces as they arrive.
+        """The reply's body as it was sent (unencoded: the request asks for identity), in pieces as
+        they arrive.
 
         Each wait for bytes is bounded by the read timeout and by what is left of the attempt, and
         a read returns whatever has arrived, so a reply trickling in is cut at the deadline.
