@@ -43,6 +43,7 @@ class Hostile:
     def __init__(self, respond: Callable[[Hostile, BaseHTTPRequestHandler], None]) -> None:
         self.respond = respond
         self.requests: list[tuple[str, str, bytes]] = []
+        self.headers: list[dict[str, str]] = []
         self.connections = 0
         self.stop = threading.Event()
         hostile = self
@@ -59,6 +60,7 @@ class Hostile:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 hostile.requests.append((self.command, self.path, body))
+                hostile.headers.append(dict(self.headers))
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     hostile.respond(hostile, self)
                 self.close_connection = True
@@ -339,6 +341,23 @@ def test_a_server_that_gzips_when_allowed_gives_a_readable_paid_reply(monkeypatc
         connect(monkeypatch, server.base_url, max_attempts=1)
         assert call(O3MiniHook()).text == "2, 3, 5"
     assert len(server.requests) == 1
+
+
+def test_the_proxy_of_the_environment_carries_the_request_and_netrc_never_replaces_the_key(
+    monkeypatch, tmp_path
+):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password netrc-secret\n")
+    monkeypatch.setenv("NETRC", str(netrc))
+    with Hostile(answer) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.origin)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        connect(monkeypatch, "http://service.invalid/v1")
+        assert O3MiniHook().chat(USER).text == "the redirect target answered"
+    [(method, target, _)] = proxy.requests
+    assert (method, target) == ("POST", "http://service.invalid/v1/chat/completions")
+    assert proxy.headers[0]["Authorization"] == f"Bearer {CANARY}"
 
 
 # -- no redirects ------------------------------------------------------------------------------------
