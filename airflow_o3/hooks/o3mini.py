@@ -10,7 +10,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, replace
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
@@ -40,7 +40,7 @@ from airflow_o3.settings import ClientSettings, Timeouts, settings_from_connecti
 
 if TYPE_CHECKING:
     import ssl
-    from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
 
     import httpx
     import requests
@@ -233,16 +233,17 @@ FALLBACK_ERRORS: tuple[type[ServiceError], ...] = (AuthenticationError, OutOfCre
 retryable error that outlived its retries."""
 
 
-def _fall_back_or_raise(error: ServiceError, rest: Sequence[O3MiniHook]) -> None:
-    """Return (and warn) when ``error`` sends the request on to ``rest[0]``; raise it otherwise: no
-    connection left, or an error another connection would not mend (a 400, a reply already
-    received but unusable)."""
+def _fall_back_or_raise(error: ServiceError, conn_id: str, rest: Sequence[O3MiniHook]) -> None:
+    """Return (and warn) when ``error``, the final one of connection ``conn_id``, sends the request on
+    to ``rest[0]``; raise it, naming ``conn_id``, otherwise: no connection left, or an error another
+    connection would not mend (a 400, a reply already received but unusable)."""
+    named = error.for_connection(conn_id)
     if not rest or not (isinstance(error, FALLBACK_ERRORS) or error.retryable):
-        raise error
+        raise named from error.__cause__
     log.warning(
         "Connection %r failed (%s); the same request goes to fallback connection %r",
-        error.conn_id,
-        error,
+        conn_id,
+        named,
         rest[0].conn_id,
     )
 
@@ -454,10 +455,13 @@ class O3MiniHook(BaseHook):
         for position, hook in enumerate(chain):
             call = hook.retargeted(prepared, self.settings.model)
             hook.ledger.check()
+            sleep = hook.rate_control.sleep if hook.rate_control is not None else time.sleep
             try:
-                completion = hook._with_retries(functools.partial(hook._attempt, call, on_text))
+                completion = call_with_retries(
+                    hook.settings.retry, partial(hook._attempt, call, on_text), sleep=sleep
+                )
             except ServiceError as error:
-                _fall_back_or_raise(error, chain[position + 1 :])
+                _fall_back_or_raise(error, hook.conn_id, chain[position + 1 :])
                 continue
             hook.ledger.record(completion)
             return self._answered(cache, keys, hook.conn_id, completion)
@@ -498,9 +502,11 @@ class O3MiniHook(BaseHook):
             call = hook.retargeted(prepared, settings.model)
             await asyncio.to_thread(hook.ledger.check)
             try:
-                completion = await hook._awith_retries(functools.partial(hook._aattempt, call, client))
+                completion = await acall_with_retries(
+                    hook.settings.retry, partial(hook._aattempt, call, client)
+                )
             except ServiceError as error:
-                _fall_back_or_raise(error, chain[position + 1 :])
+                _fall_back_or_raise(error, hook.conn_id, chain[position + 1 :])
                 continue
             await asyncio.to_thread(hook.ledger.record, completion)
             if cache is None:
@@ -592,21 +598,6 @@ class O3MiniHook(BaseHook):
         if cache is not None and conn_id in keys:  # the one write of the cache, for every path
             cache.put(keys[conn_id], completion)
         return completion if completion.conn_id == conn_id else replace(completion, conn_id=conn_id)
-
-    def _with_retries(self, attempt: Callable[[], Completion]) -> Completion:
-        """Run ``attempt`` under the retry settings; a final error names this hook's connection."""
-        sleep = self.rate_control.sleep if self.rate_control is not None else time.sleep
-        try:
-            return call_with_retries(self.settings.retry, attempt, sleep=sleep)
-        except ServiceError as error:
-            raise error.for_connection(self.conn_id) from error.__cause__
-
-    async def _awith_retries(self, attempt: Callable[[], Awaitable[Completion]]) -> Completion:
-        """:meth:`_with_retries` for an async attempt."""
-        try:
-            return await acall_with_retries(self.settings.retry, attempt)
-        except ServiceError as error:
-            raise error.for_connection(self.conn_id) from error.__cause__
 
     def _attempt(self, prepared: PreparedCall, on_text: OnText | None) -> Completion:
         """One attempt over requests: a whole reply, or a stream assembled as it arrives."""
