@@ -726,6 +726,8 @@ class O3MiniHook(BaseHook):
             if received > settings.max_reply_bytes:
                 raise _too_large(url, response.status_code, settings.max_reply_bytes)
             yield chunk
+            if response.raw.length_remaining == 0:  # the whole Content-Length: no read for the end
+                return
 
     def async_client(self) -> httpx.AsyncClient:
         """An httpx client for :meth:`asend`. Its TLS context (the CA bundle, read once per process)
