@@ -169,12 +169,17 @@ def settings_from_connection(
 ) -> ClientSettings:
     """:class:`ClientSettings` from the fields of an ``aimlapi`` connection.
 
-    :raises ConfigurationError: no API key, an extra that is not a finite number, or a host with
-        credentials, a query string or a fragment.
+    :raises ConfigurationError: no API key or one with a space or a line break, an extra that is not a
+        finite number, or a host with credentials, a query string or a fragment.
     """
     if not password:
         raise ConfigurationError(
             f"connection {conn_id!r} has no API key (fix: put the AI/ML API key in its password field)"
+        )
+    if any(character.isspace() or not character.isprintable() for character in password):
+        raise ConfigurationError(  # else the header refuses it with the key in its message
+            f"connection {conn_id!r}: the API key holds a space, a line break or a control character "
+            "(fix: paste the AI/ML API key alone into the password field; the key is not shown here)"
         )
     retry = RequestRetry().updated(
         {name: extras[name] for name in RETRY_EXTRAS if extras.get(name) not in (None, "")}

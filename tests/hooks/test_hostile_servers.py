@@ -450,6 +450,20 @@ def test_a_host_with_a_query_string_or_a_fragment_is_refused_with_the_fix(monkey
     assert "api-version" not in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    "key", [f"{CANARY}\n", f" {CANARY}", f"{CANARY}\t", f"{CANARY}\r\n", f"sk-{CANARY}\x00"]
+)
+def test_a_key_pasted_with_a_line_break_or_a_space_is_refused_before_sending_and_never_shown(
+    monkeypatch, key
+):
+    with Hostile(answer) as server:
+        connect(monkeypatch, server.base_url, key=key)
+        with pytest.raises(errors.ConfigurationError, match="paste the AI/ML API key alone") as raised:
+            O3MiniHook().chat(USER)
+    assert server.requests == []
+    assert CANARY not in str(raised.value)
+
+
 def test_a_key_shorter_than_the_masker_handles_is_warned_about_once_naming_the_connection(
     monkeypatch, caplog
 ):
