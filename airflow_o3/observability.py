@@ -30,52 +30,28 @@ Cache hits cost nothing and add no tokens; their line says ``from_cache=true cos
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
 
 from airflow.providers.common.compat.sdk import Stats
 
 from airflow_o3.response import amount
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterator
+
+    from airflow_o3.hooks.o3mini import O3MiniHook, PreparedCall
     from airflow_o3.response import Completion
 
 PREFIX = "airflow_o3"
 P = ParamSpec("P")
 
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
-
-
-class _Prepared(Protocol):
-    """What the observer reads from a prepared call (the hook's ``PreparedCall``)."""
-
-    @property
-    def body(self) -> Mapping[str, Any]: ...
-
-    @property
-    def client_request_id(self) -> str | None: ...
-
-
-class _InfoLog(Protocol):
-    """The part of a logger used here: stdlib (Airflow 2) and structlog (Airflow 3) both fit."""
-
-    def log(self, level: int, event: str, /, *args: Any, **kwargs: Any) -> Any: ...
-
-
-class _Logs(Protocol):
-    """Anything with a ``log`` (every hook and operator)."""
-
-    @property
-    def log(self) -> _InfoLog: ...
-
-
-H = TypeVar("H", bound=_Logs)
-R = TypeVar("R", bound=_Prepared)
 
 
 def error_kind(error: BaseException) -> str:
@@ -105,7 +81,7 @@ _TOKEN_PATHS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 
 def _token_counts(completion: Completion) -> dict[str, int | None]:
-    """The call's token figures by metric suffix, read once for its line and its metrics."""
+    """The call's token figures by metric suffix."""
     usage = completion.usage
     return {metric: _tokens(usage, *path) for metric, path in _TOKEN_PATHS}
 
@@ -122,16 +98,7 @@ def _text(value: object) -> str:
 
 def summary_line(completion: Completion, *, latency: float, client_request_id: str | None) -> str:
     """The one log line that describes a call (see the module docstring for its fields)."""
-    return _line(completion, _token_counts(completion), _cost(completion), latency, client_request_id)
-
-
-def _line(
-    completion: Completion,
-    tokens: Mapping[str, int | None],
-    figure: float | None,
-    latency: float,
-    client_request_id: str | None,
-) -> str:
+    tokens, figure = _token_counts(completion), _cost(completion)
     if completion.from_cache:
         cost = "0"
     elif figure is not None:
@@ -150,27 +117,19 @@ def _line(
 
 def record_completion(completion: Completion, *, latency: float, tags: Mapping[str, str]) -> None:
     """Send the metrics of a finished call."""
-    _send_metrics(completion, _token_counts(completion), _cost(completion), latency, dict(tags))
-
-
-def _send_metrics(
-    completion: Completion,
-    tokens: Mapping[str, int | None],
-    cost: float | None,
-    latency: float,
-    tags: dict[str, str],
-) -> None:
+    labels = dict(tags)
     if completion.from_cache:
-        Stats.incr(f"{PREFIX}.cache_hits", tags=tags)
+        Stats.incr(f"{PREFIX}.cache_hits", tags=labels)
         return
-    Stats.incr(f"{PREFIX}.calls", tags=tags)
-    Stats.timing(f"{PREFIX}.latency", timedelta(seconds=latency), tags=tags)
-    for metric, count in tokens.items():
+    Stats.incr(f"{PREFIX}.calls", tags=labels)
+    Stats.timing(f"{PREFIX}.latency", timedelta(seconds=latency), tags=labels)
+    cost = _cost(completion)
+    for metric, count in _token_counts(completion).items():
         if count:
-            Stats.incr(f"{PREFIX}.tokens.{metric}", count, tags=tags)
+            Stats.incr(f"{PREFIX}.tokens.{metric}", count, tags=labels)
     if cost is not None:
-        Stats.gauge(f"{PREFIX}.cost_usd", cost, tags=tags)
-        Stats.incr(f"{PREFIX}.cost_microusd", round(cost * 1_000_000), tags=tags)
+        Stats.gauge(f"{PREFIX}.cost_usd", cost, tags=labels)
+        Stats.incr(f"{PREFIX}.cost_microusd", round(cost * 1_000_000), tags=labels)
 
 
 def record_error(error: BaseException, *, tags: Mapping[str, str] | None = None) -> None:
@@ -183,55 +142,55 @@ def record_retry() -> None:
     Stats.incr(f"{PREFIX}.retries")
 
 
-def report_call(owner: _Logs, prepared: _Prepared, completion: Completion, started: float) -> None:
-    """Log a finished call's summary line and send its metrics; ``started`` is its ``time.monotonic()``.
+@contextlib.contextmanager
+def _reported(owner: O3MiniHook, prepared: PreparedCall) -> Iterator[Callable[[Completion], Completion]]:
+    """Time a call: an error raised in the block is counted; the function it yields logs the summary
+    line of the completion it is given (at the hook's ``call_log_level``) and sends its metrics."""
+    started = time.monotonic()
 
-    :func:`observed` does this for a hook's send method; call it for a reply obtained another way
-    (a deferred task's cache hit)."""
-    latency = time.monotonic() - started
-    tokens, cost = _token_counts(completion), _cost(completion)  # read once, for the line and the metrics
-    line = _line(completion, tokens, cost, latency, prepared.client_request_id)
-    owner.log.log(getattr(owner, "call_log_level", logging.INFO), line)  # a batch: DEBUG, and progress lines
-    _send_metrics(completion, tokens, cost, latency, {"model": completion.model or _model(prepared)})
+    def report(completion: Completion) -> Completion:
+        latency = time.monotonic() - started
+        line = summary_line(completion, latency=latency, client_request_id=prepared.client_request_id)
+        owner.log.log(owner.call_log_level, line)  # a batch: DEBUG, and progress lines
+        record_completion(completion, latency=latency, tags={"model": completion.model or _model(prepared)})
+        return completion
+
+    try:
+        yield report
+    except Exception as error:
+        record_error(error, tags={"model": _model(prepared)})
+        raise
 
 
-def _model(prepared: _Prepared) -> str:
+def _model(prepared: PreparedCall) -> str:
     return str(prepared.body.get("model", ""))
 
 
 def observed(
-    send: Callable[Concatenate[H, R, P], Completion],
-) -> Callable[Concatenate[H, R, P], Completion]:
+    send: Callable[Concatenate[O3MiniHook, PreparedCall, P], Completion],
+) -> Callable[Concatenate[O3MiniHook, PreparedCall, P], Completion]:
     """Wrap a hook's send method: time it, log its summary line, send its metrics, count its errors."""
 
     @functools.wraps(send)
-    def wrapper(owner: H, prepared: R, /, *args: P.args, **kwargs: P.kwargs) -> Completion:
-        started = time.monotonic()
-        try:
-            completion = send(owner, prepared, *args, **kwargs)
-        except Exception as error:
-            record_error(error, tags={"model": _model(prepared)})
-            raise
-        report_call(owner, prepared, completion, started)
-        return completion
+    def wrapper(
+        owner: O3MiniHook, prepared: PreparedCall, /, *args: P.args, **kwargs: P.kwargs
+    ) -> Completion:
+        with _reported(owner, prepared) as report:
+            return report(send(owner, prepared, *args, **kwargs))
 
     return wrapper
 
 
 def observed_async(
-    send: Callable[Concatenate[H, R, P], Awaitable[Completion]],
-) -> Callable[Concatenate[H, R, P], Awaitable[Completion]]:
+    send: Callable[Concatenate[O3MiniHook, PreparedCall, P], Awaitable[Completion]],
+) -> Callable[Concatenate[O3MiniHook, PreparedCall, P], Awaitable[Completion]]:
     """:func:`observed` for an ``async`` send method (the triggerer's path)."""
 
     @functools.wraps(send)
-    async def wrapper(owner: H, prepared: R, /, *args: P.args, **kwargs: P.kwargs) -> Completion:
-        started = time.monotonic()
-        try:
-            completion = await send(owner, prepared, *args, **kwargs)
-        except Exception as error:
-            record_error(error, tags={"model": _model(prepared)})
-            raise
-        report_call(owner, prepared, completion, started)
-        return completion
+    async def wrapper(
+        owner: O3MiniHook, prepared: PreparedCall, /, *args: P.args, **kwargs: P.kwargs
+    ) -> Completion:
+        with _reported(owner, prepared) as report:
+            return report(await send(owner, prepared, *args, **kwargs))
 
     return wrapper

@@ -272,7 +272,7 @@ def build_body(
     problems = body_problems(body)
     if problems:
         raise refusal(problems)
-    _check_json(body)
+    encode_body(body)  # the check that it can be sent as it will be
     return body
 
 
@@ -289,16 +289,16 @@ def _without_nulls(messages: Any) -> Any:
     ]
 
 
-def _check_json(body: Mapping[str, Any]) -> None:
+def encode_body(body: Mapping[str, Any]) -> bytes:
+    """The body as compact UTF-8 JSON, the bytes that are sent and that the response cache keys on.
+
+    :raises InvalidRequestError: a value JSON has no form for, or text UTF-8 cannot carry (a lone
+        surrogate, as a badly decoded file leaves).
+    """
     try:
-        json.dumps(body, allow_nan=False)
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
     except (TypeError, ValueError) as error:
         raise InvalidRequestError(
             f"{REFUSED_BEFORE_SENDING}the body cannot be encoded as JSON ({error}) "
             "(fix: pass plain strings, numbers, lists and dicts, e.g. convert dates with str())"
         ) from None
-
-
-def encode_body(body: Mapping[str, Any]) -> bytes:
-    """The body as compact UTF-8 JSON, the bytes that are sent and that the response cache keys on."""
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()

@@ -149,30 +149,16 @@ def _finite_wait(seconds: float) -> float | None:
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
-def _seconds(text: str) -> float | None:
+def _wait(text: str, unit: float, dated: bool) -> float | None:
+    """A wait header's value in seconds: a number of ``unit`` seconds, or (when ``dated``) an HTTP date."""
     try:
-        return _finite_wait(float(text))
+        return _finite_wait(float(text) * unit)
     except ValueError:
-        return None
-
-
-def _milliseconds(text: str) -> float | None:
-    """``retry-after-ms``: a number of milliseconds, in seconds."""
-    seconds = _seconds(text)
-    return None if seconds is None else seconds / 1000
-
-
-def _http_date_wait(text: str) -> float | None:
+        pass
     try:
-        return _finite_wait(parsedate_to_datetime(text).timestamp() - time())
+        return _finite_wait(parsedate_to_datetime(text).timestamp() - time()) if dated else None
     except (TypeError, ValueError, OverflowError):
         return None
-
-
-def _retry_after_value(text: str) -> float | None:
-    """``Retry-After``: seconds, or an HTTP date."""
-    seconds = _seconds(text)
-    return seconds if seconds is not None else _http_date_wait(text)
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
@@ -181,8 +167,8 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
     The first header that holds a finite wait wins, as given (at least 0; the caller bounds it by its
     policy); NaN, infinite and unreadable values are skipped, so the result is never one of them.
     """
-    for name, read in (("retry-after-ms", _milliseconds), ("retry-after", _retry_after_value)):
-        if (value := header(headers, name)) is not None and (wait := read(value)) is not None:
+    for name, unit, dated in (("retry-after-ms", 0.001, False), ("retry-after", 1.0, True)):
+        if (value := header(headers, name)) is not None and (wait := _wait(value, unit, dated)) is not None:
             return wait
     resets = [
         seconds
@@ -247,9 +233,7 @@ def amount(value: Any) -> int | float | None:
     ``None``; ``True`` and ``False`` are not numbers here."""
     if type(value) is int:  # the common case first: a figure is read a dozen times per reply
         return value if 0 <= value <= MAX_AMOUNT else None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    if isinstance(value, float) and not math.isfinite(value):
+    if not _is_number(value) or (isinstance(value, float) and not math.isfinite(value)):
         return None
     return value if 0 <= value <= MAX_AMOUNT else None
 

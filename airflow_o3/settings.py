@@ -88,12 +88,17 @@ class ClientSettings:
         """The models endpoint (``test_connection`` reads it; it costs nothing)."""
         return f"{self.base_url}/models"
 
-    def headers(self, client_request_id: str | None = None) -> dict[str, str]:
-        """Request headers; they hold the key, so they are never logged or put in an error."""
+    def headers(self, client_request_id: str | None = None, *, stream: bool = False) -> dict[str, str]:
+        """Request headers; they hold the key, so they are never logged or put in an error.
+
+        :param stream: ask for server-sent events rather than one JSON reply.
+        """
         headers = {
             "Authorization": f"Bearer {self.api_key}",
             "Content-Type": "application/json",
-            "Accept": "application/json",
+            "Accept": "text/event-stream" if stream else "application/json",
+            # The sync path reads the raw bytes (to bound each wait and the size): no gzip, please.
+            "Accept-Encoding": "identity",
             "User-Agent": USER_AGENT,
         }
         if client_request_id:
@@ -142,20 +147,15 @@ def _check_base_url(url: str) -> None:
 _SECONDS = "a number of seconds above 0"
 
 
-def _size(extras: Mapping[str, Any], name: str, default: int) -> int:
-    value = extras.get(name)
-    if value in (None, ""):
-        return default
-    try:
-        number = int(value)
-    except (TypeError, ValueError, OverflowError):
-        number = 0
-    if number <= 0 or (isinstance(value, float) and not value.is_integer()):
+def _size(conn_id: str, extras: Mapping[str, Any], name: str, default: int) -> int:
+    """A byte count extra: a whole number above 0 (a boolean neither), or ``default`` when unset."""
+    wanted = f"a whole number of bytes above 0, e.g. {default} for 20 MB"
+    number = extra_number(conn_id, extras, name, wanted, 0.0)
+    if number is not None and not number.is_integer():
         raise ConfigurationError(
-            f"connection extra {name}={value!r} is not a whole number of bytes above 0 (fix: set it "
-            f"to bytes, e.g. {default} for 20 MB)"
+            f"connection extra {name}={extras[name]!r} is not a whole number (fix: set it to {wanted})"
         )
-    return number
+    return default if number is None else int(number)
 
 
 def settings_from_connection(
@@ -169,12 +169,17 @@ def settings_from_connection(
 ) -> ClientSettings:
     """:class:`ClientSettings` from the fields of an ``aimlapi`` connection.
 
-    :raises ConfigurationError: no API key, an extra that is not a finite number, or a host with
-        credentials, a query string or a fragment.
+    :raises ConfigurationError: no API key or one with a space or a line break, an extra that is not a
+        finite number, or a host with credentials, a query string or a fragment.
     """
     if not password:
         raise ConfigurationError(
             f"connection {conn_id!r} has no API key (fix: put the AI/ML API key in its password field)"
+        )
+    if any(character.isspace() or not character.isprintable() for character in password):
+        raise ConfigurationError(  # else the header refuses it with the key in its message
+            f"connection {conn_id!r}: the API key holds a space, a line break or a control character "
+            "(fix: paste the AI/ML API key alone into the password field; the key is not shown here)"
         )
     retry = RequestRetry().updated(
         {name: extras[name] for name in RETRY_EXTRAS if extras.get(name) not in (None, "")}
@@ -199,7 +204,7 @@ def settings_from_connection(
             attempt=attempt,
         ),
         retry=retry,
-        max_reply_bytes=_size(extras, "max_reply_bytes", DEFAULT_MAX_REPLY_BYTES),
+        max_reply_bytes=_size(conn_id, extras, "max_reply_bytes", DEFAULT_MAX_REPLY_BYTES),
         billing_base_url=billing_base_url_from_extras(conn_id, extras),
         cap=cap_settings_from_extras(conn_id, extras),
     )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import heapq
 import itertools
 import socket
 import threading
@@ -49,47 +48,35 @@ class _Watchdog:
 
     def __init__(self) -> None:
         self._wake = threading.Condition()
-        self._due: list[tuple[float, int, HTTPConnection]] = []
-        self._active: set[int] = set()
+        self._due: dict[int, tuple[float, HTTPConnection]] = {}  # by ticket: when, and whose socket
         self._count = itertools.count()
         self._thread: threading.Thread | None = None
+        self._until = 0.0  # when the thread wakes next: only a sooner deadline needs to wake it
 
     def watch(self, at: float, connection: HTTPConnection) -> int:
         """Shut ``connection``'s socket down at ``at`` unless :meth:`release` comes first."""
         ticket = next(self._count)
         with self._wake:
-            heapq.heappush(self._due, (at, ticket, connection))
-            self._active.add(ticket)
+            self._due[ticket] = (at, connection)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="o3-deadline-watchdog", daemon=True)
                 self._thread.start()
-            if self._due[0][1] == ticket:
+            elif at < self._until:
                 self._wake.notify()
         return ticket
 
     def release(self, ticket: int) -> None:
         with self._wake:
-            self._active.discard(ticket)
-            if len(self._due) > 64 and len(self._due) > 2 * len(self._active):
-                self._due = [entry for entry in self._due if entry[1] in self._active]
-                heapq.heapify(self._due)
+            self._due.pop(ticket, None)
 
     def _run(self) -> None:
         while True:
             with self._wake:
-                while self._due and self._due[0][1] not in self._active:
-                    heapq.heappop(self._due)
-                if not self._due:
-                    self._wake.wait()
-                    continue
-                at, ticket, connection = self._due[0]
-                left = at - time.monotonic()
-                if left > 0:
-                    self._wake.wait(left)
-                    continue
-                heapq.heappop(self._due)
-                self._active.discard(ticket)
-            _cut(connection)
+                now = time.monotonic()
+                for ticket in [ticket for ticket, (at, _) in self._due.items() if at <= now]:
+                    _cut(self._due.pop(ticket)[1])
+                self._until = min((at for at, _ in self._due.values()), default=now + 3600)
+                self._wake.wait(self._until - now)
 
 
 _WATCHDOG = _Watchdog()

@@ -8,10 +8,9 @@ import functools
 import json
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass, replace
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
@@ -41,7 +40,7 @@ from airflow_o3.settings import ClientSettings, Timeouts, settings_from_connecti
 
 if TYPE_CHECKING:
     import ssl
-    from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
 
     import httpx
     import requests
@@ -60,23 +59,13 @@ _CHUNK_BYTES = 65536
 """The most read from the socket at once; a read returns as soon as any bytes arrive."""
 
 
+_TIMEOUT_CLASSES = frozenset({"TimeoutError", "Timeout", "TimeoutException"})
+"""The timeout classes of the socket and asyncio, urllib3 (both ``TimeoutError``), requests and httpx."""
+
+
 def _timed_out(error: BaseException) -> bool:
-    """Whether ``error`` is a timeout of the socket, asyncio, requests, urllib3 or httpx. A library
-    is looked at only if it is loaded: an error cannot come from one that is not."""
-    if isinstance(error, TimeoutError):
-        return True
-    for module, name in _TIMEOUT_CLASSES:
-        loaded = sys.modules.get(module)
-        if loaded is not None and isinstance(error, getattr(loaded, name)):
-            return True
-    return False
-
-
-_TIMEOUT_CLASSES = (
-    ("requests", "Timeout"),
-    ("urllib3.exceptions", "TimeoutError"),
-    ("httpx", "TimeoutException"),
-)
+    """Whether ``error`` is a timeout, told by its classes' names so that no client is imported."""
+    return any(kind.__name__ in _TIMEOUT_CLASSES for kind in type(error).__mro__)
 
 
 def transport_error(url: str, error: BaseException, deadline: _Deadline) -> ServiceError:
@@ -147,12 +136,8 @@ def _refuse_redirect(status: int, headers: Mapping[str, str], url: str, base: st
     from urllib.parse import urljoin, urlsplit
 
     target = urlsplit(urljoin(url, headers.get("location") or ""))
-    try:
-        port = f":{target.port}" if target.port else ""
-    except ValueError:
-        port = ""
     # Only scheme, host, port and path: a userinfo or a query may hold someone's secret.
-    pointed = f"{target.scheme}://{target.hostname or ''}{port}{target.path}"
+    pointed = f"{target.scheme}://{target.netloc.rpartition('@')[2]}{target.path}"
     raise RedirectError(
         HttpFailure(
             status,
@@ -165,10 +150,15 @@ def _refuse_redirect(status: int, headers: Mapping[str, str], url: str, base: st
 _warned_short_keys: set[str] = set()
 
 
+def _key_forms(key: str) -> list[str]:
+    """The key as it is, and as it looks JSON-escaped or in a repr (an echo may show either)."""
+    return sorted({key, json.dumps(key)[1:-1], repr(key)[1:-1]})
+
+
 def _mask_key(conn_id: str, key: str) -> None:
     """Have Airflow mask the key in logs, also as it looks JSON-escaped or in a repr; warn (once per
     connection) when it is too short for Airflow 3's masker, which skips secrets under 5 characters."""
-    for form in {key, json.dumps(key)[1:-1], repr(key)[1:-1]}:
+    for form in _key_forms(key):
         mask_secret(form)
     if len(key) < 5 and conn_id not in _warned_short_keys:
         _warned_short_keys.add(conn_id)
@@ -179,6 +169,17 @@ def _mask_key(conn_id: str, key: str) -> None:
         )
 
 
+@functools.lru_cache(maxsize=16)
+def _prepared_url(url: str) -> str:
+    """``url`` as requests sends it (IDNA host, quoted path), worked out once per URL."""
+    import requests
+
+    request = requests.PreparedRequest()
+    request.prepare_url(url, None)
+    assert request.url is not None
+    return request.url
+
+
 def _limit_wait(response: requests.Response, seconds: float) -> None:
     """Bound the next wait for bytes on the reply's socket (urllib3 keeps it while the body is read)."""
     sock = getattr(getattr(response.raw, "connection", None), "sock", None)
@@ -186,15 +187,20 @@ def _limit_wait(response: requests.Response, seconds: float) -> None:
         sock.settimeout(seconds)
 
 
+def _ca_bundle() -> str | None:
+    """The CA bundle both paths trust, as requests reads it: ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``
+    (``None``: certifi's)."""
+    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+
+
 @functools.cache
 def _tls_context() -> ssl.SSLContext:
-    """The CA bundle the sync path uses too: ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``, else certifi's."""
+    """The async path's TLS context, made once per process: it costs the better part of a megabyte."""
     import ssl
 
     import certifi
 
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    return ssl.create_default_context(cafile=bundle or certifi.where())
+    return ssl.create_default_context(cafile=_ca_bundle() or certifi.where())
 
 
 def _checked_fallbacks(conn_id: str, fallback_conn_ids: Sequence[str]) -> tuple[str, ...]:
@@ -227,35 +233,19 @@ FALLBACK_ERRORS: tuple[type[ServiceError], ...] = (AuthenticationError, OutOfCre
 retryable error that outlived its retries."""
 
 
-def _fall_back_or_raise(error: ServiceError, rest: Sequence[O3MiniHook]) -> None:
-    """Return (and warn) when ``error`` sends the request on to ``rest[0]``; raise it otherwise: no
-    connection left, or an error another connection would not mend (a 400, a reply already
-    received but unusable)."""
+def _fall_back_or_raise(error: ServiceError, conn_id: str, rest: Sequence[O3MiniHook]) -> None:
+    """Return (and warn) when ``error``, the final one of connection ``conn_id``, sends the request on
+    to ``rest[0]``; raise it, naming ``conn_id``, otherwise: no connection left, or an error another
+    connection would not mend (a 400, a reply already received but unusable)."""
+    named = error.for_connection(conn_id)
     if not rest or not (isinstance(error, FALLBACK_ERRORS) or error.retryable):
-        raise error
+        raise named from error.__cause__
     log.warning(
         "Connection %r failed (%s); the same request goes to fallback connection %r",
-        error.conn_id,
-        error,
+        conn_id,
+        named,
         rest[0].conn_id,
     )
-
-
-def _first_stored(cache: ResponseCache, keys: Mapping[str, str]) -> tuple[str, str, Completion] | None:
-    """The first ``(conn_id, entry, reply)`` stored under one of ``keys`` (conn_id -> entry)."""
-    for conn_id, key in keys.items():
-        if (stored := cache.get(key)) is not None:
-            return conn_id, key, stored
-    return None
-
-
-class Wire(NamedTuple):
-    """One request as it goes on the wire, for either client: URL, headers (with the key: never
-    logged) and the body's bytes."""
-
-    url: str
-    headers: dict[str, str]
-    content: bytes
 
 
 @dataclass(frozen=True)
@@ -266,10 +256,18 @@ class PreparedCall:
     body: Mapping[str, Any]
     client_request_id: str | None = None
 
-    @property
+    @cached_property
     def content(self) -> bytes:
-        """The request body as sent: compact JSON, UTF-8."""
+        """The request body as sent: compact JSON, UTF-8 (encoded once, however often it is sent)."""
         return encode_body(self.body)
+
+
+def _first_stored(cache: ResponseCache, keys: Mapping[str, str]) -> tuple[str, str, Completion] | None:
+    """The first ``(conn_id, entry, reply)`` stored under one of ``keys`` (conn_id -> entry)."""
+    for conn_id, key in keys.items():
+        if (stored := cache.get(key)) is not None:
+            return conn_id, key, stored
+    return None
 
 
 class O3MiniHook(BaseHook):
@@ -390,7 +388,7 @@ class O3MiniHook(BaseHook):
         # would rescan the whole environment per call (a fifth of a loopback call's time), and
         # would let a ~/.netrc entry replace the API key's Authorization header.
         session.proxies.update(requests.utils.get_environ_proxies(self.settings.base_url))
-        session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        session.verify = _ca_bundle() or True
         session.trust_env = False
         adapter = DeadlineAdapter(pool_connections=1, pool_maxsize=self._pool_size)
         session.mount("https://", adapter)
@@ -457,10 +455,13 @@ class O3MiniHook(BaseHook):
         for position, hook in enumerate(chain):
             call = hook.retargeted(prepared, self.settings.model)
             hook.ledger.check()
+            sleep = hook.rate_control.sleep if hook.rate_control is not None else time.sleep
             try:
-                completion = hook._with_retries(functools.partial(hook._attempt, call, on_text))
+                completion = call_with_retries(
+                    hook.settings.retry, partial(hook._attempt, call, on_text), sleep=sleep
+                )
             except ServiceError as error:
-                _fall_back_or_raise(error, chain[position + 1 :])
+                _fall_back_or_raise(error, hook.conn_id, chain[position + 1 :])
                 continue
             hook.ledger.record(completion)
             return self._answered(cache, keys, hook.conn_id, completion)
@@ -501,9 +502,11 @@ class O3MiniHook(BaseHook):
             call = hook.retargeted(prepared, settings.model)
             await asyncio.to_thread(hook.ledger.check)
             try:
-                completion = await hook._awith_retries(functools.partial(hook._aattempt, call, client))
+                completion = await acall_with_retries(
+                    hook.settings.retry, partial(hook._aattempt, call, client)
+                )
             except ServiceError as error:
-                _fall_back_or_raise(error, chain[position + 1 :])
+                _fall_back_or_raise(error, hook.conn_id, chain[position + 1 :])
                 continue
             await asyncio.to_thread(hook.ledger.record, completion)
             if cache is None:
@@ -596,31 +599,6 @@ class O3MiniHook(BaseHook):
             cache.put(keys[conn_id], completion)
         return completion if completion.conn_id == conn_id else replace(completion, conn_id=conn_id)
 
-    def _with_retries(self, attempt: Callable[[], Completion]) -> Completion:
-        """Run ``attempt`` under the retry settings; a final error names this hook's connection."""
-        sleep = self.rate_control.sleep if self.rate_control is not None else time.sleep
-        try:
-            return call_with_retries(self.settings.retry, attempt, sleep=sleep)
-        except ServiceError as error:
-            raise error.for_connection(self.conn_id) from error.__cause__
-
-    async def _awith_retries(self, attempt: Callable[[], Awaitable[Completion]]) -> Completion:
-        """:meth:`_with_retries` for an async attempt."""
-        try:
-            return await acall_with_retries(self.settings.retry, attempt)
-        except ServiceError as error:
-            raise error.for_connection(self.conn_id) from error.__cause__
-
-    def wire(self, prepared: PreparedCall, *, stream: bool = False) -> Wire:
-        """The one builder of the request as sent, for the sync and the async client alike.
-
-        :param stream: ask for server-sent events.
-        """
-        headers = self.settings.headers(prepared.client_request_id)
-        if stream:
-            headers["Accept"] = "text/event-stream"
-        return Wire(prepared.url, headers, prepared.content)
-
     def _attempt(self, prepared: PreparedCall, on_text: OnText | None) -> Completion:
         """One attempt over requests: a whole reply, or a stream assembled as it arrives."""
         if prepared.body.get("stream"):
@@ -659,7 +637,7 @@ class O3MiniHook(BaseHook):
             key = self.settings.api_key
             if len(key) < 5:  # too short to tell from ordinary text (a warning said so)
                 raise
-            raise error.without(sorted({key, json.dumps(key)[1:-1], repr(key)[1:-1]})) from None
+            raise error.without(_key_forms(key)) from None
 
     def _open(self, prepared: PreparedCall, deadline: _Deadline, *, stream: bool) -> requests.Response:
         """POST the body and wait for the reply's headers, taking a turn at the rate controller and
@@ -668,10 +646,10 @@ class O3MiniHook(BaseHook):
         :param deadline: when the attempt must be over.
         :param stream: ask for server-sent events.
         """
-        wire = self.wire(prepared, stream=stream)
+        headers = self.settings.headers(prepared.client_request_id, stream=stream)
         if self.rate_control is not None:
             self.rate_control.acquire()
-        response = self._request("POST", wire.url, wire.headers, deadline, data=wire.content)
+        response = self._request("POST", prepared.url, headers, deadline, data=prepared.content)
         if self.rate_control is not None:
             self.rate_control.observe(response.status_code, response.headers)
         return response
@@ -694,17 +672,21 @@ class O3MiniHook(BaseHook):
 
         from airflow_o3.hooks._deadline import deadline as headers_by
 
+        session = self.session
+        request = requests.PreparedRequest()
+        request.method, request.url, request.body = method, _prepared_url(url), data
+        request.headers = requests.structures.CaseInsensitiveDict(headers)
+        if data is not None:
+            request.headers["Content-Length"] = str(len(data))
         timeouts = self.settings.timeouts
         try:
             with headers_by(deadline.at):
-                response = self.session.request(
-                    method,
-                    url,
-                    data=data,
-                    headers=headers,
-                    timeout=(timeouts.connect, max(0.001, min(timeouts.read, deadline.left()))),
+                response = session.get_adapter(request.url).send(
+                    request,
                     stream=True,
-                    allow_redirects=False,
+                    timeout=(timeouts.connect, max(0.001, min(timeouts.read, deadline.left()))),
+                    verify=session.verify if session.verify is not None else True,
+                    proxies=session.proxies,
                 )
         except (requests.Timeout, requests.ConnectionError) as error:
             raise transport_error(url, error, deadline) from None
@@ -716,7 +698,8 @@ class O3MiniHook(BaseHook):
         return response
 
     def _body(self, response: requests.Response, url: str, deadline: _Deadline) -> Iterator[bytes]:
-        """The reply's body, decoded, in pieces as they arrive.
+        """The reply's body as it was sent (unencoded: the request asks for identity), in pieces as
+        they arrive.
 
         Each wait for bytes is bounded by the read timeout and by what is left of the attempt, and
         a read returns whatever has arrived, so a reply trickling in is cut at the deadline.
@@ -743,6 +726,8 @@ class O3MiniHook(BaseHook):
             if received > settings.max_reply_bytes:
                 raise _too_large(url, response.status_code, settings.max_reply_bytes)
             yield chunk
+            if response.raw.length_remaining == 0:  # the whole Content-Length: no read for the end
+                return
 
     def async_client(self) -> httpx.AsyncClient:
         """An httpx client for :meth:`asend`. Its TLS context (the CA bundle, read once per process)
@@ -752,43 +737,36 @@ class O3MiniHook(BaseHook):
         return httpx.AsyncClient(verify=_tls_context(), follow_redirects=False)
 
     async def _aattempt(self, prepared: PreparedCall, client: httpx.AsyncClient) -> Completion:
-        """One attempt over httpx, cut at the attempt timeout whatever the server does."""
-        import httpx
-
-        deadline = _Deadline.after(self.settings.timeouts.attempt)
-        with self._keyless():
-            try:
-                async with asyncio.timeout(deadline.left()):
-                    status, headers, content = await self._aexchange(prepared, client)
-            except (TimeoutError, httpx.TransportError) as error:
-                raise transport_error(prepared.url, error, deadline) from None
-            return parse_response(status, headers, content, conn_id=self.conn_id)
-
-    async def _aexchange(
-        self, prepared: PreparedCall, client: httpx.AsyncClient
-    ) -> tuple[int, httpx.Headers, bytes]:
-        """POST the body and read the reply, refusing a redirect and a reply over the size limit."""
+        """One attempt over httpx, cut at the attempt timeout whatever the server does; a redirect and
+        a reply over the size limit are refused."""
         import httpx
 
         settings = self.settings
-        wire = self.wire(prepared)
-        async with client.stream(
-            "POST",
-            wire.url,
-            content=wire.content,
-            headers=wire.headers,
-            timeout=httpx.Timeout(settings.timeouts.read, connect=settings.timeouts.connect),
-            follow_redirects=False,
-        ) as response:
-            _refuse_redirect(response.status_code, response.headers, wire.url, settings.base_url)
-            pieces: list[bytes] = []
-            received = 0
-            async for chunk in response.aiter_bytes():
-                received += len(chunk)
-                if received > settings.max_reply_bytes:
-                    raise _too_large(wire.url, response.status_code, settings.max_reply_bytes)
-                pieces.append(chunk)
-            return response.status_code, response.headers, b"".join(pieces)
+        deadline = _Deadline.after(settings.timeouts.attempt)
+        with self._keyless():
+            try:
+                async with (
+                    asyncio.timeout(deadline.left()),
+                    client.stream(
+                        "POST",
+                        prepared.url,
+                        content=prepared.content,
+                        headers=settings.headers(prepared.client_request_id),
+                        timeout=httpx.Timeout(settings.timeouts.read, connect=settings.timeouts.connect),
+                        follow_redirects=False,
+                    ) as response,
+                ):
+                    _refuse_redirect(response.status_code, response.headers, prepared.url, settings.base_url)
+                    content = bytearray()
+                    async for chunk in response.aiter_bytes():
+                        content += chunk
+                        if len(content) > settings.max_reply_bytes:
+                            raise _too_large(prepared.url, response.status_code, settings.max_reply_bytes)
+            except (TimeoutError, httpx.TransportError) as error:
+                raise transport_error(prepared.url, error, deadline) from None
+            return parse_response(
+                response.status_code, response.headers, bytes(content), conn_id=self.conn_id
+            )
 
     def test_connection(self) -> tuple[bool, str]:
         """Check the connection without spending money: the key is set and the service answers.

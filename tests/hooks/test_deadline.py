@@ -14,6 +14,5 @@ def test_many_calls_share_one_watchdog_thread_and_leave_no_pending_entries(o3_st
         hook.chat([{"role": "user", "content": "hi"}])
     watchdogs = [thread for thread in threading.enumerate() if thread.name == "o3-deadline-watchdog"]
     assert len(watchdogs) == 1, "one thread for the process, not one per request"
-    assert not _WATCHDOG._active, "every finished request released its deadline"
-    assert len(_WATCHDOG._due) <= 2 * 64, "released deadlines do not pile up"
+    assert not _WATCHDOG._due, "every finished request released its deadline: none pile up"
     assert len(o3_standin_connection.chat_requests) == 300

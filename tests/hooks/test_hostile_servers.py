@@ -43,6 +43,7 @@ class Hostile:
     def __init__(self, respond: Callable[[Hostile, BaseHTTPRequestHandler], None]) -> None:
         self.respond = respond
         self.requests: list[tuple[str, str, bytes]] = []
+        self.headers: list[dict[str, str]] = []
         self.connections = 0
         self.stop = threading.Event()
         hostile = self
@@ -59,6 +60,7 @@ class Hostile:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 hostile.requests.append((self.command, self.path, body))
+                hostile.headers.append(dict(self.headers))
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     hostile.respond(hostile, self)
                 self.close_connection = True
@@ -317,6 +319,47 @@ def test_a_reply_over_a_configured_size_limit_is_refused(monkeypatch, call):
         assert call(O3MiniHook()).text == "2, 3, 5"
 
 
+def gzip_when_asked(server: Hostile, handler: BaseHTTPRequestHandler) -> None:
+    """A completion, gzipped whenever the request's Accept-Encoding allows gzip (as a CDN does)."""
+    import gzip
+
+    data = json.dumps(completion("2, 3, 5")).encode()
+    zipped = "gzip" in handler.headers.get("Accept-Encoding", "")
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    if zipped:
+        data = gzip.compress(data)
+        handler.send_header("Content-Encoding", "gzip")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+@SYNC_AND_ASYNC
+def test_a_server_that_gzips_when_allowed_gives_a_readable_paid_reply(monkeypatch, call):
+    with Hostile(gzip_when_asked) as server:
+        connect(monkeypatch, server.base_url, max_attempts=1)
+        assert call(O3MiniHook()).text == "2, 3, 5"
+    assert len(server.requests) == 1
+
+
+def test_the_proxy_of_the_environment_carries_the_request_and_netrc_never_replaces_the_key(
+    monkeypatch, tmp_path
+):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password netrc-secret\n")
+    monkeypatch.setenv("NETRC", str(netrc))
+    with Hostile(answer) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.origin)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        connect(monkeypatch, "http://service.invalid/v1")
+        assert O3MiniHook().chat(USER).text == "the redirect target answered"
+    [(method, target, _)] = proxy.requests
+    assert (method, target) == ("POST", "http://service.invalid/v1/chat/completions")
+    assert proxy.headers[0]["Authorization"] == f"Bearer {CANARY}"
+
+
 # -- no redirects ------------------------------------------------------------------------------------
 
 
@@ -405,6 +448,20 @@ def test_a_host_with_a_query_string_or_a_fragment_is_refused_with_the_fix(monkey
     )
     assert f"fix: set the host to the base URL alone, e.g. {server.base_url})" in str(raised.value)
     assert "api-version" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "key", [f"{CANARY}\n", f" {CANARY}", f"{CANARY}\t", f"{CANARY}\r\n", f"sk-{CANARY}\x00"]
+)
+def test_a_key_pasted_with_a_line_break_or_a_space_is_refused_before_sending_and_never_shown(
+    monkeypatch, key
+):
+    with Hostile(answer) as server:
+        connect(monkeypatch, server.base_url, key=key)
+        with pytest.raises(errors.ConfigurationError, match="paste the AI/ML API key alone") as raised:
+            O3MiniHook().chat(USER)
+    assert server.requests == []
+    assert CANARY not in str(raised.value)
 
 
 def test_a_key_shorter_than_the_masker_handles_is_warned_about_once_naming_the_connection(

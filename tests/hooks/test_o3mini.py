@@ -63,6 +63,12 @@ def test_one_pooled_session_serves_every_call(hook, o3_standin_connection):
     assert len(o3_standin_connection.chat_requests) == 2
 
 
+def test_a_prompt_with_a_lone_surrogate_is_refused_before_any_request(hook, o3_standin_connection):
+    with pytest.raises(InvalidRequestError, match="cannot be encoded as JSON"):
+        hook.chat([{"role": "user", "content": "half of an emoji: \ud83d"}])
+    assert o3_standin_connection.chat_requests == []
+
+
 @pytest.mark.parametrize("name", ["temperature", "top_p", "max_tokens", "logit_bias", "parallel_tool_calls"])
 def test_rejected_parameters_fail_before_any_request(hook, o3_standin_connection, name):
     with pytest.raises(InvalidRequestError, match=name):
