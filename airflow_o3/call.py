@@ -13,12 +13,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from airflow_o3.contract import REFUSED
 from airflow_o3.deprecations import warn_renamed
 from airflow_o3.errors import CompletionError, InvalidRequestError, O3Error, RefusalError, StreamCutError
 from airflow_o3.parameters import (
     CONTRACT_PARAMETERS,
     OWN_PARAMETERS,
-    REJECTED_PARAMETERS,
     parameter_name_problem,
     parameter_value_problems,
 )
@@ -85,7 +85,7 @@ def is_literal(value: Any) -> bool:
 
 def _argument_name_problem(name: str) -> str | None:
     """What is wrong with a request parameter given as an argument of the operator, if it is one."""
-    if name in REJECTED_PARAMETERS:
+    if name in REFUSED:
         return parameter_name_problem(name)
     if name in CONTRACT_PARAMETERS and name not in OWN_PARAMETERS:
         return f"{name} is a request parameter, not an argument (fix: parameters={{{name!r}: ...}})"
@@ -157,12 +157,8 @@ def _looks_like_other_file(text: str) -> bool:
 
 
 def template_source(env: jinja2.Environment, name: str, where: str) -> str:
-    """The text of the template file ``name``, found the way Airflow finds it (the DAG's folder, then
-    ``template_searchpath``).
-
-    :param where: the task and field, for the message.
-    :raises InvalidRequestError: the file is not there, listing where it was looked for.
-    """
+    """The text of the template file ``name``, found as Airflow finds it; a missing file is an
+    :class:`InvalidRequestError` listing where it was looked for (``where``: the task and field)."""
     import jinja2
 
     try:
@@ -199,16 +195,12 @@ def _read_message_file(env: jinja2.Environment, where: str, message: Any) -> Any
 
 
 def prompt_environment(env: jinja2.Environment, where: str, *, strict: bool = False) -> jinja2.Environment:
-    """A Jinja environment of the task, with the prompt rules for Airflow's ``render_template``.
-
-    Text that ends in a template extension but is not one word (``"Summarise CHANGELOG.md"``) is
-    rendered as inline text, not looked up as a file; a missing file fails naming where it was
-    looked for; and each inline template is compiled once, however many items render it. The
-    rules are added once; ``env`` is returned.
+    """``env`` with the prompt rules for Airflow's ``render_template`` (added once): text that is no
+    template file's path (:func:`names_template_file`) is inline text, a missing file's error names
+    where it was looked for, and each inline template is compiled once, however many items render it.
 
     :param where: the task, for the message.
-    :param strict: make an undefined variable an error (for an operator outside a DAG, whose
-        environment is not the DAG's).
+    :param strict: make an undefined variable an error (outside a DAG, the environment is not the DAG's).
     """
     import jinja2
 
@@ -504,15 +496,8 @@ class PromptOperator:
         return super().render_template(content, context, env, seen_oids)  # type: ignore[misc]
 
     def resolve_template_files(self) -> None:
-        """Read the prompt template files, when the DAG is parsed.
-
-        A ``prompt``, ``system_prompt`` or message content is a file's path when it is one word (no
-        space, no line break, no Jinja) ending in one of ``template_ext``; the file must exist, next
-        to the DAG or in a ``template_searchpath`` folder. Any other text is the prompt itself, even
-        when it ends in ``.md``. Other fields (``model``, ``items``) are never read as files.
-
-        :raises InvalidRequestError: a named file is not there, listing the folders looked in.
-        """
+        """Read the prompt template files when the DAG is parsed, by the rule of docs/operator.md
+        ("Prompt files"): only the prompt fields, only a one-word path, and the file must exist."""
         env = self.get_template_env()  # type: ignore[attr-defined]
         for name in PROMPT_FIELDS:
             value = getattr(self, name)

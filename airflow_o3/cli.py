@@ -1,9 +1,5 @@
-"""``airflow-o3-render``: render a prompt template and print the request body, without Airflow.
-
-The check of an ``O3MiniOperator`` with ``render_only=True``, for a laptop or a CI job where no Airflow
-runs (usage in the README): the template is rendered with sandboxed Jinja, its variables from JSON, and
-the body built and checked by the operator's own :class:`~airflow_o3.call.O3Call`. Exit status: 0 with
-the body on stdout; 1 with the problem on stderr; 2 for a usage error.
+"""``airflow-o3-render``: an ``O3MiniOperator`` with ``render_only=True``, without Airflow (usage in the
+README). The body is built and checked by the operator's own :class:`~airflow_o3.call.O3Call`.
 """
 
 from __future__ import annotations
@@ -52,11 +48,9 @@ def render(
 ) -> str:
     """Render a prompt template as Airflow would: sandboxed Jinja, an undefined name is an error.
 
-    :param template: the template text.
     :param variables: the template's variables; ``xcom`` feeds ``ti.xcom_pull``.
     :param searchpath: folders where templates it includes are found.
     :param where: what the template is, for error messages (its file name).
-    :raises InvalidRequestError: the template does not render, naming the problem and the fix.
     """
     import jinja2
     from jinja2.sandbox import SandboxedEnvironment
@@ -79,18 +73,13 @@ def render(
 
 
 def request_call(arguments: argparse.Namespace, prompt: str, system_prompt: str | None) -> O3Call:
-    """The call an ``O3MiniOperator`` with these options makes, for the rendered prompts.
-
-    :raises InvalidRequestError: anything the operator refuses when the DAG is parsed.
-    """
+    """The call an ``O3MiniOperator`` with these options makes, for the rendered prompts: the options
+    are its arguments of the same name (the others are not read); it refuses what the operator would."""
     options = {
+        **vars(arguments),
         "prompt": prompt,
         "system_prompt": system_prompt,
-        "model": arguments.model,
-        "reasoning_effort": arguments.reasoning_effort,
-        "max_completion_tokens": arguments.max_completion_tokens,
         "parameters": _json_option(arguments.parameters, "--parameters") if arguments.parameters else None,
-        "stream": arguments.stream,
         "response_format": _response_format(arguments.response_format),
     }
     return O3Call.from_arguments(options, own="option")
@@ -164,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.vars_file.read_text(encoding="utf-8"), f"--vars-file {args.vars_file}"
             )
         else:
-            variables = _json_option(args.vars, "--vars") if args.vars else {}
+            variables = _json_option(args.vars or "{}", "--vars")
         if not isinstance(variables, dict):
             raise InvalidRequestError("the template variables must be a JSON object")
         searchpath = [args.template.parent, *args.searchpath]

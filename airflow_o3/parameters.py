@@ -15,9 +15,6 @@ SettingsT = TypeVar("SettingsT")
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-REJECTED_PARAMETERS: Mapping[str, str] = REFUSED
-"""Parameters of other OpenAI chat models that o3-mini refuses, with what to do instead."""
-
 CONTRACT_PARAMETERS: frozenset[str] = (
     frozenset(request_schema()["properties"]) - {"model", "messages"} - REFUSED.keys()
 )
@@ -33,8 +30,8 @@ REASONING_EFFORTS: tuple[str, ...] = tuple(request_schema()["properties"]["reaso
 def parameter_name_problem(name: str) -> str | None:
     """What is wrong with sending a parameter of this name, if anything: o3-mini refuses it, or the
     contract does not know it."""
-    if name in REJECTED_PARAMETERS:
-        return f"{name}: o3-mini refuses this parameter ({REJECTED_PARAMETERS[name]})"
+    if name in REFUSED:
+        return f"{name}: o3-mini refuses this parameter ({REFUSED[name]})"
     if name not in CONTRACT_PARAMETERS:
         return f"{name}: unknown parameter (fix: use one of {', '.join(sorted(CONTRACT_PARAMETERS))})"
     return None

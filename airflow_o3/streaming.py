@@ -1,10 +1,8 @@
 """Streamed replies: server-sent events in, one :class:`~airflow_o3.response.Completion` out.
 
-:class:`StreamAssembler` is fed the decoded ``data:`` payloads of a ``chat.completion.chunk`` stream,
-one at a time, in any transport (the sync hook with ``requests``, an async reader with ``httpx``). It
-rebuilds the body a non-streamed call would have returned and reads it with the same function,
-:func:`~airflow_o3.response.completion_from_body`, so a streamed completion is the same object (and
-the same XCom values) as a plain one. A stream that ends before ``data: [DONE]`` is an error.
+The chunks are put back into the body a plain call returns, read by the same
+:func:`~airflow_o3.response.completion_from_body`, so a streamed completion (and its XCom values) is
+the same as a plain one. A stream that ends before ``data: [DONE]`` is an error.
 """
 
 from __future__ import annotations
@@ -130,7 +128,7 @@ class StreamAssembler:
         try:
             chunk = json.loads(data)
         except ValueError:
-            raise self.interrupted(f"an event is not JSON: {data[:200]!r}", broken=True) from None
+            chunk = None
         if not isinstance(chunk, dict):
             raise self.interrupted(f"an event is not a JSON object: {data[:200]!r}", broken=True)
         if chunk.get("error"):
@@ -183,11 +181,8 @@ class StreamAssembler:
             self.characters += len(str(function["arguments"]))
 
     def _index(self, value: Any, what: str, default: int = 0) -> int:
-        """A chunk's choice or tool-call index (``default`` when left out).
-
-        :raises BadResponseError: an index that is not a whole number from 0 (NaN, infinite,
-            negative): the pieces of the reply cannot be put together.
-        """
+        """A chunk's choice or tool-call index (``default`` when left out); any other than a whole
+        number from 0 is a :class:`BadResponseError`: the pieces of the reply cannot be put together."""
         if value is None:
             return default
         if (index := index_number(value)) is None:
@@ -206,11 +201,8 @@ class StreamAssembler:
         }
 
     def completion(self) -> Completion:
-        """The finished completion.
-
-        :raises ServiceError: the stream has not reached ``[DONE]`` (see :meth:`interrupted`), or
-            what it sent is not a completion.
-        """
+        """The finished completion; a :class:`ServiceError` before ``[DONE]`` (:meth:`interrupted`) or
+        when what arrived is no completion."""
         if not self.done:
             raise self.interrupted("the stream ended before data: [DONE]")
         return completion_from_body(self.body(), self.headers, status=self.status)
@@ -255,13 +247,8 @@ class StreamAssembler:
 
 def _error_status(error: Any) -> int:
     """The HTTP status an error event stands for: its numeric code, else 500 (a server failure)."""
-    code = json_object(error).get("code")
-    if not isinstance(code, int | str):
-        return 500
-    try:
-        status = int(code)
-    except ValueError:
-        return 500
+    code = str(json_object(error).get("code")).strip()
+    status = int(code) if code.isdecimal() and len(code) == 3 else 500  # an HTTP status has 3 digits
     return status if 400 <= status < 600 else 500
 
 

@@ -24,9 +24,6 @@ if TYPE_CHECKING:
 
 FormatKind = Literal["text", "json_object", "json_schema"]
 
-REPLY_START_CHARS = 200
-"""How much of a bad reply an error message quotes."""
-
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 _SCHEMA_MAPS = ("$defs", "definitions", "properties")
@@ -292,7 +289,8 @@ def _validator_class(schema: Mapping[str, Any]) -> type[jsonschema.protocols.Val
 
 
 def _start(text: str) -> str:
-    return repr(text[:REPLY_START_CHARS]) + ("..." if len(text) > REPLY_START_CHARS else "")
+    """The start of a bad reply, as an error message quotes it."""
+    return repr(text[:200]) + ("..." if len(text) > 200 else "")
 
 
 def _text(content: Any) -> str:

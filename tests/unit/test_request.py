@@ -7,7 +7,7 @@ import pytest
 from airflow_o3.budget import cost_usd
 from airflow_o3.contract import DOCUMENT, LIST_PRICE, REFUSED
 from airflow_o3.errors import InvalidRequestError
-from airflow_o3.parameters import CONTRACT_PARAMETERS, REJECTED_PARAMETERS, parameter_value_problems
+from airflow_o3.parameters import CONTRACT_PARAMETERS, parameter_value_problems
 from airflow_o3.request import build_body, encode_body
 from airflow_o3.response import parse_response
 from tests.contract import request_schema, response_schema, validate_request_body
@@ -18,7 +18,7 @@ USER = [{"role": "user", "content": "Hello"}]
 
 def test_the_parameter_list_is_the_documents_less_what_o3_mini_refuses():
     listed = set(request_schema()["properties"]) - {"model", "messages"}
-    assert listed - set(REJECTED_PARAMETERS) == CONTRACT_PARAMETERS
+    assert listed - set(REFUSED) == CONTRACT_PARAMETERS
     assert "max_tokens" in listed
 
 
@@ -58,7 +58,7 @@ def test_every_contract_parameter_builds_a_body_the_contract_accepts():
     assert body["reasoning_effort"] == "high"
 
 
-@pytest.mark.parametrize("name", sorted(REJECTED_PARAMETERS))
+@pytest.mark.parametrize("name", sorted(REFUSED))
 def test_parameters_o3_mini_rejects_are_refused_locally(name):
     with pytest.raises(InvalidRequestError, match=f"{name}: o3-mini refuses"):
         build_body("o3-mini", USER, {name: 1})
