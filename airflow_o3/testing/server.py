@@ -264,7 +264,6 @@ def _dumps(payload: Any) -> bytes:
 
 
 def _error_body(error: HttpError, path: str, request_id: str) -> tuple[bytes, str]:
-    """Return ``(body, content type)`` of ``error`` in the shape it asks for."""
     status, shape = error.status, error.shape
     message = error.message or HTTPStatus(status).phrase
     if shape == "text":
@@ -323,7 +322,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = self.close_connection or not complete
 
     def respond_json(self, status: int, payload: Any, headers: Mapping[str, str]) -> None:
-        """Send ``payload`` as an ``application/json`` response."""
         self.respond(status, _dumps(payload), {"Content-Type": "application/json", **headers})
 
     def respond_error(self, error: HttpError, path: str, headers: Mapping[str, str]) -> None:
