@@ -32,10 +32,24 @@ def object_path(location: str) -> Any:
     return ObjectStoragePath(location)
 
 
-def read_local(path: str) -> str:
-    """The text of a local file."""
-    with open(path, encoding="utf-8") as file:
+def read_text(location: str) -> str:
+    """The text of a file: a local one with plain file calls, an object through ``ObjectStoragePath``."""
+    local = local_folder(location)
+    if local is None:
+        return str(object_path(location).read_text())
+    with open(local, encoding="utf-8") as file:
         return file.read()
+
+
+def write_text(location: str, text: str) -> None:
+    """Write a file atomically: a local one owner-only (see :func:`write_local`), an object in one put."""
+    local = local_folder(location)
+    if local is not None:
+        write_local(local, text)
+        return
+    path = object_path(location)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
 
 
 def write_local(path: str, data: str) -> None:
