@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid
+import tempfile
 from typing import Any
 
 
@@ -56,8 +56,7 @@ def write_local(path: str, data: str) -> None:
     """Write ``data`` to ``path`` atomically, owner-only: folders 0700, the file 0600, whatever the umask."""
     folder = os.path.dirname(path)
     _make_private_folders(folder)
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as file:
             file.write(data)
