@@ -1,17 +1,8 @@
-"""A local stand-in for AI/ML API's OpenAI-compatible chat completions endpoint.
+"""A local stand-in for AI/ML API's OpenAI-compatible chat completions endpoint (docs/testing.md).
 
-Point a connection at :attr:`StandInServer.base_url` and DAG tests exercise the real hook, HTTP
-stack and retry logic without network, keys or cost::
-
-    with StandInServer() as srv:
-        os.environ["AIRFLOW_CONN_AIMLAPI_DEFAULT"] = srv.connection_json()
-        ...  # run the task
-        assert srv.chat_requests[0].body["reasoning_effort"] == "high"
-
-The server answers contract-shaped ``chat.completion`` bodies (and SSE streams), records every
-request, and can be scripted (:mod:`airflow_o3.testing.faults`), rate limited or told to inject
-random faults. It refuses a body with the provider's own contract check
-(:func:`airflow_o3.request.body_problems`); each connection is served on its own thread.
+It refuses a body with the provider's own contract check (:func:`airflow_o3.request.body_problems`),
+so the stand-in and the provider never disagree on what the service takes; each connection is served
+on its own thread.
 """
 
 from __future__ import annotations
