@@ -11,12 +11,9 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from airflow_o3.contract import LIST_PRICE
 from airflow_o3.errors import InvalidRequestError, O3Error
-from airflow_o3.parameters import coerce_settings
 from airflow_o3.response import amount
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from airflow_o3.response import Completion
 
 BudgetAction = Literal["fail", "stop"]
@@ -59,14 +56,6 @@ class Budget:
             raise InvalidRequestError(
                 f"budget on_exceeded is {self.on_exceeded!r} (fix: use 'fail' or 'stop')"
             )
-
-    @classmethod
-    def coerce(cls, value: Budget | Mapping[str, Any] | None) -> Budget:
-        """A budget from what a DAG author may write: ``None`` (no limit), a dict, or a budget.
-
-        :raises InvalidRequestError: an unknown key or a bad value, with the fix.
-        """
-        return coerce_settings(cls, value, "budget")
 
     @property
     def limited(self) -> bool:

@@ -12,13 +12,12 @@ import hmac
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from airflow_o3.errors import ConfigurationError
 from airflow_o3.parameters import coerce_settings
-from airflow_o3.storage import local_folder, object_path, read_local, under_airflow_home, why, write_local
+from airflow_o3.storage import local_folder, object_path, read_text, under_airflow_home, why, write_text
 from airflow_o3.structured import not_json
 
 if TYPE_CHECKING:
@@ -108,15 +107,13 @@ class ResponseCache:
 
     def __init__(self, settings: CacheSettings) -> None:
         self.settings = settings
-        location = settings.path or under_airflow_home("o3_cache")
-        self._folder = local_folder(location)
-        self._root: Any = None if self._folder is not None else object_path(location)
+        self._root = (settings.path or under_airflow_home("o3_cache")).rstrip("/")
+        if local_folder(self._root) is None:
+            object_path(self._root)  # a URL no filesystem takes fails here, before anything is paid
 
-    def _entry(self, key: str) -> Any:
-        """The entry's file: a local path, or an ``ObjectStoragePath`` on object storage."""
-        if self._folder is not None:
-            return os.path.join(self._folder, key[:2], f"{key}.json")
-        return self._root / key[:2] / f"{key}.json"
+    def _entry(self, key: str) -> str:
+        """The entry's file: a local path, or an object-storage URL."""
+        return f"{self._root}/{key[:2]}/{key}.json"
 
     def get(self, key: str) -> Completion | None:
         """The stored completion for a request, or ``None``.
@@ -128,7 +125,7 @@ class ResponseCache:
             return None
         entry = self._entry(key)
         try:
-            return _completion_of(read_local(entry) if isinstance(entry, str) else entry.read_text())
+            return _completion_of(read_text(entry))
         except FileNotFoundError:
             return None
         except Exception as error:
@@ -149,12 +146,7 @@ class ResponseCache:
             return
         entry = self._entry(key)
         try:
-            data = _entry_text(key, completion)
-            if isinstance(entry, str):
-                write_local(entry, data)
-            else:
-                entry.parent.mkdir(parents=True, exist_ok=True)
-                entry.write_text(data)
+            write_text(entry, _entry_text(key, completion))
         except Exception as error:
             log.warning(
                 "The reply was paid for but NOT stored in the response cache (entry %s): %s. "

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow_o3.errors import ConfigurationError, DailyBudgetExceededError, LedgerUnavailableError
-from airflow_o3.storage import local_folder, object_path, read_local, under_airflow_home, why, write_local
+from airflow_o3.storage import local_folder, object_path, read_text, under_airflow_home, why, write_text
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -315,7 +315,7 @@ class DailyLedger:
                 requests, text = tally.requests, tally.text(self.conn_id)
             if requests == tally.written:
                 return
-            _write(_join(self._folder(tally.day), tally.file), text)
+            write_text(_join(self._folder(tally.day), tally.file), text)
             tally.written, tally.written_at = requests, self.clock()
 
     def _others(self, day: str, own: str) -> _Seen:
@@ -364,7 +364,7 @@ class DailyLedger:
 def _read_entry(location: str) -> tuple[float, float, float] | str:
     """A file's dollars, credits and priced dollars, or why it cannot be counted (in words)."""
     try:
-        data = json.loads(_read(location))
+        data = json.loads(read_text(location))
     except FileNotFoundError:
         return 0.0, 0.0, 0.0  # removed since the listing
     except Exception as error:
@@ -392,19 +392,3 @@ def _list(folder: str) -> list[str]:
     if not path.exists():
         raise FileNotFoundError(folder)
     return [child.name for child in path.iterdir()]
-
-
-def _read(location: str) -> str:
-    local = local_folder(location)
-    return read_local(local) if local is not None else str(object_path(location).read_text())
-
-
-def _write(location: str, text: str) -> None:
-    """Write a file atomically: a local one owner-only (see :func:`write_local`), an object in one put."""
-    local = local_folder(location)
-    if local is not None:
-        write_local(local, text)
-        return
-    path = object_path(location)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)

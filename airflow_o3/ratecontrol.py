@@ -183,7 +183,8 @@ class RateController:
         limits = rate_limit_headers(headers)
         requests_rate = announced_rate(limits, "requests") if limits else None
         tokens_rate = announced_rate(limits, "tokens") if limits else None
-        wait = self._pause_for(retry_after(headers)) if status == 429 else 0.0
+        hint = retry_after(headers) if status == 429 else 0.0  # never NaN, infinite or negative
+        wait = min(PAUSE_WITHOUT_HINT if hint is None else hint, self._max_pause)
         with self._lock:
             now = self._clock()
             if requests_rate is not None:
@@ -203,13 +204,6 @@ class RateController:
             elif 200 <= status < 300 and self._rate < ceiling:
                 self._rate = min(ceiling, self._rate + INCREASE_PER_SECOND / self._rate)
             self._rate = min(self._rate, ceiling)
-
-    def _pause_for(self, hint: float | None) -> float:
-        """A 429's pause: the service's hint capped by the policy; a hint that is no finite number of
-        seconds (``inf``, ``nan``, negative) counts as none."""
-        if hint is None or not math.isfinite(hint) or hint < 0:
-            hint = PAUSE_WITHOUT_HINT
-        return min(hint, self._max_pause)
 
     def paid(self, tokens: int) -> None:
         """Count the tokens a reply was billed for against the token pace."""

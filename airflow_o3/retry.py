@@ -66,11 +66,7 @@ class RequestRetry:
         self._check()
 
     def _check(self) -> None:
-        if (
-            isinstance(self.max_attempts, bool)
-            or not isinstance(self.max_attempts, int)
-            or self.max_attempts < 1
-        ):
+        if type(self.max_attempts) is not int or self.max_attempts < 1:
             raise ConfigurationError(
                 f"retry setting max_attempts is {self.max_attempts!r}: not a whole number of 1 or more "
                 "(fix: use e.g. 5; 1 means no retry)"
@@ -96,30 +92,18 @@ class RequestRetry:
         """
         if not overrides:
             return self
-        overrides = _renamed(overrides)
+        if "max_elapsed" in overrides and "max_retry_seconds" in overrides:
+            raise ConfigurationError(
+                "retry settings name both max_retry_seconds and its old name max_elapsed "
+                "(fix: keep max_retry_seconds only)"
+            )
         known = {f.name for f in fields(self)}
-        unknown = sorted(set(overrides) - known)
+        unknown = sorted(set(overrides) - known - {"max_elapsed"})  # the old name: __init__ warns
         if unknown:
             raise ConfigurationError(
                 f"unknown retry setting(s) {', '.join(unknown)} (fix: use {', '.join(sorted(known))})"
             )
         return replace(self, **{name: _number(name, value) for name, value in overrides.items()})
-
-
-def _renamed(overrides: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``overrides`` with the old name ``max_elapsed`` read as ``max_retry_seconds`` (with a warning).
-
-    :raises ConfigurationError: both names given.
-    """
-    if "max_elapsed" not in overrides:
-        return overrides
-    if "max_retry_seconds" in overrides:
-        raise ConfigurationError(
-            "retry settings name both max_retry_seconds and its old name max_elapsed "
-            "(fix: keep max_retry_seconds only)"
-        )
-    warn_renamed("max_elapsed", "max_retry_seconds", "retry settings")
-    return {("max_retry_seconds" if name == "max_elapsed" else name): v for name, v in overrides.items()}
 
 
 def _number(name: str, value: Any) -> Any:
@@ -172,12 +156,20 @@ def _arguments(policy: RequestRetry, started: float) -> dict[str, Any]:
         too_late = time.monotonic() + state.upcoming_sleep >= started + policy.max_retry_seconds
         return state.attempt_number >= policy.max_attempts or too_late
 
+    def gave_up(state: RetryCallState) -> Any:
+        """Raise the last error; a service error says how many attempts were made over how long."""
+        assert state.outcome is not None  # tenacity gives up only after an attempt
+        error = state.outcome.exception()
+        if isinstance(error, ServiceError):
+            raise error.after_attempts(state.attempt_number, time.monotonic() - started) from error
+        return state.outcome.result()  # raises that error as it is
+
     return {
         "stop": stop,
         "wait": wait,
         "retry": retry_if_exception(_is_retryable),
         "before_sleep": _log_retry,
-        "reraise": True,
+        "retry_error_callback": gave_up,
     }
 
 
@@ -199,10 +191,6 @@ def _replay(first: Exception, call: Callable[[], T]) -> Callable[[], T]:
     return attempt
 
 
-def _gave_up(error: ServiceError, attempts: int, started: float) -> ServiceError:
-    return error.after_attempts(attempts, time.monotonic() - started)
-
-
 def call_with_retries(
     policy: RequestRetry, call: Callable[[], T], *, sleep: Callable[[float], None] = time.sleep
 ) -> T:
@@ -216,13 +204,7 @@ def call_with_retries(
         return call()
     except Exception as error:  # re-raised at once unless it is retryable
         replay = _replay(error, call)
-    retrying = Retrying(sleep=sleep, **_arguments(policy, started))
-    try:
-        return retrying(replay)
-    except ServiceError as error:
-        if not error.retryable:
-            raise
-        raise _gave_up(error, retrying.statistics.get("attempt_number", 1), started) from error
+    return Retrying(sleep=sleep, **_arguments(policy, started))(replay)
 
 
 async def acall_with_retries(policy: RequestRetry, call: Callable[[], Awaitable[T]]) -> T:
@@ -232,14 +214,8 @@ async def acall_with_retries(policy: RequestRetry, call: Callable[[], Awaitable[
         return await call()
     except Exception as error:  # re-raised at once unless it is retryable
         replay = _replay(error, call)
-    retrying = AsyncRetrying(**_arguments(policy, started))
 
     async def attempt() -> T:  # tenacity awaits coroutine functions only, not a lambda's coroutine
         return await replay()
 
-    try:
-        return await retrying(attempt)
-    except ServiceError as error:
-        if not error.retryable:
-            raise
-        raise _gave_up(error, retrying.statistics.get("attempt_number", 1), started) from error
+    return await AsyncRetrying(**_arguments(policy, started))(attempt)

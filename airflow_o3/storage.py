@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid
+import tempfile
 from typing import Any
 
 
@@ -32,18 +32,31 @@ def object_path(location: str) -> Any:
     return ObjectStoragePath(location)
 
 
-def read_local(path: str) -> str:
-    """The text of a local file."""
-    with open(path, encoding="utf-8") as file:
+def read_text(location: str) -> str:
+    """The text of a file: a local one with plain file calls, an object through ``ObjectStoragePath``."""
+    local = local_folder(location)
+    if local is None:
+        return str(object_path(location).read_text())
+    with open(local, encoding="utf-8") as file:
         return file.read()
+
+
+def write_text(location: str, text: str) -> None:
+    """Write a file atomically: a local one owner-only (see :func:`write_local`), an object in one put."""
+    local = local_folder(location)
+    if local is not None:
+        write_local(local, text)
+        return
+    path = object_path(location)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
 
 
 def write_local(path: str, data: str) -> None:
     """Write ``data`` to ``path`` atomically, owner-only: folders 0700, the file 0600, whatever the umask."""
     folder = os.path.dirname(path)
     _make_private_folders(folder)
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as file:
             file.write(data)

@@ -149,7 +149,7 @@ class O3MiniBatchOperator(PromptOperator, BaseOperator):
         self.call = call
         try:
             self.limits = coerce_settings(BatchLimits, limits, "limits")
-            self.budget = Budget.coerce(budget)
+            self.budget = coerce_settings(Budget, budget, "budget")
         except InvalidRequestError as error:
             raise InvalidRequestError(f"{self.task_id}: {error}") from None
         policy_known = on_item_error in ITEM_ERROR_POLICIES

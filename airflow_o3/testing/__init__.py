@@ -1,9 +1,10 @@
 """A local stand-in for AI/ML API's o3-mini chat completions endpoint, for DAG and hook tests.
 
 ``StandInServer`` serves contract-shaped completions on 127.0.0.1 and records what it receives;
-the types from :mod:`airflow_o3.testing.faults` script errors, stalls, resets and odd bodies. With
-pytest, the ``o3_standin`` and ``o3_standin_connection`` fixtures are available automatically.
-Importing this package does not import Airflow or an HTTP client.
+the types from :mod:`airflow_o3.testing.faults` script errors, stalls, resets and odd bodies. The
+pytest fixtures ``o3_standin`` and ``o3_standin_connection`` are opt-in
+(:mod:`airflow_o3.testing.pytest_plugin`). Importing this package does not import Airflow or an
+HTTP client.
 """
 
 from __future__ import annotations

@@ -4,11 +4,11 @@ The real service serves it on a billing host of its own; the stand-in serves it 
 so a connection's ``billing_base_url`` extra is the stand-in's root (:func:`billing_base_url`)::
 
     with StandInServer() as srv:
-        billing_for(srv).credits = 5_000  # below the threshold: lowBalance is true
+        srv.billing.credits = 5_000  # below the threshold: lowBalance is true
         extras = {"billing_base_url": billing_base_url(srv)}
 
 A request without ``Authorization: Bearer <key>`` (or with another key than the server's
-``api_key``, when it has one) gets 401; ``billing_for(srv).fail_with`` answers an error instead.
+``api_key``, when it has one) gets 401; ``srv.billing.fail_with`` answers an error instead.
 """
 
 from __future__ import annotations
@@ -48,11 +48,6 @@ class BillingState:
             "status": "current",
             "statusExplanation": "Balance is current and up to date",
         }
-
-
-def billing_for(server: StandInServer) -> BillingState:
-    """The billing state of a stand-in server."""
-    return server.billing
 
 
 def billing_base_url(server: StandInServer) -> str:

@@ -1,11 +1,7 @@
-"""Scripted answers for :class:`~airflow_o3.testing.StandInServer`.
-
-Queue them with ``srv.script(...)``; each POST to ``/chat/completions`` consumes one, in order, and
-the server goes back to normal replies when the queue is empty::
+"""Scripted answers for :meth:`StandInServer.script <airflow_o3.testing.StandInServer.script>`, one
+per chat request, so a script reads like the failure story it tests (docs/testing.md, "Scripted faults")::
 
     srv.script(RateLimited(retry_after=0.1), HttpError(503), Reply("done"))
-
-Every item is a frozen dataclass, so a script reads like the failure story it tests.
 """
 
 from __future__ import annotations

@@ -1,16 +1,8 @@
-"""pytest fixtures for the o3-mini stand-in server, for the tests of your own DAGs.
+"""pytest fixtures for the o3-mini stand-in server, for the tests of your own DAGs (docs/testing.md).
 
 Opt-in: installing airflow-o3 loads nothing into your pytest runs. Enable the fixtures with
 ``pytest_plugins = ("airflow_o3.testing.pytest_plugin",)`` in your top-level ``conftest.py``, or
 ``-p airflow_o3.testing.pytest_plugin`` on the command line (or in ``addopts``).
-
-``o3_standin`` gives each test its own running :class:`~airflow_o3.testing.StandInServer`;
-``o3_standin_connection`` also points Airflow's default ``aimlapi`` connection at it::
-
-    def test_summarise(o3_standin_connection):
-        o3_standin_connection.script(HttpError(503))  # first call fails, the retry succeeds
-        run_my_task()
-        assert len(o3_standin_connection.chat_requests) == 2
 
 This module deliberately does not import Airflow, so loading the plugin costs nothing.
 """

@@ -1,17 +1,8 @@
-"""A local stand-in for AI/ML API's OpenAI-compatible chat completions endpoint.
+"""A local stand-in for AI/ML API's OpenAI-compatible chat completions endpoint (docs/testing.md).
 
-Point a connection at :attr:`StandInServer.base_url` and DAG tests exercise the real hook, HTTP
-stack and retry logic without network, keys or cost::
-
-    with StandInServer() as srv:
-        os.environ["AIRFLOW_CONN_AIMLAPI_DEFAULT"] = srv.connection_json()
-        ...  # run the task
-        assert srv.chat_requests[0].body["reasoning_effort"] == "high"
-
-The server answers contract-shaped ``chat.completion`` bodies (and SSE streams), records every
-request, and can be scripted (:mod:`airflow_o3.testing.faults`), rate limited or told to inject
-random faults. It refuses a body with the provider's own contract check
-(:func:`airflow_o3.request.body_problems`); each connection is served on its own thread.
+It refuses a body with the provider's own contract check (:func:`airflow_o3.request.body_problems`),
+so the stand-in and the provider never disagree on what the service takes; each connection is served
+on its own thread.
 """
 
 from __future__ import annotations
@@ -264,7 +255,6 @@ def _dumps(payload: Any) -> bytes:
 
 
 def _error_body(error: HttpError, path: str, request_id: str) -> tuple[bytes, str]:
-    """Return ``(body, content type)`` of ``error`` in the shape it asks for."""
     status, shape = error.status, error.shape
     message = error.message or HTTPStatus(status).phrase
     if shape == "text":
@@ -323,7 +313,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = self.close_connection or not complete
 
     def respond_json(self, status: int, payload: Any, headers: Mapping[str, str]) -> None:
-        """Send ``payload`` as an ``application/json`` response."""
         self.respond(status, _dumps(payload), {"Content-Type": "application/json", **headers})
 
     def respond_error(self, error: HttpError, path: str, headers: Mapping[str, str]) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from airflow_o3.testing import Body, StandInServer
-from airflow_o3.testing.billing import billing_base_url, billing_for
+from airflow_o3.testing.billing import billing_base_url
 from tests.dagrun import AIRFLOW_3, run_dag
 from tests.helpers import point_default_connection
 
@@ -109,7 +109,7 @@ def test_min_balance_usd_refuses_a_batch_the_balance_does_not_cover_before_any_r
     dag_file, o3_standin, monkeypatch, tmp_path, credits, started
 ):
     point_connection(monkeypatch, o3_standin, tmp_path)
-    billing_for(o3_standin).credits = credits
+    o3_standin.billing.credits = credits
     dag_file(BATCH_DAG.format(dag_id=f"o3_min_balance_{credits}", extra="min_balance_usd=1.0,"))
     result = run_dag(f"o3_min_balance_{credits}")
     chat = [request.body["messages"][0]["content"] for request in o3_standin.chat_requests]

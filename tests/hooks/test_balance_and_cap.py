@@ -9,7 +9,7 @@ import pytest
 from airflow_o3.cache import CacheSettings, ResponseCache
 from airflow_o3.errors import DailyBudgetExceededError
 from airflow_o3.hooks import O3MiniHook
-from airflow_o3.testing.billing import billing_base_url, billing_for
+from airflow_o3.testing.billing import billing_base_url
 from tests.helpers import USER, point_default_connection
 
 KEY = "sk-cap-secret-0123456789"
@@ -42,7 +42,7 @@ def test_test_connection_shows_the_balance_in_credits_then_in_dollars_once_a_rep
 
 
 def test_test_connection_shows_the_low_balance_flag(connect, o3_standin):
-    billing_for(o3_standin).credits = 5_000
+    o3_standin.billing.credits = 5_000
     ok, message = connect().test_connection()
     assert ok
     assert "balance 5,000 credits" in message
@@ -52,7 +52,7 @@ def test_test_connection_shows_the_low_balance_flag(connect, o3_standin):
 def test_a_failing_billing_host_leaves_test_connection_ok_saying_why_the_balance_is_unavailable(
     connect, o3_standin
 ):
-    billing_for(o3_standin).fail_with = 503
+    o3_standin.billing.fail_with = 503
     ok, message = connect().test_connection()
     assert ok
     assert "'o3-mini' is listed" in message

@@ -11,7 +11,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 import airflow_o3.contract
 from airflow_o3.testing import StandInServer
-from airflow_o3.testing.billing import billing_base_url, billing_for
+from airflow_o3.testing.billing import billing_base_url
 from tests.contract import openapi_to_json_schema
 
 CONTRACT = Path(airflow_o3.contract.__file__).resolve().parent / "billing-balance.openapi.json"
@@ -26,7 +26,7 @@ def balance(server: StandInServer, **headers: str) -> requests.Response:
 @pytest.mark.parametrize("credits", [10_000_000, 5_000, 0])
 def test_the_balance_reply_is_valid_against_the_billing_contract(credits):
     with StandInServer() as server:
-        billing_for(server).credits = credits
+        server.billing.credits = credits
         reply = balance(server, Authorization="Bearer k")
     assert reply.status_code == 200
     assert reply.headers["Content-Type"].startswith("application/json")
@@ -49,5 +49,5 @@ def test_a_server_with_an_api_key_refuses_another_key():
 
 def test_a_test_can_make_the_billing_host_fail():
     with StandInServer() as server:
-        billing_for(server).fail_with = 503
+        server.billing.fail_with = 503
         assert balance(server, Authorization="Bearer k").status_code == 503

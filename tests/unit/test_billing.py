@@ -25,7 +25,7 @@ from airflow_o3.contract import LIST_PRICE
 from airflow_o3.errors import BalanceUnavailableError, InsufficientBalanceError, InvalidRequestError
 from airflow_o3.hooks import O3MiniHook
 from airflow_o3.testing import StandInServer
-from airflow_o3.testing.billing import billing_base_url, billing_for
+from airflow_o3.testing.billing import billing_base_url
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -86,7 +86,7 @@ def hostile(answer: Callable[[http.server.BaseHTTPRequestHandler], None]) -> Ite
 
 def test_the_stand_in_balance_is_read_with_the_key_as_a_typed_reading(read):
     with StandInServer(api_key=KEY) as server:
-        billing_for(server).credits = 5_000
+        server.billing.credits = 5_000
         balance = read(billing_base_url(server))
         (request,) = server.requests
     assert request.method == "GET"
