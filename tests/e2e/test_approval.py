@@ -310,24 +310,24 @@ import pendulum
 from airflow.providers.common.compat.sdk import DAG
 from airflow.sdk import task
 
-from airflow_o3.operators.branch import O3MiniBranchOperator
+
+@task.o3_mini_branch(require_approval=True)
+def route():
+    return "Is this ticket about billing or a bug? It says: I was charged twice."
+
+
+@task
+def billing():
+    return "billing"
+
+
+@task
+def bug():
+    return "bug"
+
 
 with DAG(dag_id="{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
-    route = O3MiniBranchOperator(
-        task_id="route",
-        prompt="Is this ticket about billing or a bug? It says: I was charged twice.",
-        require_approval=True,
-    )
-
-    @task
-    def billing():
-        return "billing"
-
-    @task
-    def bug():
-        return "bug"
-
-    route >> [billing(), bug()]
+    route() >> [billing(), bug()]
 """
 
 
