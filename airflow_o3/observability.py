@@ -1,31 +1,7 @@
-"""What a call leaves behind for the people who run it: one log line, and Airflow metrics.
-
-Every call through :meth:`O3MiniHook.send` (sync, streamed, cached) ends with one summary line in the
-task log, in ``key=value`` form so it can be grepped and parsed::
-
-    o3-mini call: model=o3-mini-2025-01-31 latency_s=2.410 tokens_in=812 tokens_in_cached=0
-    tokens_out=1530 tokens_reasoning=1216 cost_usd=0.009912 from_cache=false finish_reason=stop
-    request_id=req-7f3a client_request_id=daily_report:write_report:scheduled__2026-01-01T00_00_00_00_00:t1
-
-and sends these metrics through Airflow's ``Stats`` (StatsD or OpenTelemetry, as the deployment's
-``[metrics]`` section configures; nothing is sent when metrics are off), each tagged with the model:
-
-========================================  ======================================================
-``airflow_o3.calls``                      counter: calls answered by the service
-``airflow_o3.cache_hits``                 counter: calls answered from the response cache
-``airflow_o3.tokens.prompt``              counter: input tokens
-``airflow_o3.tokens.cached``              counter: input tokens the service served from its cache
-``airflow_o3.tokens.completion``          counter: output tokens, hidden reasoning included
-``airflow_o3.tokens.reasoning``           counter: hidden reasoning tokens
-``airflow_o3.cost_usd``                   gauge: the service's cost figure for the last call
-``airflow_o3.cost_microusd``              counter: the same in millionths of a dollar, to add up
-``airflow_o3.latency``                    timer: wall time of a call, retries and waits included
-``airflow_o3.errors.<kind>``              counter: calls that failed, by kind (``rate_limited``,
-                                          ``server``, ``authentication``, ``request_timeout``, ...)
-``airflow_o3.retries``                    counter: attempts that failed and were retried
-========================================  ======================================================
-
-Cache hits cost nothing and add no tokens; their line says ``from_cache=true cost_usd=0``.
+"""What a call leaves behind for the people who run it: one ``key=value`` summary line in the task
+log, and Airflow metrics through ``Stats`` tagged with the model. docs/observability.md lists the
+line's fields and the metrics; a cache hit counts only ``airflow_o3.cache_hits`` and says
+``from_cache=true cost_usd=0``.
 """
 
 from __future__ import annotations
@@ -60,17 +36,6 @@ def error_kind(error: BaseException) -> str:
     return _CAMEL.sub("_", name).lower()
 
 
-def _tokens(usage: Mapping[str, Any], *path: str) -> int | None:
-    """A token count of the usage, or ``None`` when it is missing or no count (NaN, negative...)."""
-    node: Any = usage
-    for name in path:
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(name)
-    count = amount(node)
-    return None if count is None else int(count)
-
-
 _TOKEN_PATHS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("prompt", ("prompt_tokens",)),
     ("cached", ("prompt_tokens_details", "cached_tokens")),
@@ -81,9 +46,15 @@ _TOKEN_PATHS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 
 def _token_counts(completion: Completion) -> dict[str, int | None]:
-    """The call's token figures by metric suffix."""
-    usage = completion.usage
-    return {metric: _tokens(usage, *path) for metric, path in _TOKEN_PATHS}
+    """The call's token figures by metric suffix; ``None`` for one missing or no count (NaN, negative...)."""
+    counts: dict[str, int | None] = {}
+    for metric, path in _TOKEN_PATHS:
+        node: Any = completion.usage
+        for name in path:
+            node = node.get(name) if isinstance(node, Mapping) else None
+        count = amount(node)
+        counts[metric] = None if count is None else int(count)
+    return counts
 
 
 def _cost(completion: Completion) -> float | None:
@@ -97,7 +68,7 @@ def _text(value: object) -> str:
 
 
 def summary_line(completion: Completion, *, latency: float, client_request_id: str | None) -> str:
-    """The one log line that describes a call (see the module docstring for its fields)."""
+    """The one log line that describes a call (its fields: docs/observability.md)."""
     tokens, figure = _token_counts(completion), _cost(completion)
     if completion.from_cache:
         cost = "0"

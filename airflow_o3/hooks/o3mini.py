@@ -60,12 +60,8 @@ _CHUNK_BYTES = 65536
 
 
 _TIMEOUT_CLASSES = frozenset({"TimeoutError", "Timeout", "TimeoutException"})
-"""The timeout classes of the socket and asyncio, urllib3 (both ``TimeoutError``), requests and httpx."""
-
-
-def _timed_out(error: BaseException) -> bool:
-    """Whether ``error`` is a timeout, told by its classes' names so that no client is imported."""
-    return any(kind.__name__ in _TIMEOUT_CLASSES for kind in type(error).__mro__)
+"""The timeout classes of the socket and asyncio, urllib3 (both ``TimeoutError``), requests and httpx,
+told by name so that no client is imported."""
 
 
 def transport_error(url: str, error: BaseException, deadline: _Deadline) -> ServiceError:
@@ -77,7 +73,7 @@ def transport_error(url: str, error: BaseException, deadline: _Deadline) -> Serv
     kind = type(error).__name__
     if deadline.left() <= 0:
         return deadline.timed_out(url)
-    if _timed_out(error):
+    if any(base.__name__ in _TIMEOUT_CLASSES for base in type(error).__mro__):
         return RequestTimeoutError(HttpFailure(None, f"no reply from {url} in time ({kind})"))
     if _tls_failed(error):  # not retried
         return TlsError(HttpFailure(None, f"could not reach {url}: the TLS handshake failed ({kind})"))
@@ -262,14 +258,6 @@ class PreparedCall:
         return encode_body(self.body)
 
 
-def _first_stored(cache: ResponseCache, keys: Mapping[str, str]) -> tuple[str, str, Completion] | None:
-    """The first ``(conn_id, entry, reply)`` stored under one of ``keys`` (conn_id -> entry)."""
-    for conn_id, key in keys.items():
-        if (stored := cache.get(key)) is not None:
-            return conn_id, key, stored
-    return None
-
-
 class O3MiniHook(BaseHook):
     """Calls o3-mini through the AI/ML API chat completions endpoint.
 
@@ -448,8 +436,8 @@ class O3MiniHook(BaseHook):
         A streamed request (``stream: true`` in the body) is retried only while no reply text has
         arrived; ``on_text`` gets its text as it comes (a cached reply's text, all at once).
         """
-        keys = self.cache_keys(prepared, None) if cache is not None else {}
-        if (stored := self._stored(cache, keys, on_text)) is not None:
+        keys, stored = self._stored(cache, prepared, None, on_text)
+        if stored is not None:
             return stored
         chain = self._chain()
         for position, hook in enumerate(chain):
@@ -493,8 +481,8 @@ class O3MiniHook(BaseHook):
             for hook in self._fallbacks:
                 with contextlib.suppress(Exception):  # an unreadable fallback has stored nothing
                     await hook.aget_settings()
-            keys = await asyncio.to_thread(self.cache_keys, prepared, cache_key)
-            if (stored := await asyncio.to_thread(self._stored, cache, keys, None)) is not None:
+            keys, stored = await asyncio.to_thread(self._stored, cache, prepared, cache_key, None)
+            if stored is not None:
                 return stored
         chain = self._chain()
         for position, hook in enumerate(chain):
@@ -509,8 +497,6 @@ class O3MiniHook(BaseHook):
                 _fall_back_or_raise(error, hook.conn_id, chain[position + 1 :])
                 continue
             await asyncio.to_thread(hook.ledger.record, completion)
-            if cache is None:
-                return self._answered(None, keys, hook.conn_id, completion)
             return await asyncio.to_thread(self._answered, cache, keys, hook.conn_id, completion)
         raise AssertionError("unreachable: the last connection's error is raised")  # pragma: no cover
 
@@ -570,26 +556,33 @@ class O3MiniHook(BaseHook):
         return keys
 
     def _stored(
-        self, cache: ResponseCache | None, keys: Mapping[str, str], on_text: OnText | None
-    ) -> Completion | None:
-        """The one read of the response cache, for every path (sync, batch, triggerer): the reply
-        stored under any connection of the chain, first found first."""
-        found = _first_stored(cache, keys) if cache is not None else None
-        if found is None:
-            return None
-        conn_id, key, stored = found
-        log.log(
-            self.call_log_level,
-            "Reply read from the response cache (entry %s, answered through connection %r): nothing "
-            "was paid for it",
-            key[:16],
-            conn_id,
-        )
-        if on_text is not None:
-            for choice in stored.choices:
-                if choice.text:
-                    on_text(choice.index, choice.text)
-        return replace(stored, conn_id=conn_id)
+        self,
+        cache: ResponseCache | None,
+        prepared: PreparedCall,
+        first_key: str | None,
+        on_text: OnText | None,
+    ) -> tuple[dict[str, str], Completion | None]:
+        """The one read of the response cache, for every path (sync, batch, triggerer): the request's
+        :meth:`cache_keys`, and the reply stored under any of them, first found first."""
+        if cache is None:
+            return {}, None
+        keys = self.cache_keys(prepared, first_key)
+        for conn_id, key in keys.items():
+            if (stored := cache.get(key)) is None:
+                continue
+            log.log(
+                self.call_log_level,
+                "Reply read from the response cache (entry %s, answered through connection %r): nothing "
+                "was paid for it",
+                key[:16],
+                conn_id,
+            )
+            if on_text is not None:
+                for choice in stored.choices:
+                    if choice.text:
+                        on_text(choice.index, choice.text)
+            return keys, replace(stored, conn_id=conn_id)
+        return keys, None
 
     def _answered(
         self, cache: ResponseCache | None, keys: Mapping[str, str], conn_id: str, completion: Completion
@@ -600,33 +593,39 @@ class O3MiniHook(BaseHook):
         return completion if completion.conn_id == conn_id else replace(completion, conn_id=conn_id)
 
     def _attempt(self, prepared: PreparedCall, on_text: OnText | None) -> Completion:
-        """One attempt over requests: a whole reply, or a stream assembled as it arrives."""
-        if prepared.body.get("stream"):
-            return self._post_stream(prepared, on_text)
+        """One attempt over requests, in turn at the rate controller (told of the answer): a whole
+        reply, or a stream assembled as it arrives."""
+        stream = bool(prepared.body.get("stream"))
         deadline = _Deadline.after(self.settings.timeouts.attempt)
-        with self._keyless(), self._open(prepared, deadline, stream=False) as response:
-            content = b"".join(self._body(response, prepared.url, deadline))
-            return parse_response(response.status_code, response.headers, content, conn_id=self.conn_id)
+        sent = self.settings.headers(prepared.client_request_id, stream=stream)
+        if self.rate_control is not None:
+            self.rate_control.acquire()
+        with (
+            self._keyless(),
+            self._request("POST", prepared.url, sent, deadline, data=prepared.content) as response,
+        ):
+            status, headers = response.status_code, response.headers
+            if self.rate_control is not None:
+                self.rate_control.observe(status, headers)
+            body = self._body(response, prepared.url, deadline)
+            if stream and 200 <= status < 300 and "text/event-stream" in headers.get("Content-Type", ""):
+                return self._assembled(status, headers, body, on_text)
+            return parse_response(status, headers, b"".join(body), conn_id=self.conn_id)
 
-    def _post_stream(self, prepared: PreparedCall, on_text: OnText | None) -> Completion:
+    def _assembled(
+        self, status: int, headers: Mapping[str, str], body: Iterator[bytes], on_text: OnText | None
+    ) -> Completion:
         from airflow_o3.streaming import NoProgress, StreamAssembler, sse_data, sse_lines
 
-        settings = self.settings
-        deadline = _Deadline.after(settings.timeouts.attempt)
-        with self._keyless(), self._open(prepared, deadline, stream=True) as response:
-            body = self._body(response, prepared.url, deadline)
-            content_type = response.headers.get("Content-Type", "")
-            if not 200 <= response.status_code < 300 or "text/event-stream" not in content_type:
-                return parse_response(response.status_code, response.headers, b"".join(body))
-            assembler = StreamAssembler(response.status_code, response.headers, on_text)
-            try:
-                for data in sse_data(sse_lines(body), idle_timeout=settings.timeouts.read):
-                    assembler.feed(data)
-            except NoProgress as idle:
-                raise assembler.interrupted(str(idle), timed_out=True) from None
-            except (RequestTimeoutError, ConnectError) as error:
-                raise assembler.interrupted(error.failure.message, error=error) from None
-            return assembler.completion()
+        assembler = StreamAssembler(status, headers, on_text)
+        try:
+            for data in sse_data(sse_lines(body), idle_timeout=self.settings.timeouts.read):
+                assembler.feed(data)
+        except NoProgress as idle:
+            raise assembler.interrupted(str(idle), timed_out=True) from None
+        except (RequestTimeoutError, ConnectError) as error:
+            raise assembler.interrupted(error.failure.message, error=error) from None
+        return assembler.completion()
 
     @contextlib.contextmanager
     def _keyless(self) -> Iterator[None]:
@@ -638,21 +637,6 @@ class O3MiniHook(BaseHook):
             if len(key) < 5:  # too short to tell from ordinary text (a warning said so)
                 raise
             raise error.without(_key_forms(key)) from None
-
-    def _open(self, prepared: PreparedCall, deadline: _Deadline, *, stream: bool) -> requests.Response:
-        """POST the body and wait for the reply's headers, taking a turn at the rate controller and
-        reporting the answer to it. The body is left to :meth:`_body`.
-
-        :param deadline: when the attempt must be over.
-        :param stream: ask for server-sent events.
-        """
-        headers = self.settings.headers(prepared.client_request_id, stream=stream)
-        if self.rate_control is not None:
-            self.rate_control.acquire()
-        response = self._request("POST", prepared.url, headers, deadline, data=prepared.content)
-        if self.rate_control is not None:
-            self.rate_control.observe(response.status_code, response.headers)
-        return response
 
     def _request(
         self,
@@ -824,11 +808,8 @@ class O3MiniHook(BaseHook):
         """The connection form on Airflow 2 (Airflow 3 reads the provider info instead)."""
         from airflow_o3.get_provider_info import CONNECTION_TYPE
 
-        behaviour = CONNECTION_TYPE["ui-field-behaviour"]
         return {
-            "hidden_fields": behaviour["hidden-fields"],
-            "relabeling": behaviour["relabeling"],
-            "placeholders": behaviour["placeholders"],
+            name.replace("-", "_"): value for name, value in CONNECTION_TYPE["ui-field-behaviour"].items()
         }
 
     @classmethod

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import os
 import threading
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -242,12 +242,10 @@ def completion_from_event(event: Mapping[str, Any]) -> Completion:
     """
     from airflow_o3.response import completion_from_body
 
-    if event.get("status") == "success":
-        completion = completion_from_body(
-            event["response"], event["headers"], from_cache=bool(event.get("from_cache"))
-        )
-        return replace(completion, conn_id=event.get("conn_id"))
-    raise error_from_event(event)
+    if event.get("status") != "success":
+        raise error_from_event(event)
+    cached, conn_id = bool(event.get("from_cache")), event.get("conn_id")
+    return completion_from_body(event["response"], event["headers"], from_cache=cached, conn_id=conn_id)
 
 
 def error_from_event(event: Mapping[str, Any]) -> O3Error:
