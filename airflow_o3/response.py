@@ -296,10 +296,7 @@ def index_number(value: Any) -> int | None:
 
 
 def _index(position: int, data: Mapping[str, Any]) -> int:
-    """A choice's ``index``: its position when the reply leaves it out.
-
-    :raises ValueError: an index that is not a whole number from 0.
-    """
+    """A choice's ``index``: its position when the reply leaves it out."""
     value = data.get("index")
     if value is None:
         return position
@@ -317,10 +314,7 @@ def _optional_text(message: Mapping[str, Any], name: str, position: int) -> str 
 
 def _tool_call(where: str, call: Any) -> ToolCall:
     """One entry of ``message.tool_calls``: a ``function`` call, or a ``custom`` tool's call (a call
-    without a name keeps ``""``: reading the reply's calls refuses it).
-
-    :raises ValueError: the entry is of another type.
-    """
+    without a name keeps ``""``: reading the reply's calls refuses it)."""
     data = json_object(call)
     kind = data.get("type") or "function"
     if kind not in ("function", "custom"):

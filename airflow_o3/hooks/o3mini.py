@@ -65,11 +65,9 @@ told by name so that no client is imported."""
 
 
 def transport_error(url: str, error: BaseException, deadline: _Deadline) -> ServiceError:
-    """The one mapping of a transport failure, of the sync client (requests) or the async one (httpx),
-    to a typed error: past the attempt's deadline an :class:`AttemptTimeoutError`; a timeout a
-    :class:`RequestTimeoutError`; anything else a :class:`ConnectError` (:class:`TlsError` when the
-    TLS handshake failed). Redirects and oversized replies are refused by :func:`_refuse_redirect`
-    and :func:`_too_large`, on both paths too."""
+    """The one mapping of a transport failure, of requests or httpx, to a typed error: past the
+    attempt's deadline an :class:`AttemptTimeoutError`; a timeout a :class:`RequestTimeoutError`;
+    anything else a :class:`ConnectError` (:class:`TlsError` when the TLS handshake failed)."""
     kind = type(error).__name__
     if deadline.left() <= 0:
         return deadline.timed_out(url)
@@ -176,13 +174,6 @@ def _prepared_url(url: str) -> str:
     return request.url
 
 
-def _limit_wait(response: requests.Response, seconds: float) -> None:
-    """Bound the next wait for bytes on the reply's socket (urllib3 keeps it while the body is read)."""
-    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
-    if sock is not None:
-        sock.settimeout(seconds)
-
-
 def _ca_bundle() -> str | None:
     """The CA bundle both paths trust, as requests reads it: ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``
     (``None``: certifi's)."""
@@ -200,11 +191,7 @@ def _tls_context() -> ssl.SSLContext:
 
 
 def _checked_fallbacks(conn_id: str, fallback_conn_ids: Sequence[str]) -> tuple[str, ...]:
-    """The fallback connections as a tuple of distinct ids, none of them ``conn_id``.
-
-    :raises ConfigurationError: a single string (a tuple of one is meant), an id that is no text,
-        the first connection again, or an id given twice.
-    """
+    """The fallback connections as a tuple of distinct ids, none of them ``conn_id``."""
     if isinstance(fallback_conn_ids, str):
         raise ConfigurationError(
             f"fallback_conn_ids={fallback_conn_ids!r} is one string (fix: give a list or tuple of "
@@ -439,7 +426,7 @@ class O3MiniHook(BaseHook):
         keys, stored = self._stored(cache, prepared, None, on_text)
         if stored is not None:
             return stored
-        chain = self._chain()
+        chain = self._chain
         for position, hook in enumerate(chain):
             call = hook.retargeted(prepared, self.settings.model)
             hook.ledger.check()
@@ -478,13 +465,13 @@ class O3MiniHook(BaseHook):
         settings = await self.aget_settings()
         keys: dict[str, str] = {}
         if cache is not None:
-            for hook in self._fallbacks:
+            for hook in self._chain[1:]:
                 with contextlib.suppress(Exception):  # an unreadable fallback has stored nothing
                     await hook.aget_settings()
             keys, stored = await asyncio.to_thread(self._stored, cache, prepared, cache_key, None)
             if stored is not None:
                 return stored
-        chain = self._chain()
+        chain = self._chain
         for position, hook in enumerate(chain):
             await hook.aget_settings()
             call = hook.retargeted(prepared, settings.model)
@@ -523,9 +510,10 @@ class O3MiniHook(BaseHook):
         return PreparedCall(settings.chat_url, body, prepared.client_request_id)
 
     @cached_property
-    def _fallbacks(self) -> tuple[O3MiniHook, ...]:
-        """A hook per fallback connection, with this hook's overrides and rate controller."""
-        return tuple(
+    def _chain(self) -> tuple[O3MiniHook, ...]:
+        """The connections a call tries, in order: this hook, then a hook per fallback connection with
+        this hook's overrides and rate controller."""
+        return self, *(
             O3MiniHook(
                 conn_id,
                 request_retry=self._retry,
@@ -536,10 +524,6 @@ class O3MiniHook(BaseHook):
             for conn_id in self.fallback_conn_ids
         )
 
-    def _chain(self) -> tuple[O3MiniHook, ...]:
-        """The connections a call tries, in order: this hook's, then the fallbacks."""
-        return (self, *self._fallbacks)
-
     def cache_keys(self, prepared: PreparedCall, first_key: str | None = None) -> dict[str, str]:
         """The request's cache entry under each connection of the chain, by conn_id: a reply is
         stored under the connection that answered, so a retry finds it whichever one that was.
@@ -548,7 +532,7 @@ class O3MiniHook(BaseHook):
         :param first_key: this hook's entry when it was computed elsewhere (the deferring operator).
         """
         keys = {self.conn_id: first_key or self.cache_key(prepared)}
-        for hook in self._fallbacks:
+        for hook in self._chain[1:]:
             try:
                 keys[hook.conn_id] = hook.cache_key(hook.retargeted(prepared, self.settings.model))
             except Exception as error:  # not found, unusable: reported when the call gets to it
@@ -648,10 +632,7 @@ class O3MiniHook(BaseHook):
         data: bytes | None = None,
     ) -> requests.Response:
         """Send one request and wait for the reply's headers until ``deadline`` at the latest,
-        without following a redirect.
-
-        :raises ServiceError: as :func:`transport_error` maps a failure; :class:`RedirectError` for a 3xx.
-        """
+        without following a redirect."""
         import requests
 
         from airflow_o3.hooks._deadline import deadline as headers_by
@@ -683,13 +664,8 @@ class O3MiniHook(BaseHook):
 
     def _body(self, response: requests.Response, url: str, deadline: _Deadline) -> Iterator[bytes]:
         """The reply's body as it was sent (unencoded: the request asks for identity), in pieces as
-        they arrive.
-
-        Each wait for bytes is bounded by the read timeout and by what is left of the attempt, and
-        a read returns whatever has arrived, so a reply trickling in is cut at the deadline.
-
-        :raises ServiceError: as :func:`transport_error` maps a failure; :class:`ReplyTooLargeError`
-            when more than ``max_reply_bytes`` arrived.
+        they arrive. Each wait for bytes is bounded by the read timeout and by what is left of the
+        attempt, and a read returns whatever has arrived, so a reply trickling in is cut at the deadline.
         """
         from urllib3.exceptions import HTTPError
 
@@ -699,7 +675,10 @@ class O3MiniHook(BaseHook):
             wait = min(settings.timeouts.read, deadline.left())
             if wait <= 0:
                 raise deadline.timed_out(url)
-            _limit_wait(response, wait)
+            # the reply's socket, which urllib3 keeps while the body is read
+            sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+            if sock is not None:
+                sock.settimeout(wait)
             try:
                 chunk = response.raw.read1(_CHUNK_BYTES)
             except (HTTPError, OSError) as error:
