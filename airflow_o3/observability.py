@@ -7,25 +7,23 @@ line's fields and the metrics; a cache hit counts only ``airflow_o3.cache_hits``
 from __future__ import annotations
 
 import contextlib
-import functools
 import re
 import time
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import Stats
 
 from airflow_o3.response import amount
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator
+    from collections.abc import Callable, Iterator
 
     from airflow_o3.hooks.o3mini import O3MiniHook, PreparedCall
     from airflow_o3.response import Completion
 
 PREFIX = "airflow_o3"
-P = ParamSpec("P")
 
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
@@ -114,9 +112,10 @@ def record_retry() -> None:
 
 
 @contextlib.contextmanager
-def _reported(owner: O3MiniHook, prepared: PreparedCall) -> Iterator[Callable[[Completion], Completion]]:
-    """Time a call: an error raised in the block is counted; the function it yields logs the summary
-    line of the completion it is given (at the hook's ``call_log_level``) and sends its metrics."""
+def reported(owner: O3MiniHook, prepared: PreparedCall) -> Iterator[Callable[[Completion], Completion]]:
+    """Time a hook's call: an error raised in the block is counted; the function it yields logs the
+    summary line of the completion it is given (at the hook's ``call_log_level``) and sends its
+    metrics, so every reply the call returns goes through it."""
     started = time.monotonic()
 
     def report(completion: Completion) -> Completion:
@@ -135,33 +134,3 @@ def _reported(owner: O3MiniHook, prepared: PreparedCall) -> Iterator[Callable[[C
 
 def _model(prepared: PreparedCall) -> str:
     return str(prepared.body.get("model", ""))
-
-
-def observed(
-    send: Callable[Concatenate[O3MiniHook, PreparedCall, P], Completion],
-) -> Callable[Concatenate[O3MiniHook, PreparedCall, P], Completion]:
-    """Wrap a hook's send method: time it, log its summary line, send its metrics, count its errors."""
-
-    @functools.wraps(send)
-    def wrapper(
-        owner: O3MiniHook, prepared: PreparedCall, /, *args: P.args, **kwargs: P.kwargs
-    ) -> Completion:
-        with _reported(owner, prepared) as report:
-            return report(send(owner, prepared, *args, **kwargs))
-
-    return wrapper
-
-
-def observed_async(
-    send: Callable[Concatenate[O3MiniHook, PreparedCall, P], Awaitable[Completion]],
-) -> Callable[Concatenate[O3MiniHook, PreparedCall, P], Awaitable[Completion]]:
-    """:func:`observed` for an ``async`` send method (the triggerer's path)."""
-
-    @functools.wraps(send)
-    async def wrapper(
-        owner: O3MiniHook, prepared: PreparedCall, /, *args: P.args, **kwargs: P.kwargs
-    ) -> Completion:
-        with _reported(owner, prepared) as report:
-            return report(await send(owner, prepared, *args, **kwargs))
-
-    return wrapper

@@ -153,14 +153,11 @@ def _finite_wait(seconds: float) -> float | None:
 
 def _wait(text: str, unit: float, dated: bool) -> float | None:
     """A wait header's value in seconds: a number of ``unit`` seconds, or (when ``dated``) an HTTP date."""
-    try:
+    with contextlib.suppress(ValueError):
         return _finite_wait(float(text) * unit)
-    except ValueError:
-        pass
-    try:
+    with contextlib.suppress(TypeError, ValueError, OverflowError):
         return _finite_wait(parsedate_to_datetime(text).timestamp() - time()) if dated else None
-    except (TypeError, ValueError, OverflowError):
-        return None
+    return None
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:

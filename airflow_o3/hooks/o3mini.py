@@ -32,7 +32,7 @@ from airflow_o3.errors import (
     ServiceError,
     TlsError,
 )
-from airflow_o3.observability import observed, observed_async
+from airflow_o3.observability import reported
 from airflow_o3.request import build_body, encode_body
 from airflow_o3.response import Completion, parse_response
 from airflow_o3.retry import RequestRetry, acall_with_retries, call_with_retries
@@ -211,17 +211,13 @@ def _checked_fallbacks(conn_id: str, fallback_conn_ids: Sequence[str]) -> tuple[
     return ids
 
 
-FALLBACK_ERRORS: tuple[type[ServiceError], ...] = (AuthenticationError, OutOfCreditsError)
-"""Final errors of a connection that send the request on to the next fallback connection, besides a
-retryable error that outlived its retries."""
-
-
 def _fall_back_or_raise(error: ServiceError, conn_id: str, rest: Sequence[O3MiniHook]) -> None:
     """Return (and warn) when ``error``, the final one of connection ``conn_id``, sends the request on
-    to ``rest[0]``; raise it, naming ``conn_id``, otherwise: no connection left, or an error another
-    connection would not mend (a 400, a reply already received but unusable)."""
+    to ``rest[0]``: a 401, a 403 (out of credits) or a retryable error that outlived its retries.
+    Raise it, naming ``conn_id``, otherwise: no connection left, or an error another connection would
+    not mend (a 400, a reply already received but unusable)."""
     named = error.for_connection(conn_id)
-    if not rest or not (isinstance(error, FALLBACK_ERRORS) or error.retryable):
+    if not rest or not (isinstance(error, AuthenticationError | OutOfCreditsError) or error.retryable):
         raise named from error.__cause__
     log.warning(
         "Connection %r failed (%s); the same request goes to fallback connection %r",
@@ -413,7 +409,6 @@ class O3MiniHook(BaseHook):
         prepared = self.prepare(messages, model=model, client_request_id=client_request_id, **params)
         return self.send(prepared, cache=cache, on_text=on_text)
 
-    @observed
     def send(
         self, prepared: PreparedCall, *, cache: ResponseCache | None = None, on_text: OnText | None = None
     ) -> Completion:
@@ -423,26 +418,26 @@ class O3MiniHook(BaseHook):
         A streamed request (``stream: true`` in the body) is retried only while no reply text has
         arrived; ``on_text`` gets its text as it comes (a cached reply's text, all at once).
         """
-        keys, stored = self._stored(cache, prepared, None, on_text)
-        if stored is not None:
-            return stored
-        chain = self._chain
-        for position, hook in enumerate(chain):
-            call = hook.retargeted(prepared, self.settings.model)
-            hook.ledger.check()
-            sleep = hook.rate_control.sleep if hook.rate_control is not None else time.sleep
-            try:
-                completion = call_with_retries(
-                    hook.settings.retry, partial(hook._attempt, call, on_text), sleep=sleep
-                )
-            except ServiceError as error:
-                _fall_back_or_raise(error, hook.conn_id, chain[position + 1 :])
-                continue
-            hook.ledger.record(completion)
-            return self._answered(cache, keys, hook.conn_id, completion)
+        with reported(self, prepared) as report:
+            keys, stored = self._stored(cache, prepared, None, on_text)
+            if stored is not None:
+                return report(stored)
+            chain = self._chain
+            for position, hook in enumerate(chain):
+                call = hook.retargeted(prepared, self.settings.model)
+                hook.ledger.check()
+                sleep = hook.rate_control.sleep if hook.rate_control is not None else time.sleep
+                try:
+                    completion = call_with_retries(
+                        hook.settings.retry, partial(hook._attempt, call, on_text), sleep=sleep
+                    )
+                except ServiceError as error:
+                    _fall_back_or_raise(error, hook.conn_id, chain[position + 1 :])
+                    continue
+                hook.ledger.record(completion)
+                return report(self._answered(cache, keys, hook.conn_id, completion))
         raise AssertionError("unreachable: the last connection's error is raised")  # pragma: no cover
 
-    @observed_async
     async def asend(
         self,
         prepared: PreparedCall,
@@ -460,31 +455,33 @@ class O3MiniHook(BaseHook):
         :raises InvalidRequestError: a streamed request (``stream: true``), which this path does not read.
         :raises ServiceError: a subclass naming the status, the service's message and the fix.
         """
-        if prepared.body.get("stream"):
-            raise InvalidRequestError("asend reads whole replies (fix: send the request without stream)")
-        settings = await self.aget_settings()
-        keys: dict[str, str] = {}
-        if cache is not None:
-            for hook in self._chain[1:]:
-                with contextlib.suppress(Exception):  # an unreadable fallback has stored nothing
-                    await hook.aget_settings()
-            keys, stored = await asyncio.to_thread(self._stored, cache, prepared, cache_key, None)
-            if stored is not None:
-                return stored
-        chain = self._chain
-        for position, hook in enumerate(chain):
-            await hook.aget_settings()
-            call = hook.retargeted(prepared, settings.model)
-            await asyncio.to_thread(hook.ledger.check)
-            try:
-                completion = await acall_with_retries(
-                    hook.settings.retry, partial(hook._aattempt, call, client)
-                )
-            except ServiceError as error:
-                _fall_back_or_raise(error, hook.conn_id, chain[position + 1 :])
-                continue
-            await asyncio.to_thread(hook.ledger.record, completion)
-            return await asyncio.to_thread(self._answered, cache, keys, hook.conn_id, completion)
+        with reported(self, prepared) as report:
+            if prepared.body.get("stream"):
+                raise InvalidRequestError("asend reads whole replies (fix: send the request without stream)")
+            settings = await self.aget_settings()
+            keys: dict[str, str] = {}
+            if cache is not None:
+                for hook in self._chain[1:]:
+                    with contextlib.suppress(Exception):  # an unreadable fallback has stored nothing
+                        await hook.aget_settings()
+                keys, stored = await asyncio.to_thread(self._stored, cache, prepared, cache_key, None)
+                if stored is not None:
+                    return report(stored)
+            chain = self._chain
+            for position, hook in enumerate(chain):
+                await hook.aget_settings()
+                call = hook.retargeted(prepared, settings.model)
+                await asyncio.to_thread(hook.ledger.check)
+                try:
+                    completion = await acall_with_retries(
+                        hook.settings.retry, partial(hook._aattempt, call, client)
+                    )
+                except ServiceError as error:
+                    _fall_back_or_raise(error, hook.conn_id, chain[position + 1 :])
+                    continue
+                await asyncio.to_thread(hook.ledger.record, completion)
+                answered = await asyncio.to_thread(self._answered, cache, keys, hook.conn_id, completion)
+                return report(answered)
         raise AssertionError("unreachable: the last connection's error is raised")  # pragma: no cover
 
     def cache_key(self, prepared: PreparedCall) -> str:

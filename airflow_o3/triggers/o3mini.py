@@ -122,15 +122,15 @@ class O3MiniTrigger(BaseTrigger):
         self, hook: O3MiniHook, prepared: PreparedCall, cache: ResponseCache | None
     ) -> Completion:
         """Send on the request loop; cancelled meanwhile (the triggerer stops, or the trigger moves),
-        wait up to the cache's ``grace_period`` for the reply to be stored, then let the cancellation through."""
-        storing = cache is not None and cache.settings.mode == "on"
+        wait up to the cache's ``grace_period`` for the reply to be stored, then let the cancellation
+        through."""
         client = await asyncio.to_thread(hook.async_client)  # imports the transport, reads the CA bundle
         in_flight = _run_on_request_loop(_send_with(hook, client, prepared, cache, self.cache_key))
         reply = asyncio.wrap_future(in_flight)
         try:
             return await asyncio.shield(reply)
         except asyncio.CancelledError:
-            grace = cache.settings.grace_period if storing and cache is not None else 0.0
+            grace = cache.settings.grace_period if cache is not None and cache.settings.mode == "on" else 0.0
             await self._finish_when_cancelled(reply, in_flight, grace)
             raise
 
