@@ -440,14 +440,12 @@ def parse_response(
 def record_headers(completion: Completion) -> dict[str, str]:
     """The headers that :func:`completion_from_body` needs besides the body to rebuild ``completion``:
     its cost, credits and request id (for a cache entry, or a trigger's event)."""
-    headers = {}
-    if completion.cost_usd is not None:
-        headers["x-aimlapi-usd-spent"] = str(completion.cost_usd)
-    if completion.credits_used is not None:
-        headers["x-aimlapi-credits-used"] = str(completion.credits_used)
-    if completion.request_id:
-        headers["x-request-id"] = completion.request_id
-    return headers
+    sent = {
+        "x-aimlapi-usd-spent": completion.cost_usd,
+        "x-aimlapi-credits-used": completion.credits_used,
+        "x-request-id": completion.request_id or None,
+    }
+    return {name: str(value) for name, value in sent.items() if value is not None}
 
 
 def usage_over(completions: Sequence[Completion]) -> dict[str, Any]:
