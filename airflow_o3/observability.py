@@ -1,55 +1,29 @@
-"""What a call leaves behind for the people who run it: one log line, and Airflow metrics.
-
-Every call through :meth:`O3MiniHook.send` (sync, streamed, cached) ends with one summary line in the
-task log, in ``key=value`` form so it can be grepped and parsed::
-
-    o3-mini call: model=o3-mini-2025-01-31 latency_s=2.410 tokens_in=812 tokens_in_cached=0
-    tokens_out=1530 tokens_reasoning=1216 cost_usd=0.009912 from_cache=false finish_reason=stop
-    request_id=req-7f3a client_request_id=daily_report:write_report:scheduled__2026-01-01T00_00_00_00_00:t1
-
-and sends these metrics through Airflow's ``Stats`` (StatsD or OpenTelemetry, as the deployment's
-``[metrics]`` section configures; nothing is sent when metrics are off), each tagged with the model:
-
-========================================  ======================================================
-``airflow_o3.calls``                      counter: calls answered by the service
-``airflow_o3.cache_hits``                 counter: calls answered from the response cache
-``airflow_o3.tokens.prompt``              counter: input tokens
-``airflow_o3.tokens.cached``              counter: input tokens the service served from its cache
-``airflow_o3.tokens.completion``          counter: output tokens, hidden reasoning included
-``airflow_o3.tokens.reasoning``           counter: hidden reasoning tokens
-``airflow_o3.cost_usd``                   gauge: the service's cost figure for the last call
-``airflow_o3.cost_microusd``              counter: the same in millionths of a dollar, to add up
-``airflow_o3.latency``                    timer: wall time of a call, retries and waits included
-``airflow_o3.errors.<kind>``              counter: calls that failed, by kind (``rate_limited``,
-                                          ``server``, ``authentication``, ``request_timeout``, ...)
-``airflow_o3.retries``                    counter: attempts that failed and were retried
-========================================  ======================================================
-
-Cache hits cost nothing and add no tokens; their line says ``from_cache=true cost_usd=0``.
+"""What a call leaves behind for the people who run it: one ``key=value`` summary line in the task
+log, and Airflow metrics through ``Stats`` tagged with the model. docs/observability.md lists the
+line's fields and the metrics; a cache hit counts only ``airflow_o3.cache_hits`` and says
+``from_cache=true cost_usd=0``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import re
 import time
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import Stats
 
 from airflow_o3.response import amount
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator
+    from collections.abc import Callable, Iterator
 
     from airflow_o3.hooks.o3mini import O3MiniHook, PreparedCall
     from airflow_o3.response import Completion
 
 PREFIX = "airflow_o3"
-P = ParamSpec("P")
 
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
@@ -58,17 +32,6 @@ def error_kind(error: BaseException) -> str:
     """The metric suffix for an error: ``RateLimitedError`` -> ``rate_limited``."""
     name = type(error).__name__.removesuffix("Error") or type(error).__name__
     return _CAMEL.sub("_", name).lower()
-
-
-def _tokens(usage: Mapping[str, Any], *path: str) -> int | None:
-    """A token count of the usage, or ``None`` when it is missing or no count (NaN, negative...)."""
-    node: Any = usage
-    for name in path:
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(name)
-    count = amount(node)
-    return None if count is None else int(count)
 
 
 _TOKEN_PATHS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -81,9 +44,15 @@ _TOKEN_PATHS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 
 def _token_counts(completion: Completion) -> dict[str, int | None]:
-    """The call's token figures by metric suffix."""
-    usage = completion.usage
-    return {metric: _tokens(usage, *path) for metric, path in _TOKEN_PATHS}
+    """The call's token figures by metric suffix; ``None`` for one missing or no count (NaN, negative...)."""
+    counts: dict[str, int | None] = {}
+    for metric, path in _TOKEN_PATHS:
+        node: Any = completion.usage
+        for name in path:
+            node = node.get(name) if isinstance(node, Mapping) else None
+        count = amount(node)
+        counts[metric] = None if count is None else int(count)
+    return counts
 
 
 def _cost(completion: Completion) -> float | None:
@@ -97,7 +66,7 @@ def _text(value: object) -> str:
 
 
 def summary_line(completion: Completion, *, latency: float, client_request_id: str | None) -> str:
-    """The one log line that describes a call (see the module docstring for its fields)."""
+    """The one log line that describes a call (its fields: docs/observability.md)."""
     tokens, figure = _token_counts(completion), _cost(completion)
     if completion.from_cache:
         cost = "0"
@@ -143,9 +112,10 @@ def record_retry() -> None:
 
 
 @contextlib.contextmanager
-def _reported(owner: O3MiniHook, prepared: PreparedCall) -> Iterator[Callable[[Completion], Completion]]:
-    """Time a call: an error raised in the block is counted; the function it yields logs the summary
-    line of the completion it is given (at the hook's ``call_log_level``) and sends its metrics."""
+def reported(owner: O3MiniHook, prepared: PreparedCall) -> Iterator[Callable[[Completion], Completion]]:
+    """Time a hook's call: an error raised in the block is counted; the function it yields logs the
+    summary line of the completion it is given (at the hook's ``call_log_level``) and sends its
+    metrics, so every reply the call returns goes through it."""
     started = time.monotonic()
 
     def report(completion: Completion) -> Completion:
@@ -164,33 +134,3 @@ def _reported(owner: O3MiniHook, prepared: PreparedCall) -> Iterator[Callable[[C
 
 def _model(prepared: PreparedCall) -> str:
     return str(prepared.body.get("model", ""))
-
-
-def observed(
-    send: Callable[Concatenate[O3MiniHook, PreparedCall, P], Completion],
-) -> Callable[Concatenate[O3MiniHook, PreparedCall, P], Completion]:
-    """Wrap a hook's send method: time it, log its summary line, send its metrics, count its errors."""
-
-    @functools.wraps(send)
-    def wrapper(
-        owner: O3MiniHook, prepared: PreparedCall, /, *args: P.args, **kwargs: P.kwargs
-    ) -> Completion:
-        with _reported(owner, prepared) as report:
-            return report(send(owner, prepared, *args, **kwargs))
-
-    return wrapper
-
-
-def observed_async(
-    send: Callable[Concatenate[O3MiniHook, PreparedCall, P], Awaitable[Completion]],
-) -> Callable[Concatenate[O3MiniHook, PreparedCall, P], Awaitable[Completion]]:
-    """:func:`observed` for an ``async`` send method (the triggerer's path)."""
-
-    @functools.wraps(send)
-    async def wrapper(
-        owner: O3MiniHook, prepared: PreparedCall, /, *args: P.args, **kwargs: P.kwargs
-    ) -> Completion:
-        with _reported(owner, prepared) as report:
-            return report(await send(owner, prepared, *args, **kwargs))
-
-    return wrapper

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -122,8 +123,9 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
     return next((v for k, v in headers.items() if k.lower() == lowered), None)
 
 
-def _request_id(headers: Mapping[str, str], body: Any = None) -> str | None:
-    """The service's id for the call, quotable: it goes into log lines, errors and XCom."""
+def request_id(headers: Mapping[str, str], body: Any = None) -> str | None:
+    """The service's id for the call (``x-request-id``, ``x-inference-id``, or an error body's
+    ``requestId``), quotable: it goes into log lines, errors and XCom."""
     if isinstance(body, dict) and isinstance(body.get("requestId"), str):
         found: str | None = str(body["requestId"])
     else:
@@ -151,14 +153,11 @@ def _finite_wait(seconds: float) -> float | None:
 
 def _wait(text: str, unit: float, dated: bool) -> float | None:
     """A wait header's value in seconds: a number of ``unit`` seconds, or (when ``dated``) an HTTP date."""
-    try:
+    with contextlib.suppress(ValueError):
         return _finite_wait(float(text) * unit)
-    except ValueError:
-        pass
-    try:
+    with contextlib.suppress(TypeError, ValueError, OverflowError):
         return _finite_wait(parsedate_to_datetime(text).timestamp() - time()) if dated else None
-    except (TypeError, ValueError, OverflowError):
-        return None
+    return None
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
@@ -213,14 +212,14 @@ def error_for(status: int, headers: Mapping[str, str], content: bytes) -> Servic
     failure = HttpFailure(
         status=status,
         message=_service_message(body, text),
-        request_id=_request_id(headers, body),
+        request_id=request_id(headers, body),
         retry_after=retry_after(headers),
     )
     return error_class_for_status(status)(failure)
 
 
 def _bad(status: int, headers: Mapping[str, str], message: str) -> BadResponseError:
-    return BadResponseError(HttpFailure(status=status, message=message, request_id=_request_id(headers)))
+    return BadResponseError(HttpFailure(status=status, message=message, request_id=request_id(headers)))
 
 
 def json_object(value: Any) -> dict[str, Any]:
@@ -231,9 +230,8 @@ def json_object(value: Any) -> dict[str, Any]:
 def amount(value: Any) -> int | float | None:
     """``value`` if it is a finite number from 0 to :data:`MAX_AMOUNT` (a token count, a cost), else
     ``None``; ``True`` and ``False`` are not numbers here."""
-    if type(value) is int:  # the common case first: a figure is read a dozen times per reply
-        return value if 0 <= value <= MAX_AMOUNT else None
-    if not _is_number(value) or (isinstance(value, float) and not math.isfinite(value)):
+    # an int first, with no more checks: a figure is read a dozen times per reply
+    if type(value) is not int and (not _is_number(value) or not math.isfinite(value)):
         return None
     return value if 0 <= value <= MAX_AMOUNT else None
 
@@ -243,24 +241,15 @@ def _shown(value: Any) -> str:
     return quotable(repr(value), 100)
 
 
-def _reported(value: Any) -> int | float | None:
-    """:func:`amount` of a figure sent as a JSON number or as header text."""
-    if isinstance(value, str):
-        try:
-            return amount(float(value))
-        except ValueError:
-            return None
-    return amount(value)
-
-
 def _figure(*candidates: tuple[str, Any]) -> float | None:
-    """The first of the reported ``(where, value)`` figures that is an amount; a figure that is
-    there but is none (NaN, infinite, negative, text) is ignored with a warning."""
+    """The first of the reported ``(where, value)`` figures (a JSON number, or header text) that is an
+    amount; a figure that is there but is none (NaN, infinite, negative, text) is ignored with a warning."""
     for where, value in candidates:
         if value is None:
             continue
-        if (number := _reported(value)) is not None:
-            return float(number)
+        with contextlib.suppress(ValueError):
+            if (number := amount(float(value) if isinstance(value, str) else value)) is not None:
+                return float(number)
         log.warning("The reply's %s is %s, which is not an amount; it is ignored", where, _shown(value))
     return None
 
@@ -304,10 +293,7 @@ def index_number(value: Any) -> int | None:
 
 
 def _index(position: int, data: Mapping[str, Any]) -> int:
-    """A choice's ``index``: its position when the reply leaves it out.
-
-    :raises ValueError: an index that is not a whole number from 0.
-    """
+    """A choice's ``index``: its position when the reply leaves it out."""
     value = data.get("index")
     if value is None:
         return position
@@ -325,10 +311,7 @@ def _optional_text(message: Mapping[str, Any], name: str, position: int) -> str 
 
 def _tool_call(where: str, call: Any) -> ToolCall:
     """One entry of ``message.tool_calls``: a ``function`` call, or a ``custom`` tool's call (a call
-    without a name keeps ``""``: reading the reply's calls refuses it).
-
-    :raises ValueError: the entry is of another type.
-    """
+    without a name keeps ``""``: reading the reply's calls refuses it)."""
     data = json_object(call)
     kind = data.get("type") or "function"
     if kind not in ("function", "custom"):
@@ -422,7 +405,7 @@ def completion_from_body(
             ("meta.usage.credits_used", meta_usage.get("credits_used")),
             ("x-aimlapi-credits-used header", header(headers, "x-aimlapi-credits-used")),
         ),
-        request_id=_request_id(headers),
+        request_id=request_id(headers),
         from_cache=from_cache,
         raw=_checked_body(body, usage, created),
         conn_id=conn_id,
@@ -457,14 +440,12 @@ def parse_response(
 def record_headers(completion: Completion) -> dict[str, str]:
     """The headers that :func:`completion_from_body` needs besides the body to rebuild ``completion``:
     its cost, credits and request id (for a cache entry, or a trigger's event)."""
-    headers = {}
-    if completion.cost_usd is not None:
-        headers["x-aimlapi-usd-spent"] = str(completion.cost_usd)
-    if completion.credits_used is not None:
-        headers["x-aimlapi-credits-used"] = str(completion.credits_used)
-    if completion.request_id:
-        headers["x-request-id"] = completion.request_id
-    return headers
+    sent = {
+        "x-aimlapi-usd-spent": completion.cost_usd,
+        "x-aimlapi-credits-used": completion.credits_used,
+        "x-request-id": completion.request_id or None,
+    }
+    return {name: str(value) for name, value in sent.items() if value is not None}
 
 
 def usage_over(completions: Sequence[Completion]) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -20,15 +20,6 @@ DEFAULT_BASE_URL = "https://api.aimlapi.com/v1"
 DEFAULT_MODEL = "o3-mini"
 USER_AGENT = f"airflow-o3/{__version__}"
 DEFAULT_MAX_REPLY_BYTES = 20 * 1024 * 1024
-
-RETRY_EXTRAS: tuple[str, ...] = (
-    "max_attempts",
-    "max_retry_seconds",
-    "initial_backoff",
-    "max_backoff",
-    "max_retry_after",
-)
-"""Connection extras that tune the request retries: each is the :class:`RequestRetry` field it sets."""
 
 
 @dataclass(frozen=True)
@@ -47,15 +38,11 @@ class Timeouts:
     attempt: float = 1800.0
 
     def __post_init__(self) -> None:
-        for name, extra in (
-            ("connect", "connect_timeout"),
-            ("read", "read_timeout"),
-            ("attempt", "attempt_timeout"),
-        ):
+        for name in ("connect", "read", "attempt"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
                 raise ConfigurationError(
-                    f"{extra}={value!r} is not a finite number of seconds above 0 (fix: set it to "
+                    f"{name}_timeout={value!r} is not a finite number of seconds above 0 (fix: set it to "
                     f"seconds, e.g. {getattr(Timeouts, name):g})"
                 )
         if self.attempt < self.read:
@@ -181,8 +168,9 @@ def settings_from_connection(
             f"connection {conn_id!r}: the API key holds a space, a line break or a control character "
             "(fix: paste the AI/ML API key alone into the password field; the key is not shown here)"
         )
+    tuning = (setting.name for setting in fields(RequestRetry))  # each extra sets the field of its name
     retry = RequestRetry().updated(
-        {name: extras[name] for name in RETRY_EXTRAS if extras.get(name) not in (None, "")}
+        {name: extras[name] for name in tuning if extras.get(name) not in (None, "")}
     )
     try:
         url = base_url(host, port, schema)

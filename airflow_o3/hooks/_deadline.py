@@ -106,9 +106,8 @@ class _Connection(HTTPConnection):
         return _by_deadline(self, super().getresponse)
 
 
-class _TlsConnection(HTTPSConnection):
-    def getresponse(self) -> HTTPResponse:  # type: ignore[override]  # as urllib3 itself
-        return _by_deadline(self, super().getresponse)
+class _TlsConnection(_Connection, HTTPSConnection):
+    """:class:`_Connection`'s ``getresponse`` over TLS (it comes first in the method order)."""
 
 
 class _Pool(HTTPConnectionPool):

@@ -32,7 +32,7 @@ from airflow_o3.errors import (
     ServiceError,
     TlsError,
 )
-from airflow_o3.observability import observed, observed_async
+from airflow_o3.observability import reported
 from airflow_o3.request import build_body, encode_body
 from airflow_o3.response import Completion, parse_response
 from airflow_o3.retry import RequestRetry, acall_with_retries, call_with_retries
@@ -60,24 +60,18 @@ _CHUNK_BYTES = 65536
 
 
 _TIMEOUT_CLASSES = frozenset({"TimeoutError", "Timeout", "TimeoutException"})
-"""The timeout classes of the socket and asyncio, urllib3 (both ``TimeoutError``), requests and httpx."""
-
-
-def _timed_out(error: BaseException) -> bool:
-    """Whether ``error`` is a timeout, told by its classes' names so that no client is imported."""
-    return any(kind.__name__ in _TIMEOUT_CLASSES for kind in type(error).__mro__)
+"""The timeout classes of the socket and asyncio, urllib3 (both ``TimeoutError``), requests and httpx,
+told by name so that no client is imported."""
 
 
 def transport_error(url: str, error: BaseException, deadline: _Deadline) -> ServiceError:
-    """The one mapping of a transport failure, of the sync client (requests) or the async one (httpx),
-    to a typed error: past the attempt's deadline an :class:`AttemptTimeoutError`; a timeout a
-    :class:`RequestTimeoutError`; anything else a :class:`ConnectError` (:class:`TlsError` when the
-    TLS handshake failed). Redirects and oversized replies are refused by :func:`_refuse_redirect`
-    and :func:`_too_large`, on both paths too."""
+    """The one mapping of a transport failure, of requests or httpx, to a typed error: past the
+    attempt's deadline an :class:`AttemptTimeoutError`; a timeout a :class:`RequestTimeoutError`;
+    anything else a :class:`ConnectError` (:class:`TlsError` when the TLS handshake failed)."""
     kind = type(error).__name__
     if deadline.left() <= 0:
         return deadline.timed_out(url)
-    if _timed_out(error):
+    if any(base.__name__ in _TIMEOUT_CLASSES for base in type(error).__mro__):
         return RequestTimeoutError(HttpFailure(None, f"no reply from {url} in time ({kind})"))
     if _tls_failed(error):  # not retried
         return TlsError(HttpFailure(None, f"could not reach {url}: the TLS handshake failed ({kind})"))
@@ -180,13 +174,6 @@ def _prepared_url(url: str) -> str:
     return request.url
 
 
-def _limit_wait(response: requests.Response, seconds: float) -> None:
-    """Bound the next wait for bytes on the reply's socket (urllib3 keeps it while the body is read)."""
-    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
-    if sock is not None:
-        sock.settimeout(seconds)
-
-
 def _ca_bundle() -> str | None:
     """The CA bundle both paths trust, as requests reads it: ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``
     (``None``: certifi's)."""
@@ -204,11 +191,7 @@ def _tls_context() -> ssl.SSLContext:
 
 
 def _checked_fallbacks(conn_id: str, fallback_conn_ids: Sequence[str]) -> tuple[str, ...]:
-    """The fallback connections as a tuple of distinct ids, none of them ``conn_id``.
-
-    :raises ConfigurationError: a single string (a tuple of one is meant), an id that is no text,
-        the first connection again, or an id given twice.
-    """
+    """The fallback connections as a tuple of distinct ids, none of them ``conn_id``."""
     if isinstance(fallback_conn_ids, str):
         raise ConfigurationError(
             f"fallback_conn_ids={fallback_conn_ids!r} is one string (fix: give a list or tuple of "
@@ -228,17 +211,13 @@ def _checked_fallbacks(conn_id: str, fallback_conn_ids: Sequence[str]) -> tuple[
     return ids
 
 
-FALLBACK_ERRORS: tuple[type[ServiceError], ...] = (AuthenticationError, OutOfCreditsError)
-"""Final errors of a connection that send the request on to the next fallback connection, besides a
-retryable error that outlived its retries."""
-
-
 def _fall_back_or_raise(error: ServiceError, conn_id: str, rest: Sequence[O3MiniHook]) -> None:
     """Return (and warn) when ``error``, the final one of connection ``conn_id``, sends the request on
-    to ``rest[0]``; raise it, naming ``conn_id``, otherwise: no connection left, or an error another
-    connection would not mend (a 400, a reply already received but unusable)."""
+    to ``rest[0]``: a 401, a 403 (out of credits) or a retryable error that outlived its retries.
+    Raise it, naming ``conn_id``, otherwise: no connection left, or an error another connection would
+    not mend (a 400, a reply already received but unusable)."""
     named = error.for_connection(conn_id)
-    if not rest or not (isinstance(error, FALLBACK_ERRORS) or error.retryable):
+    if not rest or not (isinstance(error, AuthenticationError | OutOfCreditsError) or error.retryable):
         raise named from error.__cause__
     log.warning(
         "Connection %r failed (%s); the same request goes to fallback connection %r",
@@ -260,14 +239,6 @@ class PreparedCall:
     def content(self) -> bytes:
         """The request body as sent: compact JSON, UTF-8 (encoded once, however often it is sent)."""
         return encode_body(self.body)
-
-
-def _first_stored(cache: ResponseCache, keys: Mapping[str, str]) -> tuple[str, str, Completion] | None:
-    """The first ``(conn_id, entry, reply)`` stored under one of ``keys`` (conn_id -> entry)."""
-    for conn_id, key in keys.items():
-        if (stored := cache.get(key)) is not None:
-            return conn_id, key, stored
-    return None
 
 
 class O3MiniHook(BaseHook):
@@ -438,7 +409,6 @@ class O3MiniHook(BaseHook):
         prepared = self.prepare(messages, model=model, client_request_id=client_request_id, **params)
         return self.send(prepared, cache=cache, on_text=on_text)
 
-    @observed
     def send(
         self, prepared: PreparedCall, *, cache: ResponseCache | None = None, on_text: OnText | None = None
     ) -> Completion:
@@ -448,26 +418,26 @@ class O3MiniHook(BaseHook):
         A streamed request (``stream: true`` in the body) is retried only while no reply text has
         arrived; ``on_text`` gets its text as it comes (a cached reply's text, all at once).
         """
-        keys = self.cache_keys(prepared, None) if cache is not None else {}
-        if (stored := self._stored(cache, keys, on_text)) is not None:
-            return stored
-        chain = self._chain()
-        for position, hook in enumerate(chain):
-            call = hook.retargeted(prepared, self.settings.model)
-            hook.ledger.check()
-            sleep = hook.rate_control.sleep if hook.rate_control is not None else time.sleep
-            try:
-                completion = call_with_retries(
-                    hook.settings.retry, partial(hook._attempt, call, on_text), sleep=sleep
-                )
-            except ServiceError as error:
-                _fall_back_or_raise(error, hook.conn_id, chain[position + 1 :])
-                continue
-            hook.ledger.record(completion)
-            return self._answered(cache, keys, hook.conn_id, completion)
+        with reported(self, prepared) as report:
+            keys, stored = self._stored(cache, prepared, None, on_text)
+            if stored is not None:
+                return report(stored)
+            chain = self._chain
+            for position, hook in enumerate(chain):
+                call = hook.retargeted(prepared, self.settings.model)
+                hook.ledger.check()
+                sleep = hook.rate_control.sleep if hook.rate_control is not None else time.sleep
+                try:
+                    completion = call_with_retries(
+                        hook.settings.retry, partial(hook._attempt, call, on_text), sleep=sleep
+                    )
+                except ServiceError as error:
+                    _fall_back_or_raise(error, hook.conn_id, chain[position + 1 :])
+                    continue
+                hook.ledger.record(completion)
+                return report(self._answered(cache, keys, hook.conn_id, completion))
         raise AssertionError("unreachable: the last connection's error is raised")  # pragma: no cover
 
-    @observed_async
     async def asend(
         self,
         prepared: PreparedCall,
@@ -485,33 +455,33 @@ class O3MiniHook(BaseHook):
         :raises InvalidRequestError: a streamed request (``stream: true``), which this path does not read.
         :raises ServiceError: a subclass naming the status, the service's message and the fix.
         """
-        if prepared.body.get("stream"):
-            raise InvalidRequestError("asend reads whole replies (fix: send the request without stream)")
-        settings = await self.aget_settings()
-        keys: dict[str, str] = {}
-        if cache is not None:
-            for hook in self._fallbacks:
-                with contextlib.suppress(Exception):  # an unreadable fallback has stored nothing
-                    await hook.aget_settings()
-            keys = await asyncio.to_thread(self.cache_keys, prepared, cache_key)
-            if (stored := await asyncio.to_thread(self._stored, cache, keys, None)) is not None:
-                return stored
-        chain = self._chain()
-        for position, hook in enumerate(chain):
-            await hook.aget_settings()
-            call = hook.retargeted(prepared, settings.model)
-            await asyncio.to_thread(hook.ledger.check)
-            try:
-                completion = await acall_with_retries(
-                    hook.settings.retry, partial(hook._aattempt, call, client)
-                )
-            except ServiceError as error:
-                _fall_back_or_raise(error, hook.conn_id, chain[position + 1 :])
-                continue
-            await asyncio.to_thread(hook.ledger.record, completion)
-            if cache is None:
-                return self._answered(None, keys, hook.conn_id, completion)
-            return await asyncio.to_thread(self._answered, cache, keys, hook.conn_id, completion)
+        with reported(self, prepared) as report:
+            if prepared.body.get("stream"):
+                raise InvalidRequestError("asend reads whole replies (fix: send the request without stream)")
+            settings = await self.aget_settings()
+            keys: dict[str, str] = {}
+            if cache is not None:
+                for hook in self._chain[1:]:
+                    with contextlib.suppress(Exception):  # an unreadable fallback has stored nothing
+                        await hook.aget_settings()
+                keys, stored = await asyncio.to_thread(self._stored, cache, prepared, cache_key, None)
+                if stored is not None:
+                    return report(stored)
+            chain = self._chain
+            for position, hook in enumerate(chain):
+                await hook.aget_settings()
+                call = hook.retargeted(prepared, settings.model)
+                await asyncio.to_thread(hook.ledger.check)
+                try:
+                    completion = await acall_with_retries(
+                        hook.settings.retry, partial(hook._aattempt, call, client)
+                    )
+                except ServiceError as error:
+                    _fall_back_or_raise(error, hook.conn_id, chain[position + 1 :])
+                    continue
+                await asyncio.to_thread(hook.ledger.record, completion)
+                answered = await asyncio.to_thread(self._answered, cache, keys, hook.conn_id, completion)
+                return report(answered)
         raise AssertionError("unreachable: the last connection's error is raised")  # pragma: no cover
 
     def cache_key(self, prepared: PreparedCall) -> str:
@@ -537,9 +507,10 @@ class O3MiniHook(BaseHook):
         return PreparedCall(settings.chat_url, body, prepared.client_request_id)
 
     @cached_property
-    def _fallbacks(self) -> tuple[O3MiniHook, ...]:
-        """A hook per fallback connection, with this hook's overrides and rate controller."""
-        return tuple(
+    def _chain(self) -> tuple[O3MiniHook, ...]:
+        """The connections a call tries, in order: this hook, then a hook per fallback connection with
+        this hook's overrides and rate controller."""
+        return self, *(
             O3MiniHook(
                 conn_id,
                 request_retry=self._retry,
@@ -550,10 +521,6 @@ class O3MiniHook(BaseHook):
             for conn_id in self.fallback_conn_ids
         )
 
-    def _chain(self) -> tuple[O3MiniHook, ...]:
-        """The connections a call tries, in order: this hook's, then the fallbacks."""
-        return (self, *self._fallbacks)
-
     def cache_keys(self, prepared: PreparedCall, first_key: str | None = None) -> dict[str, str]:
         """The request's cache entry under each connection of the chain, by conn_id: a reply is
         stored under the connection that answered, so a retry finds it whichever one that was.
@@ -562,7 +529,7 @@ class O3MiniHook(BaseHook):
         :param first_key: this hook's entry when it was computed elsewhere (the deferring operator).
         """
         keys = {self.conn_id: first_key or self.cache_key(prepared)}
-        for hook in self._fallbacks:
+        for hook in self._chain[1:]:
             try:
                 keys[hook.conn_id] = hook.cache_key(hook.retargeted(prepared, self.settings.model))
             except Exception as error:  # not found, unusable: reported when the call gets to it
@@ -570,26 +537,33 @@ class O3MiniHook(BaseHook):
         return keys
 
     def _stored(
-        self, cache: ResponseCache | None, keys: Mapping[str, str], on_text: OnText | None
-    ) -> Completion | None:
-        """The one read of the response cache, for every path (sync, batch, triggerer): the reply
-        stored under any connection of the chain, first found first."""
-        found = _first_stored(cache, keys) if cache is not None else None
-        if found is None:
-            return None
-        conn_id, key, stored = found
-        log.log(
-            self.call_log_level,
-            "Reply read from the response cache (entry %s, answered through connection %r): nothing "
-            "was paid for it",
-            key[:16],
-            conn_id,
-        )
-        if on_text is not None:
-            for choice in stored.choices:
-                if choice.text:
-                    on_text(choice.index, choice.text)
-        return replace(stored, conn_id=conn_id)
+        self,
+        cache: ResponseCache | None,
+        prepared: PreparedCall,
+        first_key: str | None,
+        on_text: OnText | None,
+    ) -> tuple[dict[str, str], Completion | None]:
+        """The one read of the response cache, for every path (sync, batch, triggerer): the request's
+        :meth:`cache_keys`, and the reply stored under any of them, first found first."""
+        if cache is None:
+            return {}, None
+        keys = self.cache_keys(prepared, first_key)
+        for conn_id, key in keys.items():
+            if (stored := cache.get(key)) is None:
+                continue
+            log.log(
+                self.call_log_level,
+                "Reply read from the response cache (entry %s, answered through connection %r): nothing "
+                "was paid for it",
+                key[:16],
+                conn_id,
+            )
+            if on_text is not None:
+                for choice in stored.choices:
+                    if choice.text:
+                        on_text(choice.index, choice.text)
+            return keys, replace(stored, conn_id=conn_id)
+        return keys, None
 
     def _answered(
         self, cache: ResponseCache | None, keys: Mapping[str, str], conn_id: str, completion: Completion
@@ -600,33 +574,39 @@ class O3MiniHook(BaseHook):
         return completion if completion.conn_id == conn_id else replace(completion, conn_id=conn_id)
 
     def _attempt(self, prepared: PreparedCall, on_text: OnText | None) -> Completion:
-        """One attempt over requests: a whole reply, or a stream assembled as it arrives."""
-        if prepared.body.get("stream"):
-            return self._post_stream(prepared, on_text)
+        """One attempt over requests, in turn at the rate controller (told of the answer): a whole
+        reply, or a stream assembled as it arrives."""
+        stream = bool(prepared.body.get("stream"))
         deadline = _Deadline.after(self.settings.timeouts.attempt)
-        with self._keyless(), self._open(prepared, deadline, stream=False) as response:
-            content = b"".join(self._body(response, prepared.url, deadline))
-            return parse_response(response.status_code, response.headers, content, conn_id=self.conn_id)
+        sent = self.settings.headers(prepared.client_request_id, stream=stream)
+        if self.rate_control is not None:
+            self.rate_control.acquire()
+        with (
+            self._keyless(),
+            self._request("POST", prepared.url, sent, deadline, data=prepared.content) as response,
+        ):
+            status, headers = response.status_code, response.headers
+            if self.rate_control is not None:
+                self.rate_control.observe(status, headers)
+            body = self._body(response, prepared.url, deadline)
+            if stream and 200 <= status < 300 and "text/event-stream" in headers.get("Content-Type", ""):
+                return self._assembled(status, headers, body, on_text)
+            return parse_response(status, headers, b"".join(body), conn_id=self.conn_id)
 
-    def _post_stream(self, prepared: PreparedCall, on_text: OnText | None) -> Completion:
+    def _assembled(
+        self, status: int, headers: Mapping[str, str], body: Iterator[bytes], on_text: OnText | None
+    ) -> Completion:
         from airflow_o3.streaming import NoProgress, StreamAssembler, sse_data, sse_lines
 
-        settings = self.settings
-        deadline = _Deadline.after(settings.timeouts.attempt)
-        with self._keyless(), self._open(prepared, deadline, stream=True) as response:
-            body = self._body(response, prepared.url, deadline)
-            content_type = response.headers.get("Content-Type", "")
-            if not 200 <= response.status_code < 300 or "text/event-stream" not in content_type:
-                return parse_response(response.status_code, response.headers, b"".join(body))
-            assembler = StreamAssembler(response.status_code, response.headers, on_text)
-            try:
-                for data in sse_data(sse_lines(body), idle_timeout=settings.timeouts.read):
-                    assembler.feed(data)
-            except NoProgress as idle:
-                raise assembler.interrupted(str(idle), timed_out=True) from None
-            except (RequestTimeoutError, ConnectError) as error:
-                raise assembler.interrupted(error.failure.message, error=error) from None
-            return assembler.completion()
+        assembler = StreamAssembler(status, headers, on_text)
+        try:
+            for data in sse_data(sse_lines(body), idle_timeout=self.settings.timeouts.read):
+                assembler.feed(data)
+        except NoProgress as idle:
+            raise assembler.interrupted(str(idle), timed_out=True) from None
+        except (RequestTimeoutError, ConnectError) as error:
+            raise assembler.interrupted(error.failure.message, error=error) from None
+        return assembler.completion()
 
     @contextlib.contextmanager
     def _keyless(self) -> Iterator[None]:
@@ -639,21 +619,6 @@ class O3MiniHook(BaseHook):
                 raise
             raise error.without(_key_forms(key)) from None
 
-    def _open(self, prepared: PreparedCall, deadline: _Deadline, *, stream: bool) -> requests.Response:
-        """POST the body and wait for the reply's headers, taking a turn at the rate controller and
-        reporting the answer to it. The body is left to :meth:`_body`.
-
-        :param deadline: when the attempt must be over.
-        :param stream: ask for server-sent events.
-        """
-        headers = self.settings.headers(prepared.client_request_id, stream=stream)
-        if self.rate_control is not None:
-            self.rate_control.acquire()
-        response = self._request("POST", prepared.url, headers, deadline, data=prepared.content)
-        if self.rate_control is not None:
-            self.rate_control.observe(response.status_code, response.headers)
-        return response
-
     def _request(
         self,
         method: str,
@@ -664,10 +629,7 @@ class O3MiniHook(BaseHook):
         data: bytes | None = None,
     ) -> requests.Response:
         """Send one request and wait for the reply's headers until ``deadline`` at the latest,
-        without following a redirect.
-
-        :raises ServiceError: as :func:`transport_error` maps a failure; :class:`RedirectError` for a 3xx.
-        """
+        without following a redirect."""
         import requests
 
         from airflow_o3.hooks._deadline import deadline as headers_by
@@ -699,13 +661,8 @@ class O3MiniHook(BaseHook):
 
     def _body(self, response: requests.Response, url: str, deadline: _Deadline) -> Iterator[bytes]:
         """The reply's body as it was sent (unencoded: the request asks for identity), in pieces as
-        they arrive.
-
-        Each wait for bytes is bounded by the read timeout and by what is left of the attempt, and
-        a read returns whatever has arrived, so a reply trickling in is cut at the deadline.
-
-        :raises ServiceError: as :func:`transport_error` maps a failure; :class:`ReplyTooLargeError`
-            when more than ``max_reply_bytes`` arrived.
+        they arrive. Each wait for bytes is bounded by the read timeout and by what is left of the
+        attempt, and a read returns whatever has arrived, so a reply trickling in is cut at the deadline.
         """
         from urllib3.exceptions import HTTPError
 
@@ -715,7 +672,10 @@ class O3MiniHook(BaseHook):
             wait = min(settings.timeouts.read, deadline.left())
             if wait <= 0:
                 raise deadline.timed_out(url)
-            _limit_wait(response, wait)
+            # the reply's socket, which urllib3 keeps while the body is read
+            sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+            if sock is not None:
+                sock.settimeout(wait)
             try:
                 chunk = response.raw.read1(_CHUNK_BYTES)
             except (HTTPError, OSError) as error:
@@ -824,11 +784,8 @@ class O3MiniHook(BaseHook):
         """The connection form on Airflow 2 (Airflow 3 reads the provider info instead)."""
         from airflow_o3.get_provider_info import CONNECTION_TYPE
 
-        behaviour = CONNECTION_TYPE["ui-field-behaviour"]
         return {
-            "hidden_fields": behaviour["hidden-fields"],
-            "relabeling": behaviour["relabeling"],
-            "placeholders": behaviour["placeholders"],
+            name.replace("-", "_"): value for name, value in CONNECTION_TYPE["ui-field-behaviour"].items()
         }
 
     @classmethod

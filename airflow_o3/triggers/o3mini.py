@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import os
 import threading
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -37,18 +37,6 @@ if TYPE_CHECKING:
     from airflow_o3.response import Completion
 
 T = TypeVar("T")
-
-SERIALIZED = (
-    "conn_id",
-    "body",
-    "client_request_id",
-    "request_retry",
-    "read_timeout",
-    "cache",
-    "cache_key",
-    "fallback_conn_ids",
-)
-"""The arguments a trigger is re-created from, by their new names."""
 
 
 class O3MiniTrigger(BaseTrigger):
@@ -98,8 +86,13 @@ class O3MiniTrigger(BaseTrigger):
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """What the triggerer stores to re-create the trigger: no secret, only names, the body and
-        the settings."""
-        arguments = {name: getattr(self, name) for name in SERIALIZED}
+        the settings; each argument by its new name."""
+        import inspect
+
+        from airflow_o3.call import RENAMED_ARGUMENTS
+
+        names = inspect.signature(type(self)).parameters.keys() - RENAMED_ARGUMENTS.keys()
+        arguments = {name: getattr(self, name) for name in sorted(names)}
         return f"{type(self).__module__}.{type(self).__qualname__}", arguments
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -128,20 +121,16 @@ class O3MiniTrigger(BaseTrigger):
     async def _send(
         self, hook: O3MiniHook, prepared: PreparedCall, cache: ResponseCache | None
     ) -> Completion:
-        """Send on the request loop, where the hook reads the cache first and stores the reply as
-        soon as it arrives.
-
-        Cancelled meanwhile (the triggerer stops, or the trigger moves), the trigger waits up to the
-        cache's ``grace_period`` for the reply to be stored, then lets the cancellation through.
-        """
-        storing = cache is not None and cache.settings.mode == "on"
+        """Send on the request loop; cancelled meanwhile (the triggerer stops, or the trigger moves),
+        wait up to the cache's ``grace_period`` for the reply to be stored, then let the cancellation
+        through."""
         client = await asyncio.to_thread(hook.async_client)  # imports the transport, reads the CA bundle
         in_flight = _run_on_request_loop(_send_with(hook, client, prepared, cache, self.cache_key))
         reply = asyncio.wrap_future(in_flight)
         try:
             return await asyncio.shield(reply)
         except asyncio.CancelledError:
-            grace = cache.settings.grace_period if storing and cache is not None else 0.0
+            grace = cache.settings.grace_period if cache is not None and cache.settings.mode == "on" else 0.0
             await self._finish_when_cancelled(reply, in_flight, grace)
             raise
 
@@ -177,8 +166,7 @@ async def _send_with(
     cache: ResponseCache | None,
     key: str | None,
 ) -> Completion:
-    """Send the request through the hook, which reads the cache first and stores the reply (in a
-    thread) the moment it arrives, before anything else."""
+    """Send through the hook, and close the client on the loop its connections belong to."""
     async with client:
         return await hook.asend(prepared, client, cache=cache, cache_key=key)
 
@@ -187,9 +175,14 @@ _request_loop: tuple[asyncio.AbstractEventLoop, threading.Thread, int] | None = 
 _request_loop_lock = threading.Lock()
 
 
-def _request_loop_running() -> asyncio.AbstractEventLoop:
-    """The process's request loop, in a daemon thread, started on first use (and again in a forked
-    child, which inherits the loop but not its thread)."""
+def _run_on_request_loop(coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    """Start ``coroutine`` on the process's request loop; cancelling the future cancels it.
+
+    The loop runs in a daemon thread, started on first use (and again in a forked child, which
+    inherits the loop but not its thread). The coroutine runs in a copy of the caller's context (the
+    triggerer routes a trigger's log lines to its task's log by context variables):
+    ``run_coroutine_threadsafe`` schedules the task from a callback in that context.
+    """
     global _request_loop
     with _request_loop_lock:
         if _request_loop is None or _request_loop[2] != os.getpid() or not _request_loop[1].is_alive():
@@ -197,14 +190,7 @@ def _request_loop_running() -> asyncio.AbstractEventLoop:
             thread = threading.Thread(target=loop.run_forever, name="airflow-o3-requests", daemon=True)
             thread.start()
             _request_loop = (loop, thread, os.getpid())
-        return _request_loop[0]
-
-
-def _run_on_request_loop(coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-    """Start ``coroutine`` on the request loop; cancelling the future cancels it. It runs in a copy of
-    the caller's context (the triggerer routes a trigger's log lines to its task's log by context
-    variables): ``run_coroutine_threadsafe`` schedules the task from a callback in that context."""
-    return asyncio.run_coroutine_threadsafe(coroutine, _request_loop_running())
+        return asyncio.run_coroutine_threadsafe(coroutine, _request_loop[0])
 
 
 def completion_event(completion: Completion, cache_key: str | None = None) -> dict[str, Any]:
@@ -242,12 +228,10 @@ def completion_from_event(event: Mapping[str, Any]) -> Completion:
     """
     from airflow_o3.response import completion_from_body
 
-    if event.get("status") == "success":
-        completion = completion_from_body(
-            event["response"], event["headers"], from_cache=bool(event.get("from_cache"))
-        )
-        return replace(completion, conn_id=event.get("conn_id"))
-    raise error_from_event(event)
+    if event.get("status") != "success":
+        raise error_from_event(event)
+    cached, conn_id = bool(event.get("from_cache")), event.get("conn_id")
+    return completion_from_body(event["response"], event["headers"], from_cache=cached, conn_id=conn_id)
 
 
 def error_from_event(event: Mapping[str, Any]) -> O3Error:
