@@ -262,6 +262,7 @@ def test_threads_share_one_pace():
     assert starts[-1] - starts[0] >= 7 * 0.05 * 0.9
 
 
+@pytest.mark.slow  # waits out the 429s' Retry-After
 def test_batch_backs_off_together_on_the_stand_in_servers_429s(monkeypatch):
     """16 workers against a server that takes 20 requests a second: the controller learns the limit
     from the first answers and the 429s stay a handful, where unpaced workers would get hundreds."""

@@ -210,6 +210,7 @@ def test_a_rejected_reply_skips_the_task_and_downstream(dag_file, o3_standin_con
     assert len(o3_standin_connection.chat_requests) == 1
 
 
+@pytest.mark.slow  # waits out the approval timeout
 def test_no_answer_within_the_timeout_rejects_the_reply(dag_file, o3_standin_connection, reviewer):
     o3_standin_connection.script(Reply(content=REPLY))
     dag_file(_dag("o3_approval_timeout", timeout=1))

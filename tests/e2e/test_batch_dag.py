@@ -175,6 +175,7 @@ def test_airflow_tasks_render_shows_the_template_and_the_items(
     assert "Globex" in out
 
 
+@pytest.mark.slow  # 320 rows through the example DAG
 def test_the_example_dag_enriches_320_rows_and_writes_them_in_order(
     o3_standin_connection, monkeypatch, tmp_path
 ):

@@ -67,6 +67,7 @@ with DAG(dag_id="o3_secret_paths", schedule=None, start_date=pendulum.datetime(2
 """
 
 
+@pytest.mark.slow  # runs every failing task with its retries
 @pytest.mark.usefixtures("airflow_db")
 def test_failed_task_runs_never_show_the_key(keyed_standin, dag_file, capfd):
     dag_file(DAG.format(retry=RETRY), name="o3_secret_paths.py")

@@ -239,6 +239,7 @@ def secrets_shown(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixtur
 # -- one attempt has a deadline ------------------------------------------------------------------
 
 
+@pytest.mark.slow  # waits out the attempt timeout
 @SYNC_AND_ASYNC
 def test_a_reply_trickling_a_byte_every_half_second_is_cut_at_the_attempt_timeout(monkeypatch, call):
     with Hostile(trickle) as server:
@@ -263,6 +264,7 @@ def test_headers_trickling_a_byte_every_half_second_are_cut_at_the_attempt_timeo
     assert time.monotonic() - started < 2.5
 
 
+@pytest.mark.slow  # waits out two attempt timeouts
 def test_an_attempt_timeout_is_retried_within_the_retry_policy(monkeypatch):
     with Hostile(trickle) as server:
         connect(monkeypatch, server.base_url, attempt_timeout=1, read_timeout=1)
@@ -285,6 +287,7 @@ def test_a_stream_of_only_keep_alive_comments_times_out_after_the_read_timeout(m
     assert not isinstance(raised.value, errors.StreamCutError)
 
 
+@pytest.mark.slow  # waits out the attempt timeout
 def test_a_stream_that_never_ends_is_cut_at_the_attempt_timeout(monkeypatch):
     with Hostile(endless_stream) as server:
         connect(monkeypatch, server.base_url, read_timeout=1, attempt_timeout=1, max_attempts=1)

@@ -233,6 +233,7 @@ def test_a_retried_batch_with_the_cache_pays_only_for_the_items_that_did_not_com
     assert xcoms["batch"]["spend"]["requests"] == len(ROWS) - 3
 
 
+@pytest.mark.slow  # waits out the 429s' Retry-After
 def test_the_batch_slows_down_as_a_whole_on_429(o3_standin_connection):
     o3_standin_connection.script(*(RateLimited(retry_after=0.2) for _ in range(4)))
     result, xcoms = run(batch(limits={"max_concurrency": 4}))

@@ -128,6 +128,7 @@ def test_retries_that_run_out_say_so_after_the_round_trip(o3_standin_connection)
     assert raised.value.retryable
 
 
+@pytest.mark.slow  # waits out the read timeout
 def test_a_read_timeout_is_a_request_timeout_error(o3_standin_connection):
     o3_standin_connection.script(Stall(2.0), Stall(2.0), Stall(2.0))
     with pytest.raises(RequestTimeoutError, match=r"no reply from .* in time \(ReadTimeout\)"):
@@ -323,6 +324,7 @@ def test_the_trigger_never_blocks_the_triggerers_event_loop(o3_standin_connectio
     assert measured["lag"] < 0.1, f"the event loop was blocked for {measured['lag']:.3f}s"
 
 
+@pytest.mark.slow  # waits out the attempt timeout
 def test_a_reply_trickling_into_the_triggerer_is_cut_at_the_attempt_timeout_and_comes_back_typed(monkeypatch):
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
