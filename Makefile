@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
-# The quick suite (150 s on 2 cores, measured 2026-11-30); the slow tests (subprocesses, real servers, deliberate waits)
+# The quick suite (154 s on 2 cores, measured in CI 2026-11-30); the slow tests (subprocesses, real servers, deliberate waits)
 # run with `make test-slow`, and CI runs both.
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
