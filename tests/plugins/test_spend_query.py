@@ -330,11 +330,8 @@ def test_a_re_run_tasks_replaced_xcoms_count_once_with_their_new_figures():
     assert _query({dag_id})["totals"]["calls"] == 0
 
 
-def test_a_second_page_load_reads_no_json_of_the_calls_the_first_read():
-    from airflow import settings
-    from sqlalchemy import event
-
-    dag_id = f"spend_remembered_{uuid.uuid4().hex[:8]}"
+def _write_runs(dag_id: str, count: int) -> None:
+    """``count`` runs of one task of ``dag_id``, each a call of 2 tokens that cost $0.50."""
     _write(
         *(
             {
@@ -344,9 +341,17 @@ def test_a_second_page_load_reads_no_json_of_the_calls_the_first_read():
                 "when": NOW,
                 "usage_value": usage(1, 1, 0, usd=0.5),
             }
-            for n in range(3)
+            for n in range(count)
         )
     )
+
+
+def test_a_second_page_load_reads_no_json_of_the_calls_the_first_read():
+    from airflow import settings
+    from sqlalchemy import event
+
+    dag_id = f"spend_remembered_{uuid.uuid4().hex[:8]}"
+    _write_runs(dag_id, 3)
     first = _query({dag_id})
     statements = []
 
@@ -371,18 +376,7 @@ def test_calls_beyond_the_memory_limit_still_count_at_every_load(monkeypatch):
 
     monkeypatch.setattr(RECORDED, "limit", 2)
     dag_id = f"spend_limit_{uuid.uuid4().hex[:8]}"
-    _write(
-        *(
-            {
-                "dag_id": dag_id,
-                "run_id": f"r{n}",
-                "task_id": "a",
-                "when": NOW,
-                "usage_value": usage(1, 1, 0, usd=0.5),
-            }
-            for n in range(5)
-        )
-    )
+    _write_runs(dag_id, 5)
     loads = [_query({dag_id})["totals"] for _ in range(2)]
     assert [(totals["calls"], totals["usd_spent"]) for totals in loads] == [(5, 2.5), (5, 2.5)]
 
